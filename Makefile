@@ -1,0 +1,29 @@
+# The two README commands: `make run` (set up + main job) and `make test` (set up + tests).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+GRID ?= ablations/losses.yaml
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: setup run test test-all lint corpus smoke figures clean-results
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	$(PY) -m bench.run --grid $(GRID)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m "slow or not slow"
+
+lint: setup
+	$(PY) -m ruff check bench tests scripts
+
+corpus: setup
+	$(PY) -m bench.data build --size default
+
+smoke: setup
+	$(PY) -m bench.run --grid ablations/smoke.yaml

@@ -1,0 +1,523 @@
+"""Typed dataclass configs, YAML round-trip, dotted overrides, grid expansion and validation.
+
+Every stage of the pipeline reads one *slice* of :class:`ExperimentConfig`; the hash of that
+slice is the stage's cache key (see :mod:`bench.cache`).
+
+Validation errors are :class:`ConfigError` and always name the dotted key, the bad value and
+the allowed choices or range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key or value is invalid; the message names key, value and what is allowed."""
+
+
+# --------------------------------------------------------------------------- sections
+@dataclass
+class CorpusConfig:
+    """Which speech corpus to use.
+
+    Attributes:
+        name: dataset plugin (``embedded`` builds the offline default corpus; ``librispeech``,
+            ``voxceleb`` and ``manifest`` read a user's corpus from ``path``).
+        size: preset of the embedded corpus (``smoke`` for tests, ``default``).
+        path: root directory (librispeech/voxceleb) or CSV file (manifest).
+        seed: seed of the corpus build and the speaker split.
+        val_speakers: fraction of speakers in the validation split.
+        test_speakers: fraction of speakers in the test split.
+    """
+
+    name: str = "embedded"
+    size: str = "default"
+    path: str = ""
+    seed: int = 0
+    val_speakers: float = 0.15
+    test_speakers: float = 0.2
+
+
+@dataclass
+class MixConfig:
+    """How mixtures are made (target + interferers + noise, optional room)."""
+
+    segment_s: float = 3.0
+    enroll_s: float = 3.0
+    n_interferers: list[int] = field(default_factory=lambda: [1, 2])
+    sir_db: list[float] = field(default_factory=lambda: [-5.0, 5.0])
+    snr_db: list[float] = field(default_factory=lambda: [5.0, 20.0])
+    noise_types: list[str] = field(
+        default_factory=lambda: ["white", "pink", "brown", "babble", "samples"]
+    )
+    room_prob: float = 0.0
+
+
+@dataclass
+class TeacherConfig:
+    """Heavy teacher encoder. ``source`` says where its weights come from.
+
+    Attributes:
+        name: teacher plugin (``ge2e``, ``ecapa``, ``titanet``, ``wavlm``).
+        source: ``pretrained`` (hub id or packaged weights), ``local`` (``path``), or
+            ``trained`` (trained in the suite on the corpus train split).
+        path: local checkpoint directory / file for ``source: local``.
+        hub_id: hub id for ``source: pretrained`` (empty: the plugin's default).
+        train_steps: steps of speaker-classification training for ``source: trained``.
+        train_size: CPU-sized architecture preset for ``source: trained``.
+    """
+
+    name: str = "ge2e"
+    source: str = "pretrained"
+    path: str = ""
+    hub_id: str = ""
+    train_steps: int = 600
+    train_size: str = "cpu"
+
+
+@dataclass
+class StudentConfig:
+    """Tiny student encoder that maps audio into the teacher's embedding space."""
+
+    name: str = "tiny"
+    max_params: int = 150_000
+    n_mels: int = 40
+    channels: int = 96
+    hidden: int = 96
+
+
+@dataclass
+class DistillConfig:
+    """Student distillation: loss, temperature and training budget."""
+
+    loss: str = "contrastive"
+    tau: float = 0.1
+    symmetric: bool = True
+    positives: str = "instance"
+    inputs: list[str] = field(default_factory=lambda: ["clean", "noisy", "enhanced"])
+    window_s: float = 1.0
+    steps: int = 1200
+    batch_size: int = 64
+    lr: float = 3e-3
+    val_every: int = 100
+    patience: int = 4
+
+
+@dataclass
+class PSEConfig:
+    """Personalized speech-enhancement backbone and its training budget."""
+
+    name: str = "pdfnet2"
+    size: str = "cpu"
+    personalized: bool = True
+    injection: str = "join"
+    train_steps: int = 1500
+    batch_size: int = 16
+    segment_s: float = 2.0
+    lr: float = 1e-3
+    seed: int = 0
+    val_every: int = 250
+    patience: int = 4
+
+
+@dataclass
+class RefineConfig:
+    """On-the-fly refinement of the embedding while enhancing."""
+
+    name: str = "static"
+    alpha: float = 0.0
+    block_s: float = 0.5
+    gate: str = "none"
+    gate_threshold: float = 0.0
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation set and statistics."""
+
+    n_test: int = 40
+    n_val: int = 20
+    conditions: list[str] = field(
+        default_factory=lambda: ["clean", "short", "noisy", "competing", "drift", "combined"]
+    )
+    test_s: float = 4.0
+    n_bootstrap: int = 1000
+    workers: int = 2
+    pesq: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    """One cell of a grid: everything a run needs."""
+
+    name: str = "default"
+    seed: int = 0
+    device: str = "auto"
+    cache_dir: str = ""
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    pse: PSEConfig = field(default_factory=PSEConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ExperimentConfig:
+        cfg = _build(cls, data or {}, prefix="")
+        validate(cfg)
+        return cfg
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> ExperimentConfig:
+        return cls.from_dict(yaml.safe_load(text))
+
+
+# --------------------------------------------------------------------------- building
+def _resolved_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Coerce a YAML value to the field's type, or raise ConfigError naming the key."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {hint.__name__} fields, got {value!r}")
+        return _build(hint, value, prefix=key + ".")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if hint is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return "" if value is None else str(value)
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = _resolved_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]!r}; valid keys under "
+            f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(fields))}"
+        )
+    kwargs = {k: _coerce(prefix + k, v, hints[k]) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- validation
+def _choice(key: str, value: Any, choices: list[str] | tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not allowed; choices: {', '.join(map(str, choices))}")
+
+
+def _range(key: str, value: float, lo: float, hi: float, lo_open: bool = False) -> None:
+    ok = (value > lo if lo_open else value >= lo) and value <= hi
+    if not ok:
+        left = "(" if lo_open else "["
+        raise ConfigError(f"{key}={value!r} is out of range {left}{lo}, {hi}]")
+
+
+CONDITIONS = (
+    "clean",
+    "short",
+    "noisy",
+    "reverb",
+    "bandlimited",
+    "competing",
+    "drift",
+    "combined",
+)
+NOISE_TYPES = ("white", "pink", "brown", "babble", "samples")
+DISTILL_INPUTS = ("clean", "noisy", "enhanced")
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Check every value; raise :class:`ConfigError` naming the key, value and allowed set."""
+    from bench import registry
+
+    _choice("device", cfg.device, ("auto", "cpu", "cuda"))
+    _choice("corpus.name", cfg.corpus.name, registry.names("dataset"))
+    _choice("corpus.size", cfg.corpus.size, ("smoke", "default", "large"))
+    _range("corpus.val_speakers", cfg.corpus.val_speakers, 0.0, 0.5, lo_open=True)
+    _range("corpus.test_speakers", cfg.corpus.test_speakers, 0.0, 0.5, lo_open=True)
+    _range("mix.segment_s", cfg.mix.segment_s, 0.25, 60.0)
+    _range("mix.enroll_s", cfg.mix.enroll_s, 0.25, 60.0)
+    for i, n in enumerate(cfg.mix.n_interferers):
+        _range(f"mix.n_interferers[{i}]", n, 0, 3)
+    for key in ("sir_db", "snr_db"):
+        rng = getattr(cfg.mix, key)
+        if len(rng) != 2 or rng[0] > rng[1]:
+            raise ConfigError(f"mix.{key}={rng!r} must be [low, high] with low <= high")
+    for i, n in enumerate(cfg.mix.noise_types):
+        _choice(f"mix.noise_types[{i}]", n, NOISE_TYPES)
+    _range("mix.room_prob", cfg.mix.room_prob, 0.0, 1.0)
+    _choice("teacher.name", cfg.teacher.name, registry.names("teacher"))
+    _choice("teacher.source", cfg.teacher.source, ("pretrained", "local", "trained"))
+    if cfg.teacher.source == "local" and not cfg.teacher.path:
+        raise ConfigError("teacher.path is empty but teacher.source='local' needs a checkpoint path")
+    _range("teacher.train_steps", cfg.teacher.train_steps, 1, 10**7)
+    _choice("student.name", cfg.student.name, registry.names("student"))
+    _range("student.max_params", cfg.student.max_params, 1000, 10**9)
+    _choice("distill.loss", cfg.distill.loss, registry.names("loss"))
+    _range("distill.tau", cfg.distill.tau, 0.0, 10.0, lo_open=True)
+    _choice("distill.positives", cfg.distill.positives, ("instance", "speaker"))
+    if not cfg.distill.inputs:
+        raise ConfigError(f"distill.inputs is empty; choose from: {', '.join(DISTILL_INPUTS)}")
+    for i, n in enumerate(cfg.distill.inputs):
+        _choice(f"distill.inputs[{i}]", n, DISTILL_INPUTS)
+    _range("distill.window_s", cfg.distill.window_s, 0.1, 30.0)
+    _range("distill.steps", cfg.distill.steps, 1, 10**7)
+    _range("distill.batch_size", cfg.distill.batch_size, 2, 4096)
+    _range("distill.lr", cfg.distill.lr, 0.0, 1.0, lo_open=True)
+    _choice("pse.name", cfg.pse.name, registry.names("pse"))
+    _choice("pse.size", cfg.pse.size, ("tiny", "cpu", "paper"))
+    _choice("pse.injection", cfg.pse.injection, ("join", "encoder", "decoder"))
+    _range("pse.train_steps", cfg.pse.train_steps, 1, 10**7)
+    _range("pse.batch_size", cfg.pse.batch_size, 1, 4096)
+    _range("pse.lr", cfg.pse.lr, 0.0, 1.0, lo_open=True)
+    _choice("refine.name", cfg.refine.name, registry.names("refiner"))
+    _range("refine.alpha", cfg.refine.alpha, 0.0, 1.0)
+    _range("refine.block_s", cfg.refine.block_s, 0.05, 10.0)
+    _choice("refine.gate", cfg.refine.gate, ("none", "energy", "agreement"))
+    _range("eval.n_test", cfg.eval.n_test, 1, 10**6)
+    _range("eval.n_val", cfg.eval.n_val, 1, 10**6)
+    if not cfg.eval.conditions:
+        raise ConfigError(f"eval.conditions is empty; choose from: {', '.join(CONDITIONS)}")
+    for i, c in enumerate(cfg.eval.conditions):
+        _choice(f"eval.conditions[{i}]", c, CONDITIONS)
+    _range("eval.test_s", cfg.eval.test_s, 0.5, 60.0)
+    _range("eval.workers", cfg.eval.workers, 1, 256)
+
+
+# --------------------------------------------------------------------------- overrides
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data['a']['b'] = value`` for ``key='a.b'`` (creating mappings as needed)."""
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"cannot set {key!r}: {p!r} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``a.b=value`` (value read as YAML, so ``0.1``, ``true``, ``[1, 2]`` work)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from None
+    return key, value
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; ``extra`` wins."""
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+# --------------------------------------------------------------------------- grids
+@dataclass
+class Cell:
+    """One expanded grid cell: its config and the axis values that distinguish it."""
+
+    config: ExperimentConfig
+    axes: dict[str, Any]
+
+
+@dataclass
+class Grid:
+    """A grid file.
+
+    YAML layout::
+
+        name: losses
+        base: {teacher: {name: ge2e}, corpus: {size: default}}   # fixed values (lists are values)
+        grid: {seed: [0, 1]}                # dotted key -> list of values; cartesian product
+        systems:                            # union of sub-grids, each crossed with ``grid``
+          - {refine.name: static}
+          - {refine.name: ema, distill.loss: [contrastive, mse, cosine], refine.alpha: [0.1, 0.3]}
+
+    In ``grid`` and ``systems`` a list value is an axis; to sweep a list-typed field give a
+    list of lists.
+    """
+
+    name: str
+    base: dict[str, Any]
+    grid: dict[str, list[Any]]
+    systems: list[dict[str, Any]]
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: list[str] | None = None) -> Grid:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"grid file {str(path)!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"grid file {str(path)!r} is not valid YAML: {exc}") from None
+        return cls.from_dict(
+            data,
+            default_name=path.stem,
+            overrides=overrides,
+            baselines_dir=path.resolve().parent.parent / "baselines",
+        )
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: dict[str, Any],
+        default_name: str = "grid",
+        overrides: list[str] | None = None,
+        baselines_dir: Path | None = None,
+    ) -> Grid:
+        allowed = {"name", "base", "grid", "systems"}
+        if not isinstance(data, dict):
+            raise ConfigError(f"a grid file must be a mapping with keys {sorted(allowed)}")
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ConfigError(
+                f"unknown grid key {unknown[0]!r}; valid keys: {', '.join(sorted(allowed))}"
+            )
+        base = dict(data.get("base") or {})
+        for ov in overrides or []:
+            k, v = parse_override(ov)
+            set_dotted(base, k, v)
+        grid = {k: _as_axis(k, v) for k, v in (data.get("grid") or {}).items()}
+        systems = data.get("systems") or [{}]
+        if not isinstance(systems, list) or not all(isinstance(s, dict) for s in systems):
+            raise ConfigError("grid key 'systems' must be a list of mappings of dotted keys")
+        systems = [_expand_baseline(s, baselines_dir) for s in systems]
+        name = str(data.get("name") or default_name)
+        return cls(name=name, base=base, grid=grid, systems=systems)
+
+    def cells(self) -> list[Cell]:
+        """Expand into validated cells (duplicates removed, order kept)."""
+        out: list[Cell] = []
+        seen: set[str] = set()
+        for system in self.systems:
+            axes = dict(self.grid)
+            axes.update({k: _as_axis(k, v) for k, v in system.items()})
+            keys = list(axes)
+            for combo in itertools.product(*(axes[k] for k in keys)):
+                values = dict(zip(keys, combo, strict=True))
+                data = _deep_copy(self.base)
+                data.setdefault("name", self.name)
+                for k, v in values.items():
+                    set_dotted(data, k, v)
+                cfg = ExperimentConfig.from_dict(data)
+                key = yaml.safe_dump(cfg.to_dict(), sort_keys=True)
+                if key in seen:
+                    continue
+                seen.add(key)
+                out.append(Cell(config=cfg, axes=values))
+        return out
+
+
+BASELINES_DIR = Path(__file__).resolve().parents[1] / "baselines"
+
+
+def _expand_baseline(system: dict[str, Any], baselines_dir: Path | None) -> dict[str, Any]:
+    """Replace ``{baseline: NAME, ...}`` by the dotted keys of ``baselines/NAME.yaml`` (+ extras)."""
+    if "baseline" not in system:
+        return system
+    name = system["baseline"]
+    dirs = [d for d in (baselines_dir, BASELINES_DIR, Path.cwd() / "baselines") if d is not None]
+    for d in dirs:
+        f = d / f"{name}.yaml"
+        if f.is_file():
+            loaded = yaml.safe_load(f.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"baseline file {str(f)!r} must be a mapping of dotted keys")
+            extra = {k: v for k, v in system.items() if k != "baseline"}
+            return {**loaded, **extra}
+    known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.yaml")})
+    raise ConfigError(f"unknown baseline {name!r}; baselines: {', '.join(known) or '(none found)'}")
+
+
+def _as_axis(key: str, value: Any) -> list[Any]:
+    if isinstance(value, list):
+        if not value:
+            raise ConfigError(f"grid axis {key!r} is an empty list")
+        return value
+    return [value]
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a single config from YAML (or defaults) and apply ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        data = yaml.safe_load(p.read_text()) or {}
+    for ov in overrides or []:
+        k, v = parse_override(ov)
+        set_dotted(data, k, v)
+    return ExperimentConfig.from_dict(data)

@@ -1,0 +1,382 @@
+"""The staged pipeline behind ``bench.run``.
+
+config -> corpus -> eval mixtures -> teacher (embeddings cached) -> PSE backbone (cached per
+teacher) -> student (cached per teacher, loss, tau, seed) -> streaming evaluation (cached per
+cell) -> per-utterance rows.
+
+Every stage is memoised in memory for the run and cached on disk under ``bench.cache.Cache``
+by the hash of the config slice it depends on, so cells sharing a stage compute it once and an
+interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench import registry
+from bench.audio import SR
+from bench.cache import Cache, atomic_path, config_hash
+from bench.config import ExperimentConfig
+
+log = logging.getLogger("bench")
+
+# The evaluation mixtures do not depend on the cell's seed: every system and seed is scored on
+# the same utterances, so differences are paired.
+EVAL_SEED_OFFSET = 1000
+STAGE_VERSION = {"evalset": 1, "eval": 1}
+
+
+def system_name(cfg: ExperimentConfig) -> str:
+    """Leaderboard system label of a cell."""
+    if not cfg.pse.personalized:
+        return "nonpersonalized"
+    if cfg.refine.name == "static":
+        return "static"
+    if cfg.refine.name == "ema":
+        return f"student-{cfg.distill.loss}"
+    return cfg.refine.name
+
+
+def uses_student(cfg: ExperimentConfig) -> bool:
+    return cfg.pse.personalized and cfg.refine.name == "ema"
+
+
+def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The part of a cell's config its evaluation depends on (its cache key)."""
+    s: dict[str, Any] = {
+        "v": STAGE_VERSION["eval"],
+        "corpus": cfg.corpus,
+        "mix": cfg.mix,
+        "eval": {k: v for k, v in vars(cfg.eval).items() if k not in ("workers",)},
+        "teacher": cfg.teacher,
+        "pse": cfg.pse,
+    }
+    if cfg.pse.personalized:
+        s["refine"] = cfg.refine if cfg.refine.name != "static" else {"name": "static"}
+    if uses_student(cfg):
+        s["student"] = cfg.student
+        s["distill"] = cfg.distill
+        s["seed"] = cfg.seed
+    return s
+
+
+@dataclass
+class CellResult:
+    """Per-utterance rows of one cell plus its complexity and timing."""
+
+    rows: pd.DataFrame
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Runs stages with in-memory memoisation on top of the on-disk cache."""
+
+    def __init__(self, cache: Cache, device: str = "cpu", progress: bool = True) -> None:
+        self.cache = cache
+        self.device = device
+        self.progress = progress
+        self._memo: dict[tuple[str, str], Any] = {}
+
+    def _memoised(self, stage: str, key: str, make):
+        k = (stage, key)
+        if k not in self._memo:
+            self._memo[k] = make()
+        return self._memo[k]
+
+    # ------------------------------------------------------------------ stages
+    def corpus(self, cfg: ExperimentConfig):
+        from bench.data.corpus import load_corpus
+
+        return self._memoised("corpus", config_hash(cfg.corpus), lambda: load_corpus(cfg.corpus, self.cache))
+
+    def teacher(self, cfg: ExperimentConfig):
+        from bench.teachers import load_teacher
+
+        corpus = self.corpus(cfg)
+        key = config_hash(cfg.teacher, corpus.key if cfg.teacher.source == "trained" else "")
+        return self._memoised(
+            "teacher", key, lambda: load_teacher(cfg.teacher, self.cache, corpus, self.device)
+        )
+
+    def eval_set(self, cfg: ExperimentConfig, condition: str) -> list:
+        """Fixed test mixtures of one condition (cached on disk)."""
+        from bench.data.mix import load_eval_set, make_eval_set, save_eval_set
+
+        corpus = self.corpus(cfg)
+        seed = cfg.corpus.seed + EVAL_SEED_OFFSET
+        key = config_hash(
+            STAGE_VERSION["evalset"], corpus.key, cfg.mix, cfg.eval.n_test, cfg.eval.test_s, condition, seed
+        )
+
+        def make():
+            path = self.cache.stage_dir("evalset", key) / "set.npz"
+            if self.cache.is_done("evalset", key):
+                return load_eval_set(path)
+            mixtures = make_eval_set(corpus, "test", cfg.mix, condition, cfg.eval.n_test, seed, cfg.eval.test_s)
+            save_eval_set(path, mixtures)
+            self.cache.mark_done("evalset", key, {"condition": condition, "n": len(mixtures)})
+            return mixtures
+
+        return self._memoised("evalset", key, make)
+
+    def pse(self, cfg: ExperimentConfig):
+        from bench.pse.train import train_pse
+
+        teacher = self.teacher(cfg)
+        corpus = self.corpus(cfg)
+        key = config_hash(cfg.pse, cfg.mix, corpus.key, teacher.identity if cfg.pse.personalized else "")
+
+        def make():
+            model, info = train_pse(cfg, corpus, teacher, self.cache, device=self.device, progress=self.progress)
+            model.eval()
+            return model, info
+
+        return self._memoised("pse", key, make)
+
+    def student(self, cfg: ExperimentConfig):
+        from bench.distill import distill_student
+
+        teacher = self.teacher(cfg)
+        corpus = self.corpus(cfg)
+        enhancer = None
+        pse_model = None
+        if "enhanced" in cfg.distill.inputs:
+            pse_model, pse_info = self.pse(cfg)
+            enhancer = _Enhancer(pse_model, identity=pse_info.get("key", config_hash(cfg.pse)))
+        key = config_hash(cfg.student, cfg.distill, cfg.seed, cfg.mix, corpus.key, teacher.identity,
+                          enhancer.identity if enhancer else "")
+
+        def make():
+            student, info = distill_student(cfg, corpus, teacher, self.cache, enhancer=enhancer, device=self.device)
+            student.eval()
+            return student, info
+
+        return self._memoised("student", key, make)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, cfg: ExperimentConfig) -> CellResult:
+        """Score one cell on every condition of ``cfg.eval.conditions`` (cached per cell)."""
+        key = config_hash(eval_slice(cfg))
+        stage_dir = self.cache.stage_dir("eval", key)
+        csv = stage_dir / "rows.csv"
+        if self.cache.is_done("eval", key):
+            return CellResult(pd.read_csv(csv), self.cache.read_meta("eval", key))
+        rows, info = self._evaluate(cfg)
+        with atomic_path(csv) as tmp:
+            rows.to_csv(tmp, index=False)
+        info["eval_key"] = key
+        self.cache.mark_done("eval", key, info)
+        return CellResult(rows, info)
+
+    def mixture_rows(self, cfg: ExperimentConfig) -> pd.DataFrame:
+        """Metrics of the unprocessed mixture on every condition (cached)."""
+        from bench.metrics.quality import evaluate_utterances
+
+        key = config_hash("mixture", eval_slice(cfg)["corpus"], cfg.mix, cfg.eval.n_test, cfg.eval.test_s,
+                          cfg.eval.conditions, cfg.eval.pesq, STAGE_VERSION["eval"])
+        csv = self.cache.stage_dir("eval", key) / "rows.csv"
+        if self.cache.is_done("eval", key):
+            return pd.read_csv(csv)
+        frames = []
+        for cond in cfg.eval.conditions:
+            mixtures = self.eval_set(cfg, cond)
+            items = [(m.mixture, m.target, m.mixture) for m in mixtures]
+            df = evaluate_utterances(items, workers=cfg.eval.workers, pesq=cfg.eval.pesq)
+            frames.append(_annotate(df, mixtures, cond))
+        rows = pd.concat(frames, ignore_index=True)
+        with atomic_path(csv) as tmp:
+            rows.to_csv(tmp, index=False)
+        self.cache.mark_done("eval", key, {})
+        return rows
+
+    def _evaluate(self, cfg: ExperimentConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
+        import torch
+
+        from bench.harness import measure
+        from bench.metrics.complexity import count_params
+        from bench.metrics.quality import evaluate_utterances
+        from bench.refine import enhance_streaming
+
+        teacher = self.teacher(cfg)
+        model, pse_info = self.pse(cfg)
+        student = None
+        student_info: dict[str, Any] = {}
+        if uses_student(cfg):
+            student, student_info = self.student(cfg)
+        refine_cfg = cfg.refine if cfg.pse.personalized else _static(cfg)
+        refiner = registry.get("refiner", refine_cfg.name)(refine_cfg, student, teacher)
+        complexity = self.complexity(cfg, model, student, teacher)
+        refiner.extra_macs_per_s = complexity["extra_macs_per_s"]
+
+        frames = []
+        wall = 0.0
+        audio = 0.0
+        peak = 0.0
+        n_updates = 0
+        n_skipped = 0
+        batch = 16
+        for cond in cfg.eval.conditions:
+            mixtures = self.eval_set(cfg, cond)
+            e0_all = self.enrollment_embeddings(cfg, cond)
+            enhanced: list[np.ndarray] = []
+            spk_cos: list[float] = []
+            for i in range(0, len(mixtures), batch):
+                chunk = mixtures[i : i + batch]
+                mix = torch.from_numpy(np.stack([m.mixture for m in chunk])).to(self.device)
+                e0 = torch.from_numpy(e0_all[i : i + batch]).to(self.device) if cfg.pse.personalized else None
+                with measure(self.device, audio_s=mix.numel() / SR) as t, torch.no_grad():
+                    res = enhance_streaming(model, mix, e0, refiner, refine_cfg.block_s)
+                wall += t.wall_s
+                audio += t.audio_s
+                peak = max(peak, t.peak_mem_mb)
+                n_updates += int(res.n_updates)
+                n_skipped += int(res.n_skipped)
+                out = res.enhanced.float().cpu()
+                enhanced.extend(out.numpy())
+                emb_out = teacher.embed(out.to(self.device)).float().cpu().numpy()
+                ref = e0_all[i : i + batch]
+                spk_cos.extend((emb_out * ref).sum(axis=1).tolist())
+            items = [(enh, m.target, m.mixture) for enh, m in zip(enhanced, mixtures, strict=True)]
+            df = evaluate_utterances(items, workers=cfg.eval.workers, pesq=cfg.eval.pesq)
+            df["spk_cos"] = spk_cos
+            frames.append(_annotate(df, mixtures, cond))
+        rows = pd.concat(frames, ignore_index=True)
+        pse_params = count_params(model)
+        info: dict[str, Any] = {
+            "system": system_name(cfg),
+            "wall_s": wall,
+            "rtf": wall / audio if audio else float("nan"),
+            "peak_mem_mb": peak,
+            "n_updates": n_updates,
+            "n_skipped": n_skipped,
+            "pse_params": pse_params["learnable"],
+            "pse_buffers": pse_params["buffers"],
+            "pse_train": _jsonable(pse_info),
+            "student_train": _jsonable(student_info),
+            "teacher_identity": teacher.identity,
+            "teacher_weights": teacher.weights_origin,
+            **complexity,
+        }
+        return rows, info
+
+    def enrollment_embeddings(self, cfg: ExperimentConfig, condition: str) -> np.ndarray:
+        """Teacher embeddings ``[N, D]`` of the (degraded) enrollments of one eval set."""
+        import torch
+
+        teacher = self.teacher(cfg)
+        mixtures = self.eval_set(cfg, condition)
+        key = config_hash(teacher.identity, cfg.corpus, cfg.mix, cfg.eval.n_test, cfg.eval.test_s, condition)
+
+        def make():
+            out = []
+            for m in mixtures:  # enrollments differ in length (short condition): one at a time
+                wav = torch.from_numpy(np.asarray(m.enrollment, dtype=np.float32))[None].to(self.device)
+                out.append(teacher.embed(wav).float().cpu().numpy()[0])
+            return np.stack(out)
+
+        return self._memoised("enroll", key, make)
+
+    def complexity(self, cfg: ExperimentConfig, model, student, teacher) -> dict[str, Any]:
+        """Params and MACs per second of audio of backbone, teacher, student and refiner."""
+        import torch
+
+        from bench.metrics.complexity import count_params, macs_per_second
+
+        key = config_hash("complexity", cfg.pse, cfg.refine, cfg.student if student is not None else "",
+                          teacher.identity, cfg.teacher.name)
+
+        def make():
+            dev = next(model.parameters()).device
+            emb = torch.zeros(1, teacher.dim, device=dev) if cfg.pse.personalized else None
+            pse_macs = macs_per_second(model, lambda n: (torch.zeros(1, n, device=dev), emb))
+            block = max(1, round(cfg.refine.block_s * SR))
+            out: dict[str, Any] = {"pse_macs_per_s": pse_macs["macs_per_s"]}
+            t_params = count_params(teacher)
+            out["teacher_params"] = t_params["learnable"] + t_params["fixed"]
+            teacher_macs = _encoder_macs_per_s(teacher, block, "teacher")
+            out["teacher_macs_per_s"] = teacher_macs
+            out["student_params"] = 0
+            out["student_macs_per_s"] = 0.0
+            extra = 0.0
+            if student is not None:
+                s_params = count_params(student)
+                out["student_params"] = s_params["learnable"]
+                out["student_macs_per_s"] = _encoder_macs_per_s(student, block, "student")
+                extra = out["student_macs_per_s"]
+            elif cfg.pse.personalized and cfg.refine.name == "oracle":
+                extra = teacher_macs
+            out["extra_macs_per_s"] = extra
+            out["total_macs_per_s"] = pse_macs["macs_per_s"] + extra
+            out["unsupported_ops"] = ",".join(sorted(pse_macs.get("unsupported", {}) or []))
+            return out
+
+        return self._memoised("complexity", key, make)
+
+
+def _encoder_macs_per_s(encoder, block: int, what: str) -> float:
+    """MACs per second of audio of an encoder that embeds one block of ``block`` samples per block."""
+    import torch
+
+    from bench.metrics.complexity import count_macs
+
+    module = getattr(encoder, "macs_module", None) or encoder
+    try:
+        dev = next(encoder.parameters()).device
+    except StopIteration:
+        dev = torch.device("cpu")
+    make = getattr(encoder, "macs_inputs", None)
+    inputs = make(block) if make else (torch.zeros(1, block, device=dev),)
+    try:
+        macs = count_macs(module, inputs)["macs"]
+    except Exception as exc:  # a counting failure must not lose the cell; it is reported as NaN
+        log.warning("could not count MACs of the %s: %s", what, exc)
+        return float("nan")
+    return macs * SR / block
+
+
+def _static(cfg: ExperimentConfig):
+    from bench.config import RefineConfig
+
+    return RefineConfig(name="static", alpha=0.0, block_s=cfg.refine.block_s)
+
+
+def _annotate(df: pd.DataFrame, mixtures: list, condition: str) -> pd.DataFrame:
+    df = df.copy()
+    df.insert(0, "condition", condition)
+    df.insert(1, "utt", range(len(mixtures)))
+    df.insert(2, "speaker", [m.speaker for m in mixtures])
+    return df
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, (int, float, str, bool)) or v is None:
+            out[k] = v
+        elif isinstance(v, (np.integer, np.floating)):
+            out[k] = v.item()
+    return out
+
+
+class _Enhancer:
+    """Callable wrapper giving the distillation trainer enhanced speech from the backbone."""
+
+    def __init__(self, model, identity: str) -> None:
+        self.model = model
+        self.identity = identity
+
+    def __call__(self, mixture, emb):
+        import torch
+
+        with torch.no_grad():
+            return self.model(mixture, emb)
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

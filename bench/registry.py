@@ -1,0 +1,106 @@
+"""Decorator-based plugin registries, one per plugin kind.
+
+Usage::
+
+    from bench.registry import register, get, names
+
+    @register("loss", "mse")
+    def make_mse(cfg): ...
+
+    get("loss", "mse")      # -> make_mse
+    names("loss")           # -> ["contrastive", "cosine", "mse"]
+
+Plugins live in modules that register themselves on import; ``get``/``names`` import the
+plugin package of a kind lazily (``bench.losses`` for ``loss`` ...) so heavy libraries are
+only imported by the plugin that needs them, never by the registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+KINDS: tuple[str, ...] = ("teacher", "student", "loss", "pse", "refiner", "dataset")
+
+# Modules whose import registers the built-in plugins of each kind.
+_PLUGIN_MODULES: dict[str, tuple[str, ...]] = {
+    "teacher": ("bench.teachers",),
+    "student": ("bench.students",),
+    "loss": ("bench.losses",),
+    "pse": ("bench.pse",),
+    "refiner": ("bench.refine",),
+    "dataset": ("bench.data.loaders",),
+}
+
+_REGISTRY: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+_LOADED: set[str] = set()
+
+T = TypeVar("T")
+
+
+class RegistryError(KeyError):
+    """Unknown plugin kind or name; the message lists the valid choices."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain.
+        return str(self.args[0]) if self.args else ""
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in _REGISTRY:
+        raise RegistryError(f"unknown plugin kind {kind!r}; kinds are: {', '.join(KINDS)}")
+
+
+def _load_builtins(kind: str) -> None:
+    if kind in _LOADED:
+        return
+    for module in _PLUGIN_MODULES.get(kind, ()):
+        importlib.import_module(module)
+    _LOADED.add(kind)
+
+
+def register(kind: str, name: str) -> Callable[[T], T]:
+    """Class/function decorator that registers ``obj`` as plugin ``name`` of ``kind``.
+
+    Raises:
+        RegistryError: ``kind`` is unknown.
+        ValueError: ``name`` is already registered for ``kind`` by another object.
+    """
+    _check_kind(kind)
+
+    def deco(obj: T) -> T:
+        table = _REGISTRY[kind]
+        prev = table.get(name)
+        if prev is not None and prev is not obj and _qualname(prev) != _qualname(obj):
+            raise ValueError(f"{kind} plugin {name!r} is already registered by {_qualname(prev)}")
+        table[name] = obj
+        return obj
+
+    return deco
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def get(kind: str, name: str) -> Any:
+    """Return plugin ``name`` of ``kind``.
+
+    Raises:
+        RegistryError: unknown kind or name; the message lists the registered names.
+    """
+    _check_kind(kind)
+    _load_builtins(kind)
+    try:
+        return _REGISTRY[kind][name]
+    except KeyError:
+        raise RegistryError(
+            f"unknown {kind} {name!r}; registered {kind}s: {', '.join(names(kind)) or '(none)'}"
+        ) from None
+
+
+def names(kind: str) -> list[str]:
+    """Sorted names registered for ``kind``."""
+    _check_kind(kind)
+    _load_builtins(kind)
+    return sorted(_REGISTRY[kind])

@@ -1,0 +1,277 @@
+"""``python -m bench.run --grid ablations/losses.yaml``: run a grid and write a leaderboard.
+
+Writes ``<out>/per_utterance.csv``, ``<out>/cells.csv``, ``<out>/leaderboard.csv``,
+``<out>/leaderboard.md`` and ``<out>/provenance.json`` (default ``<out>`` is
+``results/<grid name>``). Every completed cell is on disk before the next one starts, and
+stages are cached by content hash, so re-running resumes and recomputes only what changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+EXIT_BAD_INPUT = 2
+EXIT_CELL_FAILED = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="Run a benchmark grid (teachers x losses x temperatures x refinement rates x seeds) "
+        "and write a leaderboard with paired deltas against the static-embedding baseline.",
+    )
+    p.add_argument("--grid", required=True, help="grid YAML, e.g. ablations/losses.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a base config value for every cell, e.g. --set corpus.size=smoke (repeatable)")
+    p.add_argument("--out", default=None, help="output directory (default: results/<grid name>)")
+    p.add_argument("--cache-dir", default=None, help="artifact cache (default: $PSE_KD_CACHE or ~/.cache/pse-kd-bench)")
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="override config device")
+    p.add_argument("--dry-run", action="store_true", help="expand and validate the grid, print the cells, run nothing")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: eval.n_bootstrap)")
+    return p
+
+
+def _fail(msg: str, code: int = EXIT_BAD_INPUT) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from bench.config import ConfigError, Grid
+    from bench.registry import RegistryError
+
+    overrides = list(args.overrides)
+    if args.device:
+        overrides.append(f"device={args.device}")
+    if args.cache_dir:
+        overrides.append(f"cache_dir={args.cache_dir}")
+    try:
+        grid = Grid.load(args.grid, overrides=overrides)
+        cells = grid.cells()
+    except (ConfigError, RegistryError) as exc:
+        return _fail(str(exc))
+    cells = _with_baselines(cells)
+    out = Path(args.out or Path("results") / grid.name)
+    if args.dry_run:
+        for c in cells:
+            print(_describe(c.config))
+        print(f"{len(cells)} cells; output would go to {out}")
+        return 0
+    try:
+        return run_grid(grid.name, cells, out, progress=not args.no_progress, n_boot=args.bootstrap,
+                        argv=sys.argv if argv is None else ["bench.run", *argv], grid_path=args.grid)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: completed cells are in {out} and in the cache; re-run to resume", file=sys.stderr)
+        return 130
+
+
+def _with_baselines(cells: list) -> list:
+    """Add the static-embedding baseline of every personalized cell when the grid lacks it."""
+    from bench.config import Cell
+    from bench.pipeline import eval_slice
+
+    from bench.cache import config_hash
+
+    have = {config_hash(eval_slice(c.config)) for c in cells}
+    extra = []
+    for c in cells:
+        if not c.config.pse.personalized or c.config.refine.name == "static":
+            continue
+        st = replace(c.config, refine=replace(c.config.refine, name="static", alpha=0.0))
+        k = config_hash(eval_slice(st))
+        if k not in have:
+            have.add(k)
+            extra.append(Cell(config=st, axes={"refine.name": "static", "implicit": True}))
+    return extra + cells
+
+
+def _describe(cfg) -> str:
+    from bench.pipeline import system_name, uses_student
+
+    parts = [f"system={system_name(cfg)}", f"teacher={cfg.teacher.name}/{cfg.teacher.source}"]
+    if uses_student(cfg):
+        parts += [f"loss={cfg.distill.loss}", f"tau={cfg.distill.tau}", f"seed={cfg.seed}"]
+    if cfg.pse.personalized and cfg.refine.name != "static":
+        parts += [f"alpha={cfg.refine.alpha}", f"block_s={cfg.refine.block_s}"]
+    return " ".join(parts)
+
+
+def _cell_row(cfg, cell_id: str, info: dict[str, Any], static_id: str, oracle_id: str, common: dict[str, Any]) -> dict:
+    from bench.cache import config_hash
+    from bench.pipeline import system_name, uses_student
+
+    stu = uses_student(cfg)
+    refining = cfg.pse.personalized and cfg.refine.name != "static"
+    return {
+        "cell_id": cell_id,
+        "static_id": static_id,
+        "oracle_id": oracle_id,
+        "system": system_name(cfg),
+        "teacher": cfg.teacher.name,
+        "teacher_source": cfg.teacher.source,
+        "teacher_weights": info.get("teacher_weights", ""),
+        "loss": cfg.distill.loss if stu else "",
+        "tau": cfg.distill.tau if stu and cfg.distill.loss == "contrastive" else float("nan"),
+        "alpha": cfg.refine.alpha if refining else 0.0,
+        "block_s": cfg.refine.block_s if refining else float("nan"),
+        "gate": cfg.refine.gate if refining else "",
+        "seed": cfg.seed if stu else "",
+        "pse": f"{cfg.pse.name}/{cfg.pse.size}",
+        "pse_params": info.get("pse_params"),
+        "pse_buffers": info.get("pse_buffers"),
+        "pse_macs_per_s": info.get("pse_macs_per_s"),
+        "teacher_params": info.get("teacher_params"),
+        "student_params": info.get("student_params") if stu else 0,
+        "extra_macs_per_s": info.get("extra_macs_per_s"),
+        "total_macs_per_s": info.get("total_macs_per_s"),
+        "rtf": info.get("rtf"),
+        "peak_mem_mb": info.get("peak_mem_mb"),
+        "student_val_agreement": (info.get("student_train") or {}).get("val_agreement", float("nan")),
+        "config_hash": config_hash(cfg.to_dict()),
+        **common,
+    }
+
+
+def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: int | None = None,
+             argv: list[str] | None = None, grid_path: str = "") -> int:
+    """Run every cell, writing results after each one. Returns the process exit code."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    from bench.cache import Cache, atomic_path, config_hash, default_root
+    from bench.harness import device_name, pick_device, set_threads
+    from bench.pipeline import Pipeline, eval_slice, now
+    from bench.report import git_commit, leaderboard, markdown_table, summary_table, versions, write_json
+
+    first = cells[0].config
+    try:
+        device = pick_device(first.device)
+    except (RuntimeError, ValueError) as exc:
+        return _fail(str(exc))
+    set_threads()
+    cache = Cache(default_root(first.cache_dir))
+    pipe = Pipeline(cache, device=device, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    common = {"git_commit": git_commit(), "versions": versions(), "device": device_name(device), "date": now()}
+    write_json(out / "provenance.json", {
+        "grid": name, "grid_file": grid_path, "argv": argv, "cache_root": str(cache.root), "cells": len(cells),
+        **common,
+    })
+    ids = {id(c): config_hash(eval_slice(c.config)) for c in cells}
+    by_key = {ids[id(c)]: c for c in cells}
+
+    def match(cfg, refine_name: str) -> str:
+        want = replace(cfg, refine=replace(cfg.refine, name=refine_name,
+                                            alpha=0.0 if refine_name == "static" else cfg.refine.alpha))
+        k = config_hash(eval_slice(want))
+        return k if k in by_key else ""
+
+    per_utt: list[pd.DataFrame] = []
+    cell_rows: list[dict] = []
+    failures: list[tuple[str, str]] = []
+    t0 = time.time()
+
+    def flush() -> None:
+        if per_utt:
+            with atomic_path(out / "per_utterance.csv") as tmp:
+                pd.concat(per_utt, ignore_index=True).to_csv(tmp, index=False)
+        with atomic_path(out / "cells.csv") as tmp:
+            pd.DataFrame(cell_rows).to_csv(tmp, index=False)
+
+    try:
+        mix = pipe.mixture_rows(first)
+        mix.insert(0, "cell_id", "mixture")
+        per_utt.append(mix)
+        cell_rows.append({"cell_id": "mixture", "static_id": "", "oracle_id": "", "system": "mixture",
+                          "teacher": "", "teacher_source": "", "loss": "", "alpha": float("nan"), **common})
+        flush()
+    except Exception as exc:  # noqa: BLE001 - reported, run continues with the systems
+        failures.append(("mixture", f"{type(exc).__name__}: {exc}"))
+        logging.error("mixture metrics failed: %s", exc)
+
+    bar = tqdm(cells, desc=f"{name}: cells", unit="cell", disable=not progress)
+    for cell in bar:
+        cfg = cell.config
+        cid = ids[id(cell)]
+        bar.set_postfix_str(_describe(cfg)[:60])
+        try:
+            res = pipe.evaluate(cfg)
+        except Exception as exc:  # noqa: BLE001 - one bad cell must not lose the others
+            failures.append((_describe(cfg), f"{type(exc).__name__}: {exc}"))
+            logging.error("cell failed (%s): %s: %s", _describe(cfg), type(exc).__name__, exc)
+            logging.debug(traceback.format_exc())
+            continue
+        rows = res.rows.copy()
+        rows.insert(0, "cell_id", cid)
+        per_utt.append(rows)
+        static_id = match(cfg, "static") if cfg.pse.personalized else ""
+        oracle_id = match(cfg, "oracle") if cfg.pse.personalized else ""
+        cell_rows.append(_cell_row(cfg, cid, res.info, static_id, oracle_id, common))
+        flush()
+    bar.close()
+
+    if not per_utt:
+        return _fail("no cell completed; see the errors above", EXIT_CELL_FAILED)
+    all_rows = pd.concat(per_utt, ignore_index=True)
+    cells_df = pd.DataFrame(cell_rows)
+    board = leaderboard(all_rows, cells_df, n_boot=n_boot or first.eval.n_bootstrap, seed=0)
+    with atomic_path(out / "leaderboard.csv") as tmp:
+        board.to_csv(tmp, index=False)
+    from bench.cache import atomic_write_text
+
+    atomic_write_text(out / "leaderboard.md", _markdown_report(name, board, common, argv))
+    print()
+    print(f"== {name}: pooled over conditions ({len(cells)} cells, {time.time() - t0:.0f} s) ==")
+    print(summary_table(board, "all"))
+    _print_headroom(board)
+    print(f"\nleaderboard: {out / 'leaderboard.csv'}")
+    if failures:
+        print(f"\n{len(failures)} cell(s) failed; completed cells are saved:", file=sys.stderr)
+        for what, err in failures:
+            print(f"  - {what}: {err}", file=sys.stderr)
+        return EXIT_CELL_FAILED
+    return 0
+
+
+def _print_headroom(board) -> None:
+    import numpy as np
+
+    if "headroom_si_sdr_mean" not in board:
+        return
+    sub = board[(board["system"] == "static") & (board["condition"] != "all")]
+    if sub.empty:
+        return
+    print("\nheadroom (teacher-oracle minus static, SI-SDR dB) per condition:")
+    for _, r in sub.iterrows():
+        m, lo, hi = r.get("headroom_si_sdr_mean"), r.get("headroom_si_sdr_ci_lo"), r.get("headroom_si_sdr_ci_hi")
+        if isinstance(m, float) and np.isfinite(m):
+            print(f"  {r['condition']:<12} {m:+.2f} dB [{lo:+.2f}, {hi:+.2f}]")
+
+
+def _markdown_report(name: str, board, common: dict[str, Any], argv: list[str] | None) -> str:
+    from bench.report import markdown_table
+
+    lines = [f"# Leaderboard: {name}", "",
+             f"Generated by `{' '.join(argv or [])}` on {common['date']}, commit `{common['git_commit']}`, "
+             f"device `{common['device']}`.", "", f"Versions: `{common['versions']}`", ""]
+    weights = sorted({str(w) for w in board.get("teacher_weights", []) if isinstance(w, str) and w})
+    if weights:
+        lines += ["Teacher weights: " + "; ".join(weights), ""]
+    lines += ["## Pooled over conditions", "", markdown_table(board, "all"), ""]
+    for cond in [c for c in dict.fromkeys(board["condition"]) if c != "all"]:
+        lines += [f"## Condition: {cond}", "", markdown_table(board, cond), ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

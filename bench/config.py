@@ -120,12 +120,12 @@ class PSEConfig:
     size: str = "cpu"
     personalized: bool = True
     injection: str = "join"
-    train_steps: int = 1500
+    train_steps: int = 800
     batch_size: int = 16
     segment_s: float = 2.0
-    lr: float = 1e-3
+    lr: float = 2e-3
     seed: int = 0
-    val_every: int = 250
+    val_every: int = 100
     patience: int = 4
 
 
@@ -138,12 +138,20 @@ class RefineConfig:
     block_s: float = 0.5
     gate: str = "none"
     gate_threshold: float = 0.0
+    # seconds of past enhanced audio prepended to each block before encoding (0 = block only)
+    context_s: float = 0.0
 
 
 @dataclass
 class EvalConfig:
-    """Evaluation set and statistics."""
+    """Evaluation set and statistics.
 
+    ``split`` is ``test`` for leaderboards; sweeps tune on ``val``. ``n_test`` utterances are
+    scored per condition of the chosen split (``n_val`` is the validation size used while
+    training backbones and students).
+    """
+
+    split: str = "test"
     n_test: int = 40
     n_val: int = 20
     conditions: list[str] = field(
@@ -325,6 +333,8 @@ def validate(cfg: ExperimentConfig) -> None:
     _range("refine.alpha", cfg.refine.alpha, 0.0, 1.0)
     _range("refine.block_s", cfg.refine.block_s, 0.05, 10.0)
     _choice("refine.gate", cfg.refine.gate, ("none", "energy", "agreement"))
+    _range("refine.context_s", cfg.refine.context_s, 0.0, 30.0)
+    _choice("eval.split", cfg.eval.split, ("val", "test"))
     _range("eval.n_test", cfg.eval.n_test, 1, 10**6)
     _range("eval.n_val", cfg.eval.n_val, 1, 10**6)
     if not cfg.eval.conditions:

@@ -110,15 +110,15 @@ class Pipeline:
 
         corpus = self.corpus(cfg)
         seed = cfg.corpus.seed + EVAL_SEED_OFFSET
-        key = config_hash(
-            STAGE_VERSION["evalset"], corpus.key, cfg.mix, cfg.eval.n_test, cfg.eval.test_s, condition, seed
-        )
+        key = config_hash(STAGE_VERSION["evalset"], corpus.key, cfg.mix, cfg.eval.n_test, cfg.eval.test_s,
+                          condition, seed, cfg.eval.split)
 
         def make():
             path = self.cache.stage_dir("evalset", key) / "set.npz"
             if self.cache.is_done("evalset", key):
                 return load_eval_set(path)
-            mixtures = make_eval_set(corpus, "test", cfg.mix, condition, cfg.eval.n_test, seed, cfg.eval.test_s)
+            mixtures = make_eval_set(corpus, cfg.eval.split, cfg.mix, condition, cfg.eval.n_test, seed,
+                                     cfg.eval.test_s)
             save_eval_set(path, mixtures)
             self.cache.mark_done("evalset", key, {"condition": condition, "n": len(mixtures)})
             return mixtures
@@ -178,7 +178,7 @@ class Pipeline:
         """Metrics of the unprocessed mixture on every condition (cached)."""
         from bench.metrics.quality import evaluate_utterances
 
-        key = config_hash("mixture", eval_slice(cfg)["corpus"], cfg.mix, cfg.eval.n_test, cfg.eval.test_s,
+        key = config_hash("mixture", cfg.corpus, cfg.mix, cfg.eval.n_test, cfg.eval.test_s, cfg.eval.split,
                           cfg.eval.conditions, cfg.eval.pesq, STAGE_VERSION["eval"])
         csv = self.cache.stage_dir("eval", key) / "rows.csv"
         if self.cache.is_done("eval", key):
@@ -211,8 +211,7 @@ class Pipeline:
             student, student_info = self.student(cfg)
         refine_cfg = cfg.refine if cfg.pse.personalized else _static(cfg)
         refiner = registry.get("refiner", refine_cfg.name)(refine_cfg, student, teacher)
-        complexity = self.complexity(cfg, model, student, teacher)
-        refiner.extra_macs_per_s = complexity["extra_macs_per_s"]
+        complexity = self.complexity(cfg, model, refiner, student, teacher)
 
         frames = []
         wall = 0.0
@@ -271,7 +270,8 @@ class Pipeline:
 
         teacher = self.teacher(cfg)
         mixtures = self.eval_set(cfg, condition)
-        key = config_hash(teacher.identity, cfg.corpus, cfg.mix, cfg.eval.n_test, cfg.eval.test_s, condition)
+        key = config_hash(teacher.identity, cfg.corpus, cfg.mix, cfg.eval.n_test, cfg.eval.test_s, condition,
+                          cfg.eval.split)
 
         def make():
             out = []
@@ -282,62 +282,51 @@ class Pipeline:
 
         return self._memoised("enroll", key, make)
 
-    def complexity(self, cfg: ExperimentConfig, model, student, teacher) -> dict[str, Any]:
-        """Params and MACs per second of audio of backbone, teacher, student and refiner."""
+    def complexity(self, cfg: ExperimentConfig, model, refiner, student, teacher) -> dict[str, Any]:
+        """Params and MACs per second of audio of backbone, teacher, student and refiner.
+
+        The refiner's extra MACs are its encoder's MACs on one block (plus context) times blocks
+        per second, with the block length rounded to the backbone's hop as streaming does.
+        """
         import torch
 
-        from bench.metrics.complexity import count_params, macs_per_second
+        from bench.metrics.complexity import count_params, macs_per_second_report
+        from bench.refine import block_samples, encoder_macs_per_s
 
         key = config_hash("complexity", cfg.pse, cfg.refine, cfg.student if student is not None else "",
-                          teacher.identity, cfg.teacher.name)
+                          teacher.identity, cfg.pse.personalized)
 
         def make():
             dev = next(model.parameters()).device
             emb = torch.zeros(1, teacher.dim, device=dev) if cfg.pse.personalized else None
-            pse_macs = macs_per_second(model, lambda n: (torch.zeros(1, n, device=dev), emb))
-            block = max(1, round(cfg.refine.block_s * SR))
-            out: dict[str, Any] = {"pse_macs_per_s": pse_macs["macs_per_s"]}
+            pse = macs_per_second_report(model, lambda n: (torch.zeros(1, n, device=dev), emb))
+            block = block_samples(cfg.refine.block_s, model.hop)
+            ctx = int(round(getattr(cfg.refine, "context_s", 0.0) * SR))
             t_params = count_params(teacher)
-            out["teacher_params"] = t_params["learnable"] + t_params["fixed"]
-            teacher_macs = _encoder_macs_per_s(teacher, block, "teacher")
-            out["teacher_macs_per_s"] = teacher_macs
-            out["student_params"] = 0
-            out["student_macs_per_s"] = 0.0
-            extra = 0.0
-            if student is not None:
-                s_params = count_params(student)
-                out["student_params"] = s_params["learnable"]
-                out["student_macs_per_s"] = _encoder_macs_per_s(student, block, "student")
-                extra = out["student_macs_per_s"]
-            elif cfg.pse.personalized and cfg.refine.name == "oracle":
-                extra = teacher_macs
-            out["extra_macs_per_s"] = extra
-            out["total_macs_per_s"] = pse_macs["macs_per_s"] + extra
-            out["unsupported_ops"] = ",".join(sorted(pse_macs.get("unsupported", {}) or []))
+            out: dict[str, Any] = {
+                "pse_macs_per_s": float(pse["per_second"]),
+                "teacher_params": t_params["learnable"] + t_params["fixed"],
+                "teacher_macs_per_s": _safe(lambda: encoder_macs_per_s(teacher.embed, block, ctx), "teacher"),
+                "student_params": count_params(student)["learnable"] if student is not None else 0,
+                "student_macs_per_s": (
+                    _safe(lambda: encoder_macs_per_s(student, block, ctx), "student") if student is not None else 0.0
+                ),
+            }
+            out["extra_macs_per_s"] = _safe(lambda: refiner.count_extra_macs(block), "refiner")
+            out["total_macs_per_s"] = out["pse_macs_per_s"] + out["extra_macs_per_s"]
+            out["unsupported_ops"] = ",".join(sorted(pse["unsupported"] or []))
             return out
 
         return self._memoised("complexity", key, make)
 
 
-def _encoder_macs_per_s(encoder, block: int, what: str) -> float:
-    """MACs per second of audio of an encoder that embeds one block of ``block`` samples per block."""
-    import torch
-
-    from bench.metrics.complexity import count_macs
-
-    module = getattr(encoder, "macs_module", None) or encoder
+def _safe(fn, what: str) -> float:
+    """A MAC count that fails is reported as NaN with a warning; it never loses the cell."""
     try:
-        dev = next(encoder.parameters()).device
-    except StopIteration:
-        dev = torch.device("cpu")
-    make = getattr(encoder, "macs_inputs", None)
-    inputs = make(block) if make else (torch.zeros(1, block, device=dev),)
-    try:
-        macs = count_macs(module, inputs)["macs"]
-    except Exception as exc:  # a counting failure must not lose the cell; it is reported as NaN
+        return float(fn())
+    except Exception as exc:  # noqa: BLE001
         log.warning("could not count MACs of the %s: %s", what, exc)
         return float("nan")
-    return macs * SR / block
 
 
 def _static(cfg: ExperimentConfig):

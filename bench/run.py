@@ -77,10 +77,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _with_baselines(cells: list) -> list:
     """Add the static-embedding baseline of every personalized cell when the grid lacks it."""
+    from bench.cache import config_hash
     from bench.config import Cell
     from bench.pipeline import eval_slice
-
-    from bench.cache import config_hash
 
     have = {config_hash(eval_slice(c.config)) for c in cells}
     extra = []
@@ -151,7 +150,13 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
     from bench.cache import Cache, atomic_path, config_hash, default_root
     from bench.harness import device_name, pick_device, set_threads
     from bench.pipeline import Pipeline, eval_slice, now
-    from bench.report import git_commit, leaderboard, markdown_table, summary_table, versions, write_json
+    from bench.report import (
+        git_commit,
+        leaderboard,
+        summary_table,
+        versions,
+        write_json,
+    )
 
     first = cells[0].config
     try:

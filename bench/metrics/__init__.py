@@ -1,0 +1,1 @@
+"""Quality, speaker and complexity metrics (submodules import their heavy dependencies lazily)."""

@@ -1,0 +1,342 @@
+"""Complexity metrics: parameters, MACs per second of audio, real-time factor and peak memory.
+
+Conventions (one everywhere in the suite):
+
+* **MACs, not FLOPs.** fvcore's ``FlopCountAnalysis`` counts one fused multiply-add as one
+  "flop" (a ``Linear(I, O)`` on ``N`` rows gives ``N*I*O``; a ``Conv1d`` gives
+  ``N*C_out*(C_in/groups)*K*L_out``), i.e. its numbers are MACs; we report them as MACs.
+  Biases, activations, normalisation statistics and element-wise ops are not counted (fvcore's
+  defaults; element-wise ops show up in ``unsupported`` instead).
+* **Recurrent layers are counted.** fvcore returns 0 for ``aten::gru`` / ``aten::lstm`` /
+  ``aten::rnn_tanh`` / ``aten::rnn_relu`` (and the ``*_cell`` ops when they are not decomposed);
+  this module registers handles that count, per layer and direction, every weight matrix once per
+  time step and batch item: GRU ``3*T*(I*H + H*H)``, LSTM ``4*T*(I*H + H*H)``, vanilla RNN
+  ``T*(I*H + H*H)`` (DATA.md's hand count). Layers after the first of a bidirectional stack see
+  ``I = 2*H``; an LSTM with ``proj_size=P`` has ``W_hh`` of ``4H x P`` plus the projection
+  ``P x H`` per step. Biases and the gates' element-wise products are not counted, consistently
+  with Linear. Packed sequences count the real (unpadded) steps.
+* **Per second of audio.** :func:`macs_per_second` counts MACs on exactly one second of audio
+  (``sr`` samples, batch size 1), the DeepFilterNet convention.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "MacReport",
+    "count_macs",
+    "count_params",
+    "mac_report",
+    "macs_per_second",
+    "macs_per_second_report",
+    "rnn_handles",
+    "rtf_and_memory",
+]
+
+
+# --------------------------------------------------------------------------- parameters
+def count_params(module: nn.Module) -> dict[str, int]:
+    """Parameter counts of ``module`` (shared tensors counted once).
+
+    Returns ``{"learnable": requires_grad params, "fixed": params with requires_grad=False,
+    "buffers": registered buffers (BatchNorm statistics, fixed filterbanks, ...)}``.
+    """
+    learnable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    fixed = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+    buffers = sum(b.numel() for b in module.buffers())
+    return {"learnable": int(learnable), "fixed": int(fixed), "buffers": int(buffers)}
+
+
+# --------------------------------------------------------------------------- RNN op handles
+def _shape(val: Any) -> list[int] | None:
+    return list(val.type().sizes()) if val.isCompleteTensor() else None
+
+
+def _list_shapes(val: Any) -> list[list[int] | None] | None:
+    """Shapes of the tensors of a traced ``Tensor[]`` value (``prim::ListConstruct``)."""
+    if not isinstance(val.type(), torch._C.ListType):
+        return None
+    node = val.node()
+    if node.kind() != "prim::ListConstruct":
+        return None
+    return [_shape(v) for v in node.inputs()]
+
+
+def _weight_macs(shapes: list[list[int] | None]) -> int:
+    """Sum of ``rows*cols`` over the 2-D weight matrices (biases are 1-D and skipped)."""
+    return sum(s[0] * s[1] for s in shapes if s is not None and len(s) == 2)
+
+
+def _rnn_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    """``aten::{gru,lstm,rnn_tanh,rnn_relu}`` (``.input`` and packed ``.data`` overloads)."""
+    x_shape = _shape(inputs[0])
+    params = None
+    for v in inputs[1:]:
+        shapes = _list_shapes(v)
+        # hx lists (LSTM) hold 3-D tensors; the params list holds 2-D weights and 1-D biases.
+        if shapes and any(s is not None and len(s) == 2 for s in shapes):
+            params = shapes
+            break
+    if x_shape is None or params is None:
+        return 0
+    if len(x_shape) == 3:  # [T, B, I] (or [B, T, I] with batch_first): T*B steps either way
+        steps = x_shape[0] * x_shape[1]
+    elif len(x_shape) == 2:  # packed data [sum of lengths, I]
+        steps = x_shape[0]
+    else:
+        return 0
+    return steps * _weight_macs(params)
+
+
+def _cell_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    """``aten::{gru,lstm,rnn_tanh,rnn_relu}_cell(input, hx, w_ih, w_hh, b_ih, b_hh)``."""
+    x_shape = _shape(inputs[0])
+    if x_shape is None:
+        return 0
+    rows = x_shape[0] if len(x_shape) == 2 else 1
+    shapes = [_shape(v) for v in inputs[1:] if v.isCompleteTensor()]
+    return rows * _weight_macs(shapes)
+
+
+def rnn_handles() -> dict[str, Callable[[list[Any], list[Any]], int]]:
+    """fvcore op handles that count recurrent layers (see the module docstring)."""
+    out: dict[str, Callable[[list[Any], list[Any]], int]] = {}
+    for op in ("gru", "lstm", "rnn_tanh", "rnn_relu"):
+        out[f"aten::{op}"] = _rnn_handle
+        out[f"aten::{op}_cell"] = _cell_handle
+    return out
+
+
+# --------------------------------------------------------------------------- MACs
+@dataclass
+class MacReport:
+    """MAC count of one forward call.
+
+    ``macs``: total; ``by_operator``: fvcore's per-operator split (``gru``, ``lstm``, ``linear``,
+    ``conv`` ...); ``unsupported``: ops fvcore skipped (counted 0) with their call counts, so reports
+    can show what is missing (mostly element-wise ops); ``per_second``: MACs per second of audio
+    when produced by :func:`macs_per_second_report`, else NaN.
+    """
+
+    macs: int
+    by_operator: dict[str, int] = field(default_factory=dict)
+    unsupported: dict[str, int] = field(default_factory=dict)
+    per_second: float = float("nan")
+
+    _KEYS = {"macs": "macs", "by_operator": "by_operator", "unsupported": "unsupported",
+             "per_second": "per_second", "macs_per_s": "per_second"}  # fmt: skip
+
+    def __getitem__(self, key: str) -> Any:
+        """Dict-style access: ``report["macs"]``, ``["macs_per_s"]``, ``["unsupported"]`` ..."""
+        if key not in self._KEYS:
+            raise KeyError(key)
+        return getattr(self, self._KEYS[key])
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"macs", "macs_per_s", "by_operator", "unsupported"}`` (JSON-friendly)."""
+        return {
+            "macs": self.macs,
+            "macs_per_s": self.per_second,
+            "by_operator": dict(self.by_operator),
+            "unsupported": dict(self.unsupported),
+        }
+
+
+class _NoGradWrapper(nn.Module):
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        super().__init__()
+        self.fn = fn
+        owner = getattr(fn, "__self__", None)
+        if isinstance(owner, nn.Module):  # a bound method: register its module so its
+            self.owner = owner  # parameters are traced as parameters, not as constants
+
+    def forward(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+
+def mac_report(module: nn.Module | Callable[..., Any], inputs: tuple) -> MacReport:
+    """Trace ``module(*inputs)`` with fvcore (+ RNN handles) and return a :class:`MacReport`.
+
+    ``module`` may be any callable (e.g. ``teacher.embed``); it is wrapped in an ``nn.Module``.
+    fvcore's warnings (unsupported ops, uncalled modules, tracer warnings) are silenced; the
+    unsupported ops are returned in the report instead. The module's train/eval mode is kept.
+    """
+    with warnings.catch_warnings():  # fvcore's import calls the deprecated torch.jit.script
+        warnings.simplefilter("ignore")
+        from fvcore.nn import FlopCountAnalysis
+
+    if not isinstance(inputs, tuple):
+        inputs = (inputs,)
+    mod = module if isinstance(module, nn.Module) else _NoGradWrapper(module)
+    fv_logger = logging.getLogger("fvcore")
+    old_level = fv_logger.level
+    fv_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            analysis = FlopCountAnalysis(mod, inputs).set_op_handle(**rnn_handles())
+            analysis.unsupported_ops_warnings(False)
+            analysis.uncalled_modules_warnings(False)
+            analysis.tracer_warnings("none")
+            total = int(analysis.total())
+            by_op = {k: int(v) for k, v in analysis.by_operator().items()}
+            unsupported = dict(Counter(analysis.unsupported_ops()))
+    finally:
+        fv_logger.setLevel(old_level)
+    return MacReport(macs=total, by_operator=by_op, unsupported=unsupported)
+
+
+def count_macs(module: nn.Module | Callable[..., Any], inputs: tuple) -> int:
+    """MACs of one call ``module(*inputs)`` (all batch items together); see :func:`mac_report`."""
+    return mac_report(module, inputs).macs
+
+
+def macs_per_second_report(
+    module: nn.Module | Callable[..., Any],
+    make_inputs: Callable[[int], tuple],
+    sr: int = 16_000,
+    batch_size: int = 1,
+) -> MacReport:
+    """:class:`MacReport` of ``module(*make_inputs(sr))`` with ``per_second`` filled in.
+
+    ``make_inputs(n_samples)`` must build the inputs for exactly ``n_samples`` samples of audio;
+    it is called with ``sr`` (one second). ``batch_size`` is the batch those inputs hold (1 by
+    convention); the count is divided by it.
+    """
+    report = mac_report(module, make_inputs(int(sr)))
+    report.per_second = report.macs / float(batch_size)
+    return report
+
+
+def macs_per_second(
+    module: nn.Module | Callable[..., Any],
+    make_inputs: Callable[[int], tuple],
+    sr: int = 16_000,
+    batch_size: int = 1,
+) -> float:
+    """MACs per second of audio: counted on exactly 1 s (``sr`` samples), batch size 1."""
+    return macs_per_second_report(module, make_inputs, sr, batch_size).per_second
+
+
+# --------------------------------------------------------------------------- time and memory
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _RssSampler:
+    """Samples the resident set size in a thread; ``peak`` is the highest value seen."""
+
+    def __init__(self, interval_s: float = 0.002) -> None:
+        self.interval_s = interval_s
+        self.start = _rss_bytes() or 0
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = _rss_bytes()
+            if rss is not None and rss > self.peak:
+                self.peak = rss
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> _RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        rss = _rss_bytes()
+        if rss is not None and rss > self.peak:
+            self.peak = rss
+
+
+def rtf_and_memory(
+    fn: Callable[[], Any],
+    audio_seconds: float,
+    device: str | torch.device | None = None,
+    repeats: int = 1,
+    warmup: int = 0,
+) -> dict[str, Any]:
+    """Time ``fn()`` (which processes ``audio_seconds`` of audio) and measure its peak memory.
+
+    Returns ``{"wall_s", "rtf", "peak_mem_bytes", "mem_method", "device"}``:
+
+    * ``wall_s``: median wall time of ``repeats`` calls after ``warmup`` calls (CUDA synchronised
+      before and after each call); ``rtf = wall_s / audio_seconds`` (< 1 is faster than real time).
+    * ``peak_mem_bytes``:
+      - CUDA (``mem_method="cuda_max_allocated"``): ``torch.cuda.max_memory_allocated`` after
+        ``reset_peak_memory_stats`` — the peak of all tensors allocated on the device during the
+        calls, *including* tensors already resident (model weights).
+      - CPU (``mem_method="rss_sampled"``): peak resident set size during the calls, sampled every
+        2 ms from ``/proc/self/statm``, minus the RSS just before — the extra memory the call
+        needed (it excludes memory the process already held; allocator reuse can make it 0).
+        Where ``/proc`` is missing, ``mem_method="ru_maxrss_delta"``: growth of
+        ``resource.getrusage`` peak RSS, which is 0 unless the call sets a new lifetime peak.
+    """
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    is_cuda = dev.type == "cuda"
+
+    def sync() -> None:
+        if is_cuda:
+            torch.cuda.synchronize(dev)
+
+    for _ in range(max(0, warmup)):
+        fn()
+    sync()
+    times: list[float] = []
+    if is_cuda:
+        torch.cuda.reset_peak_memory_stats(dev)
+        for _ in range(max(1, repeats)):
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t0)
+        peak = int(torch.cuda.max_memory_allocated(dev))
+        method = "cuda_max_allocated"
+    elif _rss_bytes() is not None:
+        with _RssSampler() as sampler:
+            for _ in range(max(1, repeats)):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+        peak = max(0, sampler.peak - sampler.start)
+        method = "rss_sampled"
+    else:  # pragma: no cover - non-Linux
+        import resource
+
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = max(0, after - before) * 1024  # ru_maxrss is in KiB on Linux
+        method = "ru_maxrss_delta"
+    times.sort()
+    wall = times[len(times) // 2]
+    return {
+        "wall_s": wall,
+        "rtf": wall / float(audio_seconds) if audio_seconds > 0 else float("nan"),
+        "peak_mem_bytes": peak,
+        "mem_method": method,
+        "device": str(dev),
+    }

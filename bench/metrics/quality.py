@@ -1,0 +1,359 @@
+"""Per-utterance quality metrics, their parallel evaluation, and bootstrap aggregates.
+
+Pure numpy functions first (torchmetrics style), then the batch evaluator and the statistics.
+
+Conventions:
+
+* ``si_sdr`` is the zero-mean scale-invariant SDR of Le Roux et al. (2019), in dB, computed in
+  float64 with an ``eps`` on both energies (so identical signals give a large finite value, not
+  ``inf``). ``si_sdri = si_sdr(est, ref) - si_sdr(mix, ref)``.
+* ``pesq_wb`` is ITU-T P.862.2 wide-band MOS-LQO (``pesq`` package, mode ``'wb'``, 16 kHz).
+* ``stoi`` / ``estoi`` come from ``pystoi`` (``extended=False`` / ``True``).
+* Every metric function returns ``NaN`` when it cannot be computed (silence, too short, non-finite
+  input, length mismatch, library error, PESQ < 0, pystoi's "not enough STFT frames" 1e-5
+  fallback, STOI of a silent reference); it never raises on bad audio. :func:`evaluate_utterances` records such a NaN with a
+  ``<metric>_failed`` flag so aggregates can count failures separately from "not computed".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "METRICS",
+    "aggregate",
+    "bootstrap_ci",
+    "estoi",
+    "evaluate_utterances",
+    "paired_delta",
+    "pesq_wb",
+    "si_sdr",
+    "si_sdri",
+    "stoi",
+]
+
+METRICS: tuple[str, ...] = ("si_sdr", "si_sdri", "pesq", "stoi", "estoi")
+_EPS = float(np.finfo(np.float64).eps)
+
+
+# --------------------------------------------------------------------------- pure metrics
+def _pair(est: Any, ref: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """1-D float64 copies, or None if shapes differ, are empty or hold non-finite values."""
+    e = np.asarray(est, dtype=np.float64).reshape(-1)
+    r = np.asarray(ref, dtype=np.float64).reshape(-1)
+    if e.shape != r.shape or e.size == 0:
+        return None
+    if not (np.all(np.isfinite(e)) and np.all(np.isfinite(r))):
+        return None
+    return e, r
+
+
+def si_sdr(est: Any, ref: Any, zero_mean: bool = True) -> float:
+    """Scale-invariant SDR of ``est`` against ``ref`` in dB (NaN if undefined).
+
+    ``alpha = <est, ref> / ||ref||^2``, ``SI-SDR = 10 log10((||alpha ref||^2 + eps) /
+    (||est - alpha ref||^2 + eps))`` after removing each signal's mean (``zero_mean=True``).
+    NaN when lengths differ, a signal is empty or non-finite, or ``ref`` is silent.
+    """
+    pair = _pair(est, ref)
+    if pair is None:
+        return float("nan")
+    e, r = pair
+    if zero_mean:
+        e = e - e.mean()
+        r = r - r.mean()
+    ref_energy = float(np.dot(r, r))
+    if ref_energy <= 0.0:
+        return float("nan")
+    alpha = float(np.dot(e, r)) / ref_energy
+    target = alpha * r
+    noise = e - target
+    value = 10.0 * math.log10(
+        (float(np.dot(target, target)) + _EPS) / (float(np.dot(noise, noise)) + _EPS)
+    )
+    return value if math.isfinite(value) else float("nan")
+
+
+def si_sdri(est: Any, ref: Any, mix: Any) -> float:
+    """SI-SDR improvement over the mixture: ``si_sdr(est, ref) - si_sdr(mix, ref)`` (dB)."""
+    return si_sdr(est, ref) - si_sdr(mix, ref)
+
+
+def pesq_wb(est: Any, ref: Any, sr: int = 16_000) -> float:
+    """Wide-band PESQ MOS-LQO; NaN on any failure.
+
+    Failures: silence (``NoUtterancesError`` / ``ValueError``), audio under 0.25 s
+    (``BufferTooShortError``), non-finite input, length mismatch, any other library error, and a
+    negative or non-finite result.
+    """
+    pair = _pair(est, ref)
+    if pair is None:
+        return float("nan")
+    e, r = pair
+    try:
+        from pesq import pesq
+
+        with warnings.catch_warnings():  # silent input: "invalid value encountered in divide"
+            warnings.simplefilter("ignore")
+            value = float(pesq(int(sr), r.astype(np.float32), e.astype(np.float32), "wb"))
+    except Exception:  # noqa: BLE001 - any library failure is a NaN by contract
+        return float("nan")
+    if not math.isfinite(value) or value < 0.0:
+        return float("nan")
+    return value
+
+
+def _stoi(est: Any, ref: Any, sr: int, extended: bool) -> float:
+    pair = _pair(est, ref)
+    if pair is None:
+        return float("nan")
+    e, r = pair
+    if not np.any(r):  # silent reference: intelligibility undefined (pystoi would return ~0)
+        return float("nan")
+    try:
+        from pystoi import stoi as _pystoi
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            value = float(_pystoi(r, e, int(sr), extended=extended))
+    except Exception:  # noqa: BLE001
+        return float("nan")
+    # pystoi returns 1e-5 with a RuntimeWarning when no frame is left after silence removal.
+    if any("STFT frames" in str(w.message) for w in caught):
+        return float("nan")
+    return value if math.isfinite(value) else float("nan")
+
+
+def stoi(est: Any, ref: Any, sr: int = 16_000) -> float:
+    """Short-time objective intelligibility (pystoi, classic); NaN on failure."""
+    return _stoi(est, ref, sr, extended=False)
+
+
+def estoi(est: Any, ref: Any, sr: int = 16_000) -> float:
+    """Extended STOI (pystoi, ``extended=True``); NaN on failure."""
+    return _stoi(est, ref, sr, extended=True)
+
+
+# --------------------------------------------------------------------------- batch evaluation
+def _worker_init() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if "torch" in sys.modules:
+        try:
+            sys.modules["torch"].set_num_threads(1)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _slow_metrics(est: Any, ref: Any, sr: int, do_pesq: bool) -> dict[str, float]:
+    """PESQ / STOI / ESTOI of one item (runs in a worker process)."""
+    return {
+        "pesq": pesq_wb(est, ref, sr) if do_pesq else float("nan"),
+        "stoi": stoi(est, ref, sr),
+        "estoi": estoi(est, ref, sr),
+    }
+
+
+def _nan_slow() -> dict[str, float]:
+    return {"pesq": float("nan"), "stoi": float("nan"), "estoi": float("nan")}
+
+
+def _run_pool(
+    items: Sequence[tuple[Any, Any, Any]],
+    indices: list[int],
+    sr: int,
+    do_pesq: bool,
+    workers: int,
+    ctx: Any,
+    results: dict[int, dict[str, float]],
+) -> list[int]:
+    """Compute items ``indices`` in one pool; return the indices lost to a broken pool."""
+    lost: list[int] = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as ex:
+        futures = {}
+        try:
+            for i in indices:
+                est, ref, _ = items[i]
+                futures[i] = ex.submit(_slow_metrics, est, ref, sr, do_pesq)
+        except BrokenProcessPool:
+            pass
+        for i in indices:
+            fut = futures.get(i)
+            if fut is None:
+                lost.append(i)
+                continue
+            try:
+                results[i] = fut.result()
+            except BrokenProcessPool:
+                lost.append(i)
+            except Exception:  # noqa: BLE001
+                results[i] = _nan_slow()
+    return lost
+
+
+def _probe() -> int:
+    return 1
+
+
+def _pool_works(ctx: Any) -> bool:
+    """Whether a one-worker pool of this start method can run a trivial task."""
+    try:
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_worker_init) as ex:
+            return ex.submit(_probe).result() == 1
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def evaluate_utterances(
+    items: Sequence[tuple[Any, Any, Any]],
+    workers: int = 2,
+    pesq: bool = True,
+    sr: int = 16_000,
+    mp_context: str | None = None,
+) -> pd.DataFrame:
+    """Evaluate ``items`` = ``[(est, ref, mix), ...]`` (1-D numpy arrays) into a DataFrame.
+
+    One row per item, in order, with columns ``si_sdr, si_sdri, pesq, stoi, estoi`` and a boolean
+    ``<metric>_failed`` per metric. A metric that cannot be computed is NaN with its flag set; with
+    ``pesq=False`` the ``pesq`` column is NaN and ``pesq_failed`` False (not computed, not failed).
+
+    SI-SDR(i) is computed here; PESQ/STOI/ESTOI in ``workers`` processes
+    (``ProcessPoolExecutor``; start method ``mp_context``, default ``"fork"`` where available, else
+    ``"spawn"``; one torch/OpenMP thread per worker). ``"fork"`` is the default because the
+    workers only run numpy/pesq/pystoi and it also works from interactive sessions and scripts
+    whose ``__main__`` cannot be re-imported, which ``"spawn"`` needs. ``workers <= 1`` computes
+    in this process. A worker that dies (e.g. a C-library crash) does not crash the run: its pool
+    is rebuilt and the lost items are retried one per pool; an item that kills a worker again
+    gets NaN and failure flags. If every item was lost and a probe task cannot run in a fresh pool
+    either (e.g. ``"spawn"`` from a session whose ``__main__`` cannot be re-imported), the items
+    are computed in this process instead, with a warning.
+    """
+    import multiprocessing as mp
+
+    import pandas as pd
+
+    n = len(items)
+    rows: list[dict[str, Any]] = []
+    for est, ref, mix in items:
+        rows.append({"si_sdr": si_sdr(est, ref), "si_sdri": si_sdri(est, ref, mix)})
+
+    slow: dict[int, dict[str, float]] = {}
+    if n and workers <= 1:
+        for i, (est, ref, _) in enumerate(items):
+            try:
+                slow[i] = _slow_metrics(est, ref, sr, pesq)
+            except Exception:  # noqa: BLE001
+                slow[i] = _nan_slow()
+    elif n:
+        if mp_context is None:
+            mp_context = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        ctx = mp.get_context(mp_context)
+        lost = _run_pool(items, list(range(n)), sr, pesq, min(workers, n), ctx, slow)
+        if lost and len(lost) == n and not _pool_works(ctx):
+            warnings.warn(
+                f"evaluate_utterances: a {mp_context!r} process pool cannot run here; "
+                "computing in this process",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            for i in lost:
+                slow[i] = _slow_metrics(items[i][0], items[i][1], sr, pesq)
+        elif lost:
+            warnings.warn(
+                f"evaluate_utterances: a worker died; retrying {len(lost)} item(s) one per pool",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            for i in lost:  # isolate the culprit: one item per fresh pool
+                if _run_pool(items, [i], sr, pesq, 1, ctx, slow):
+                    slow[i] = _nan_slow()
+
+    for i, row in enumerate(rows):
+        row.update(slow.get(i, _nan_slow()))
+    df = pd.DataFrame(rows, columns=list(METRICS))
+    for m in METRICS:
+        failed = ~np.isfinite(df[m].to_numpy(dtype=np.float64))
+        if m == "pesq" and not pesq:
+            failed = np.zeros(n, dtype=bool)
+        df[f"{m}_failed"] = failed
+    return df
+
+
+# --------------------------------------------------------------------------- statistics
+def bootstrap_ci(
+    values: Any, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of finite ``values`` (NaN, NaN if none)."""
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return float("nan"), float("nan")
+    if x.size == 1 or n_boot <= 0:
+        return float(x.mean()), float(x.mean())
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot, dtype=np.float64)
+    chunk = max(1, 2_000_000 // x.size)  # bound memory of the index matrix
+    for start in range(0, n_boot, chunk):
+        stop = min(n_boot, start + chunk)
+        idx = rng.integers(0, x.size, size=(stop - start, x.size))
+        means[start:stop] = x[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def aggregate(
+    df: Any, metric: str, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, Any]:
+    """Mean and percentile-bootstrap CI of column ``metric`` ignoring NaN.
+
+    Returns ``{"mean", "ci_low", "ci_high", "n" (finite values), "failures"}``; ``failures`` is the
+    sum of ``<metric>_failed`` when that column exists, else the number of NaN values.
+    """
+    values = np.asarray(df[metric], dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    flag = f"{metric}_failed"
+    failures = int(np.asarray(df[flag]).sum()) if flag in df else int((~np.isfinite(values)).sum())
+    lo, hi = bootstrap_ci(finite, n_boot=n_boot, seed=seed, level=level)
+    return {
+        "mean": float(finite.mean()) if finite.size else float("nan"),
+        "ci_low": lo,
+        "ci_high": hi,
+        "n": int(finite.size),
+        "failures": failures,
+    }
+
+
+def paired_delta(
+    a: Any, b: Any, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, Any]:
+    """Mean of per-utterance differences ``a - b`` with a percentile-bootstrap CI.
+
+    ``a`` and ``b`` are aligned row by row (same utterances, same order). Pairs where either side
+    is NaN/inf are excluded and counted in ``"excluded"``. Returns
+    ``{"mean", "ci_low", "ci_high", "n", "excluded"}``.
+    """
+    x = np.asarray(a, dtype=np.float64).reshape(-1)
+    y = np.asarray(b, dtype=np.float64).reshape(-1)
+    if x.shape != y.shape:
+        raise ValueError(f"paired_delta needs aligned rows; got {x.size} and {y.size} values")
+    ok = np.isfinite(x) & np.isfinite(y)
+    d = x[ok] - y[ok]
+    lo, hi = bootstrap_ci(d, n_boot=n_boot, seed=seed, level=level)
+    return {
+        "mean": float(d.mean()) if d.size else float("nan"),
+        "ci_low": lo,
+        "ci_high": hi,
+        "n": int(d.size),
+        "excluded": int((~ok).sum()),
+    }

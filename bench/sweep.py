@@ -1,0 +1,161 @@
+"""``python -m bench.sweep``: Optuna studies over temperature and refinement rate.
+
+Tunes on the **validation** split (``eval.split=val``); report the chosen values on the test
+split with ``bench.run``. A study lives in an Optuna storage (default: SQLite in the cache), so
+it resumes after a crash and several workers (``--storage postgresql://...``) can share it.
+
+Example::
+
+    python -m bench.sweep --grid ablations/losses.yaml --set distill.loss=contrastive \\
+        --param refine.alpha=0.0:1.0 --param distill.tau=0.02:1.0:log --trials 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Param:
+    """One searched value: ``key=low:high[:log]`` (floats) or ``key=a,b,c`` (categorical)."""
+
+    key: str
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Param:
+        import yaml
+
+        from bench.config import ConfigError
+
+        if "=" not in text:
+            raise ConfigError(f"--param {text!r} must look like key=low:high[:log] or key=a,b,c")
+        key, spec = text.split("=", 1)
+        if "," in spec:
+            return cls(key=key, choices=[yaml.safe_load(v) for v in spec.split(",")])
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "log"):
+            raise ConfigError(f"--param {text!r} must look like key=low:high[:log] or key=a,b,c")
+        try:
+            low, high = float(parts[0]), float(parts[1])
+        except ValueError:
+            raise ConfigError(f"--param {text!r}: low and high must be numbers") from None
+        if not low < high:
+            raise ConfigError(f"--param {text!r}: low must be below high")
+        return cls(key=key, low=low, high=high, log=len(parts) == 3)
+
+    def suggest(self, trial) -> Any:
+        if self.choices is not None:
+            return trial.suggest_categorical(self.key, self.choices)
+        return trial.suggest_float(self.key, self.low, self.high, log=self.log)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__.splitlines()[0])
+    p.add_argument("--grid", required=True, help="grid YAML whose base config (and --set) the study starts from")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=LOW:HIGH[:log]|A,B",
+                   help="a searched value (repeatable); default: refine.alpha=0:1 and distill.tau=0.02:1:log")
+    p.add_argument("--trials", type=int, default=20, help="trials to run in this process")
+    p.add_argument("--study", default=None, help="study name (default: derived from grid and params)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite in the cache)")
+    p.add_argument("--metric", default="si_sdr", choices=["si_sdr", "pesq", "stoi", "estoi"],
+                   help="validation metric to maximise (mean over utterances and conditions)")
+    p.add_argument("--seed", type=int, default=0, help="TPE sampler seed")
+    p.add_argument("--out", default=None, help="where trials.csv goes (default: results/sweep-<study>)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import optuna
+
+    from bench.cache import Cache, atomic_path, config_hash, default_root
+    from bench.config import ConfigError, ExperimentConfig, Grid
+    from bench.harness import pick_device, set_threads
+    from bench.pipeline import Pipeline
+    from bench.registry import RegistryError
+
+    try:
+        grid = Grid.load(args.grid, overrides=args.overrides)
+        params = [Param.parse(p) for p in (args.params or ["refine.alpha=0.0:1.0", "distill.tau=0.02:1.0:log"])]
+        base = grid.cells()[0].config.to_dict()
+        if base["refine"]["name"] == "static":  # a sweep over alpha needs a refiner that uses it
+            base["refine"]["name"] = "ema"
+        base["eval"]["split"] = "val"
+        base["eval"]["n_test"] = base["eval"].get("n_val", 20)
+        probe = ExperimentConfig.from_dict(base)
+        for p in params:
+            _probe_value(base, p)
+        device = pick_device(probe.device)
+    except (ConfigError, RegistryError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    set_threads()
+    cache = Cache(default_root(probe.cache_dir))
+    pipe = Pipeline(cache, device=device, progress=not args.no_progress)
+    name = args.study or f"{grid.name}-{args.metric}-{config_hash(base, [p.key for p in params], length=8)}"
+    storage = args.storage or f"sqlite:///{cache.root / 'optuna.db'}"
+    sampler = optuna.samplers.TPESampler(seed=args.seed)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
+                                load_if_exists=True)
+
+    def objective(trial) -> float:
+        from bench.config import set_dotted
+
+        data = _copy(base)
+        for p in params:
+            set_dotted(data, p.key, p.suggest(trial))
+        cfg = ExperimentConfig.from_dict(data)
+        res = pipe.evaluate(cfg)
+        value = float(res.rows[args.metric].mean())
+        trial.set_user_attr("split", "val")
+        trial.set_user_attr("n_rows", int(len(res.rows)))
+        return value
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, n_trials=args.trials, show_progress_bar=not args.no_progress, catch=(RuntimeError,))
+    out = Path(args.out or Path("results") / f"sweep-{name}")
+    out.mkdir(parents=True, exist_ok=True)
+    df = study.trials_dataframe()
+    with atomic_path(out / "trials.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    best = study.best_trial
+    print(f"study {name!r} ({len(study.trials)} trials, storage {storage})")
+    print(f"best validation {args.metric}: {best.value:.3f} at " +
+          ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()))
+    print(f"trials: {out / 'trials.csv'}")
+    return 0
+
+
+def _probe_value(base: dict, p: Param) -> None:
+    """Validate that both ends of a searched range are legal config values before searching."""
+    from bench.config import ExperimentConfig, set_dotted
+
+    for v in (p.choices if p.choices is not None else [p.low, p.high]):
+        data = _copy(base)
+        set_dotted(data, p.key, v)
+        ExperimentConfig.from_dict(data)
+
+
+def _copy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _copy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_copy(v) for v in d]
+    return d
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

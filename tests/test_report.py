@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from bench.report import bootstrap_mean, bootstrap_ratio, leaderboard, summary_table
+
+
+def _rows(cell_id: str, si_sdr: np.ndarray, cond: str = "clean") -> pd.DataFrame:
+    n = len(si_sdr)
+    return pd.DataFrame({
+        "cell_id": cell_id, "condition": cond, "utt": range(n), "speaker": "s",
+        "si_sdr": si_sdr, "si_sdri": si_sdr - 1.0, "pesq": np.full(n, 2.0), "stoi": np.full(n, 0.8),
+        "estoi": np.full(n, 0.6), "spk_cos": np.full(n, 0.7),
+        "si_sdr_failed": False, "si_sdri_failed": False, "pesq_failed": False, "stoi_failed": False,
+        "estoi_failed": False,
+    })
+
+
+def test_bootstrap_ci_contains_mean_and_is_seeded():
+    x = np.random.default_rng(0).normal(3.0, 1.0, 200)
+    m, lo, hi = bootstrap_mean(x, 500, seed=1)
+    assert lo < m < hi and abs(m - x.mean()) < 1e-12
+    assert bootstrap_mean(x, 500, seed=1) == (m, lo, hi)
+    assert np.isnan(bootstrap_mean(np.array([np.nan]))[0])
+
+
+def test_bootstrap_ratio_exact_when_proportional():
+    den = np.array([1.0, 2.0, 3.0, 4.0])
+    r, lo, hi = bootstrap_ratio(0.5 * den, den, 200)
+    assert r == 0.5 and abs(lo - 0.5) < 1e-12 and abs(hi - 0.5) < 1e-12
+
+
+def test_leaderboard_deltas_headroom_and_failures():
+    rng = np.random.default_rng(0)
+    base = rng.normal(5.0, 1.0, 30)
+    static = _rows("st", base)
+    oracle = _rows("or", base + 2.0)
+    student = _rows("stu", base + 1.0)
+    student.loc[3, "pesq"] = np.nan
+    student.loc[3, "pesq_failed"] = True
+    per_utt = pd.concat([static, oracle, student], ignore_index=True)
+    cells = pd.DataFrame([
+        {"cell_id": "st", "system": "static", "static_id": "st", "oracle_id": "or", "loss": "", "alpha": 0.0},
+        {"cell_id": "or", "system": "oracle", "static_id": "st", "oracle_id": "or", "loss": "", "alpha": 0.5},
+        {"cell_id": "stu", "system": "student-mse", "static_id": "st", "oracle_id": "or", "loss": "mse", "alpha": 0.5},
+    ])
+    board = leaderboard(per_utt, cells, n_boot=200)
+    assert set(board["condition"]) == {"clean", "all"}
+    row = board[(board["cell_id"] == "stu") & (board["condition"] == "clean")].iloc[0]
+    assert abs(row["d_si_sdr_mean"] - 1.0) < 1e-9
+    assert abs(row["headroom_si_sdr_mean"] - 2.0) < 1e-9
+    assert abs(row["recovered_frac"] - 0.5) < 1e-9
+    assert row["pesq_failures"] == 1 and row["n"] == 30
+    assert np.isfinite(row["pesq_mean"])  # NaN ignored, not propagated
+    st = board[(board["cell_id"] == "st") & (board["condition"] == "clean")].iloc[0]
+    assert "d_si_sdr_mean" not in st or not np.isfinite(st["d_si_sdr_mean"])
+    text = summary_table(board)
+    assert "student-mse" in text and "static" in text

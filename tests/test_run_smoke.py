@@ -1,0 +1,106 @@
+"""End-to-end: ``ablations/smoke.yaml`` through ``bench.run`` (the main job in miniature)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import run
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "ablations" / "smoke.yaml")
+
+REQUIRED = [
+    "system", "teacher", "teacher_source", "teacher_weights", "loss", "tau", "alpha", "seed", "condition", "n",
+    "si_sdr_mean", "si_sdr_ci_lo", "si_sdr_ci_hi", "si_sdri_mean", "pesq_mean", "stoi_mean", "estoi_mean",
+    "pesq_failures", "d_si_sdr_mean", "d_si_sdr_ci_lo", "d_si_sdr_ci_hi", "headroom_si_sdr_mean",
+    "recovered_frac", "pse_params", "student_params", "pse_macs_per_s", "extra_macs_per_s",
+    "total_macs_per_s", "rtf", "peak_mem_mb", "config_hash", "git_commit", "versions", "device", "date",
+]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("smoke")
+    cache, out = base / "cache", base / "out"
+    t0 = time.perf_counter()
+    code = run.main(["--grid", SMOKE, "--out", str(out), "--cache-dir", str(cache), "--no-progress"])
+    return code, out, cache, time.perf_counter() - t0
+
+
+def test_smoke_completes_with_schema(smoke_run):
+    code, out, _, _ = smoke_run
+    assert code == 0
+    board = pd.read_csv(out / "leaderboard.csv")
+    missing = [c for c in REQUIRED if c not in board.columns]
+    assert not missing, missing
+    systems = set(board["system"])
+    assert {"mixture", "nonpersonalized", "static", "oracle", "student-contrastive", "student-mse",
+            "student-cosine"} <= systems
+    assert set(board["condition"]) == {"clean", "competing", "all"}
+    assert (board["teacher_source"].dropna() != "").all()
+    for f in ("per_utterance.csv", "cells.csv", "leaderboard.md", "provenance.json"):
+        assert (out / f).is_file()
+
+
+def test_alpha_zero_reproduces_static_exactly(smoke_run):
+    _, out, _, _ = smoke_run
+    per = pd.read_csv(out / "per_utterance.csv")
+    cells = pd.read_csv(out / "cells.csv")
+    static_id = cells.loc[cells["system"] == "static", "cell_id"].iloc[0]
+    zero = cells[(cells["system"].str.startswith("student-")) & (cells["alpha"] == 0.0)]
+    assert len(zero) == 3
+    ref = per[per["cell_id"] == static_id].sort_values(["condition", "utt"])
+    for cid in zero["cell_id"]:
+        got = per[per["cell_id"] == cid].sort_values(["condition", "utt"])
+        np.testing.assert_array_equal(got["si_sdr"].to_numpy(), ref["si_sdr"].to_numpy())
+        np.testing.assert_array_equal(got["pesq"].to_numpy(), ref["pesq"].to_numpy())
+
+
+def test_rerun_is_cached_and_identical(smoke_run):
+    _, out, cache, first_s = smoke_run
+    before = pd.read_csv(out / "leaderboard.csv")
+    t0 = time.perf_counter()
+    assert run.main(["--grid", SMOKE, "--out", str(out), "--cache-dir", str(cache), "--no-progress"]) == 0
+    again = time.perf_counter() - t0
+    after = pd.read_csv(out / "leaderboard.csv")
+    cols = [c for c in before.columns if c not in ("date", "rtf", "git_commit")]
+    pd.testing.assert_frame_equal(before[cols], after[cols])
+    assert again < first_s
+
+
+def test_failing_cell_keeps_the_others(smoke_run, monkeypatch, capsys):
+    _, out, cache, _ = smoke_run
+    from bench.pipeline import Pipeline
+
+    real = Pipeline.evaluate
+
+    def flaky(self, cfg):
+        if cfg.refine.name == "oracle":
+            raise RuntimeError("injected failure")
+        return real(self, cfg)
+
+    monkeypatch.setattr(Pipeline, "evaluate", flaky)
+    out2 = out.parent / "out_fail"
+    code = run.main(["--grid", SMOKE, "--out", str(out2), "--cache-dir", str(cache), "--no-progress"])
+    assert code == 1
+    assert "injected failure" in capsys.readouterr().err
+    board = pd.read_csv(out2 / "leaderboard.csv")
+    assert "oracle" not in set(board["system"]) and "static" in set(board["system"])
+
+
+def test_bad_grid_value_is_a_clear_error(tmp_path, capsys):
+    code = run.main(["--grid", SMOKE, "--set", "refine.alpha=7", "--dry-run"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "refine.alpha" in err and "Traceback" not in err
+    assert run.main(["--grid", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_dry_run_lists_cells(capsys):
+    assert run.main(["--grid", SMOKE, "--dry-run"]) == 0
+    assert "cells" in capsys.readouterr().out

@@ -1,0 +1,314 @@
+"""Speech corpora: utterance records, manifest CSV I/O, speaker-disjoint splits, loading.
+
+A corpus is a directory (``root``) with a ``manifest.csv``; every row is one
+:class:`Utterance`. Audio is read on demand with :meth:`Corpus.audio` (mono float32 at
+16 kHz, memoised in RAM). Files stored at another rate are resampled once and cached as
+16 kHz WAV under ``resample_dir`` (keyed by the hash of the source path).
+
+Splits are speaker-disjoint and grouped by *parent voice*: a derived speaker (speed / pitch
+perturbed copy of a voice, ``kind == "derived"``) always lands in the same split as its
+parent, so no voice leaks between train, validation and test.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from bench.audio import SR
+from bench.cache import Cache, atomic_path, config_hash, file_hash
+
+SPLITS = ("train", "val", "test")
+KINDS = ("real", "tts", "derived")
+
+
+@dataclass
+class Utterance:
+    """One utterance of a corpus (a row of ``manifest.csv``).
+
+    Attributes:
+        utt_id: unique id.
+        path: audio file, relative to the corpus root (or absolute).
+        speaker: speaker id (unique over the corpus).
+        source: where the audio comes from (``flite:slt``, ``asterisk-core-sounds-en``, ...).
+        kind: ``real`` (recorded human), ``tts`` (synthesized) or ``derived`` (perturbed copy).
+        licence: licence of the source audio.
+        native_sample_rate: sample rate of the source before conversion to 16 kHz.
+        duration_s: duration in seconds.
+        split: ``train``, ``val`` or ``test``.
+        text: transcript or prompt names (may be empty).
+        parent_speaker: for derived speakers the speaker they derive from, else empty.
+    """
+
+    utt_id: str
+    path: str
+    speaker: str
+    source: str = ""
+    kind: str = "real"
+    licence: str = ""
+    native_sample_rate: int = SR
+    duration_s: float = 0.0
+    split: str = "train"
+    text: str = ""
+    parent_speaker: str = ""
+
+
+MANIFEST_COLUMNS = tuple(f.name for f in fields(Utterance))
+
+
+# --------------------------------------------------------------------------- manifest I/O
+def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> None:
+    """Write utterances to a CSV manifest atomically (rows sorted by ``utt_id``)."""
+    rows = sorted(utterances, key=lambda u: u.utt_id)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(MANIFEST_COLUMNS))
+            w.writeheader()
+            for u in rows:
+                d = asdict(u)
+                d["duration_s"] = f"{u.duration_s:.4f}"
+                w.writerow(d)
+
+
+def read_manifest(path: str | Path) -> list[Utterance]:
+    """Read a manifest CSV written by :func:`write_manifest` (extra columns are ignored).
+
+    Raises:
+        ValueError: a required column (``utt_id``, ``path``, ``speaker``) is missing.
+    """
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        cols = set(reader.fieldnames or [])
+        missing = {"utt_id", "path", "speaker"} - cols
+        if missing:
+            raise ValueError(f"manifest {path} lacks column(s) {sorted(missing)}")
+        out = []
+        for row in reader:
+            kw = {k: row[k] for k in MANIFEST_COLUMNS if k in row and row[k] is not None}
+            if "native_sample_rate" in kw:
+                kw["native_sample_rate"] = int(float(kw["native_sample_rate"] or SR))
+            if "duration_s" in kw:
+                kw["duration_s"] = float(kw["duration_s"] or 0.0)
+            out.append(Utterance(**kw))
+    return out
+
+
+# --------------------------------------------------------------------------- splits
+def voice_group(u: Utterance, by_speaker: dict[str, Utterance] | None = None) -> str:
+    """Root voice of an utterance's speaker (follows ``parent_speaker`` links)."""
+    spk, parent = u.speaker, u.parent_speaker
+    seen = {spk}
+    while parent and by_speaker is not None and parent in by_speaker and parent not in seen:
+        seen.add(parent)
+        spk, parent = parent, by_speaker[parent].parent_speaker
+    return parent or spk
+
+
+def assign_splits(
+    utterances: list[Utterance], val_frac: float, test_frac: float, seed: int
+) -> dict[str, str]:
+    """Speaker-disjoint split by parent voice group; sets ``u.split`` in place.
+
+    Groups (a voice and all speakers derived from it) are stratified by the kind of their
+    root voice (real vs synthetic) and greedily assigned, in a seeded random order, to the
+    split whose speaker count is furthest below its target fraction. Deterministic for a
+    seed and independent of the order of ``utterances``.
+
+    Args:
+        utterances: all utterances of the corpus (modified in place).
+        val_frac: fraction of speakers in ``val``.
+        test_frac: fraction of speakers in ``test``.
+        seed: split seed.
+
+    Returns:
+        ``{speaker: split}``.
+    """
+    first: dict[str, Utterance] = {}
+    for u in sorted(utterances, key=lambda x: x.utt_id):
+        first.setdefault(u.speaker, u)
+    groups: dict[str, list[str]] = {}
+    for spk, u in sorted(first.items()):
+        groups.setdefault(voice_group(u, first), []).append(spk)
+    strata: dict[str, list[str]] = {}
+    for g in sorted(groups):
+        root = first.get(g)
+        kind = "real" if root is not None and root.kind == "real" else "synthetic"
+        strata.setdefault(kind, []).append(g)
+    fracs = {"train": 1.0 - val_frac - test_frac, "val": val_frac, "test": test_frac}
+    mapping: dict[str, str] = {}
+    for kind in sorted(strata):
+        gs = strata[kind]
+        rng = np.random.default_rng([seed, int(hashlib.md5(kind.encode()).hexdigest()[:8], 16)])
+        order = [gs[i] for i in rng.permutation(len(gs))]
+        total = sum(len(groups[g]) for g in gs)
+        count = dict.fromkeys(SPLITS, 0)
+        for i, g in enumerate(order):
+            n = len(groups[g])
+            if i < 3 and len(order) >= 3:
+                # make sure every split gets one group of each stratum when possible
+                split = ("test", "val", "train")[i]
+            else:
+                split = max(SPLITS, key=lambda s: (fracs[s] * total - count[s], -SPLITS.index(s)))
+            count[split] += n
+            for spk in groups[g]:
+                mapping[spk] = split
+    for u in utterances:
+        u.split = mapping[u.speaker]
+    return mapping
+
+
+# --------------------------------------------------------------------------- corpus
+class Corpus:
+    """A manifest-backed speech corpus.
+
+    Attributes:
+        root: directory that relative manifest paths are resolved against.
+        manifest_path: the CSV file.
+        utterances: list of :class:`Utterance` (sorted by ``utt_id``).
+        key: content hash (manifest content + split assignment); changes when either does.
+        noise_files: non-speech noise WAVs (16 kHz) shipped with the corpus, possibly empty.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        manifest_path: str | Path | None = None,
+        utterances: list[Utterance] | None = None,
+        resample_dir: str | Path | None = None,
+        noise_files: list[Path] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.manifest_path = Path(manifest_path) if manifest_path else self.root / "manifest.csv"
+        if utterances is None:
+            utterances = read_manifest(self.manifest_path)
+        self.utterances = sorted(utterances, key=lambda u: u.utt_id)
+        self.resample_dir = Path(resample_dir) if resample_dir else None
+        if noise_files is None:
+            nd = self.root / "noise"
+            noise_files = sorted(nd.glob("*.wav")) if nd.is_dir() else []
+        self.noise_files = list(noise_files)
+        self._by_id = {u.utt_id: u for u in self.utterances}
+        if len(self._by_id) != len(self.utterances):
+            raise ValueError(f"duplicate utt_id in {self.manifest_path}")
+        self._by_spk: dict[str, list[Utterance]] = {}
+        for u in self.utterances:
+            self._by_spk.setdefault(u.speaker, []).append(u)
+        self._audio: dict[str, np.ndarray] = {}
+        self._noise: dict[Path, np.ndarray] = {}
+        base = file_hash(self.manifest_path) if self.manifest_path.is_file() else ""
+        self.key = config_hash(
+            base, [(u.utt_id, u.path, u.speaker, u.split) for u in self.utterances]
+        )
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __repr__(self) -> str:
+        return (
+            f"Corpus({self.root}, {len(self.utterances)} utts, "
+            f"{len(self._by_spk)} speakers, key={self.key})"
+        )
+
+    def utt(self, utt_id: str) -> Utterance:
+        """The :class:`Utterance` with this id (KeyError if unknown)."""
+        return self._by_id[utt_id]
+
+    def speakers(self, split: str | None = None) -> list[str]:
+        """Sorted speaker ids of ``split`` (all splits if None).
+
+        Raises:
+            ValueError: unknown split name.
+        """
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choices: {', '.join(SPLITS)}")
+        return sorted(
+            s for s, us in self._by_spk.items() if split is None or us[0].split == split
+        )
+
+    def utts_of(self, speaker: str, split: str | None = None) -> list[Utterance]:
+        """Utterances of ``speaker`` (sorted by id), optionally restricted to ``split``."""
+        us = self._by_spk.get(speaker, [])
+        return [u for u in us if split is None or u.split == split]
+
+    def path_of(self, utt_id: str) -> Path:
+        """Absolute path of an utterance's audio file."""
+        p = Path(self._by_id[utt_id].path)
+        return p if p.is_absolute() else self.root / p
+
+    def audio(self, utt_id: str) -> np.ndarray:
+        """Waveform ``[T]`` float32 at 16 kHz, memoised in RAM."""
+        x = self._audio.get(utt_id)
+        if x is None:
+            x = self._load(utt_id)
+            x.setflags(write=False)
+            self._audio[utt_id] = x
+        return x
+
+    def _load(self, utt_id: str) -> np.ndarray:
+        import soundfile as sf
+
+        from bench.audio import load
+
+        src = self.path_of(utt_id)
+        if self.resample_dir is not None and self._by_id[utt_id].native_sample_rate != SR:
+            # float WAV: the cached copy is bit-identical to the first resampling
+            cached = self.resample_dir / f"{config_hash(str(src.resolve()))}.wav"
+            if cached.is_file():
+                return load(cached)
+            x = load(src)
+            with atomic_path(cached) as tmp:
+                sf.write(str(tmp), x, SR, format="WAV", subtype="FLOAT")
+            return x
+        return load(src)
+
+    def noise(self, index: int) -> np.ndarray:
+        """Noise sample ``index`` of :attr:`noise_files` as ``[T]`` float32 at 16 kHz."""
+        from bench.audio import load
+
+        p = self.noise_files[index]
+        x = self._noise.get(p)
+        if x is None:
+            x = load(p)
+            self._noise[p] = x
+        return x
+
+    def summary(self) -> dict[str, float | int]:
+        """Counts: speakers per kind and split, utterances, minutes of audio."""
+        kinds = {k: 0 for k in KINDS}
+        for us in self._by_spk.values():
+            kinds[us[0].kind] = kinds.get(us[0].kind, 0) + 1
+        out: dict[str, float | int] = {
+            "speakers": len(self._by_spk),
+            "utterances": len(self.utterances),
+            "minutes": round(sum(u.duration_s for u in self.utterances) / 60.0, 2),
+        }
+        out.update({f"speakers_{k}": v for k, v in kinds.items()})
+        out.update({f"speakers_{s}": len(self.speakers(s)) for s in SPLITS})
+        return out
+
+
+def resplit(corpus: Corpus, val_frac: float, test_frac: float, seed: int) -> Corpus:
+    """Return ``corpus`` with its split recomputed (speaker-disjoint, by voice group)."""
+    utts = [Utterance(**asdict(u)) for u in corpus.utterances]
+    assign_splits(utts, val_frac, test_frac, seed)
+    return Corpus(
+        corpus.root, corpus.manifest_path, utts, corpus.resample_dir, corpus.noise_files
+    )
+
+
+def load_corpus(cfg, cache: Cache) -> Corpus:
+    """Load the corpus named by ``cfg.name`` through the ``dataset`` registry.
+
+    Args:
+        cfg: :class:`bench.config.CorpusConfig`.
+        cache: artifact cache (corpora are built / indexed under ``<cache>/corpus``).
+    """
+    from bench import registry
+
+    return registry.get("dataset", cfg.name)(cfg, cache)

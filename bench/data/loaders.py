@@ -1,0 +1,137 @@
+"""Dataset plugins for users' corpora: ``librispeech``, ``voxceleb``, ``manifest``.
+
+- ``librispeech``: ``<path>/<speaker>/<chapter>/*.flac`` (+ ``<speaker>-<chapter>.trans.txt``).
+  ``path`` may also be a parent holding several subsets (``train-clean-100/``, ...).
+- ``voxceleb``: ``<path>/[wav/]id*/<video>/*.wav`` (convert ``.m4a`` to WAV first).
+- ``manifest``: a CSV file with columns ``path``, ``speaker`` and optionally ``text``,
+  ``split``; relative paths are resolved against the CSV's directory.
+
+Every loader writes an index manifest under ``<cache>/corpus_index/<hash>/`` and returns a
+:class:`~bench.data.corpus.Corpus` whose :meth:`~bench.data.corpus.Corpus.audio` yields 16 kHz
+audio at any source rate (resampled copies are cached under ``<cache>/resampled/``, keyed by
+the source path hash). Sources without a split (all but a manifest with a ``split`` column)
+get a speaker-disjoint split from ``cfg.seed``, ``cfg.val_speakers`` and ``cfg.test_speakers``.
+
+Importing this module also imports :mod:`bench.data.embedded`, so ``registry.names("dataset")``
+lists all four built-in datasets.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from bench import registry
+from bench.cache import Cache, config_hash
+from bench.data import embedded  # noqa: F401  (registers the "embedded" dataset)
+from bench.data.corpus import SPLITS, Corpus, Utterance, assign_splits, write_manifest
+
+AUDIO_EXTS = (".wav", ".flac", ".ogg")
+
+
+def _info(path: Path) -> tuple[int, float]:
+    import soundfile as sf
+
+    i = sf.info(str(path))
+    return int(i.samplerate), i.frames / i.samplerate
+
+
+def _need_path(cfg, kind: str) -> Path:
+    if not cfg.path:
+        raise ValueError(f"corpus.path is empty; the {kind!r} dataset needs the corpus location")
+    p = Path(cfg.path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"corpus.path {str(p)!r} does not exist ({kind} dataset)")
+    return p
+
+
+def _finish(name: str, cfg, cache: Cache, utts: list[Utterance], has_split: bool) -> Corpus:
+    if not utts:
+        raise ValueError(f"no audio found for the {name!r} dataset under {cfg.path!r}")
+    if not has_split:
+        assign_splits(utts, cfg.val_speakers, cfg.test_speakers, cfg.seed)
+    key = config_hash(name, str(Path(cfg.path).resolve()), cfg.seed, cfg.val_speakers,
+                      cfg.test_speakers)
+    d = cache.root / "corpus_index" / key
+    manifest = d / "manifest.csv"
+    write_manifest(manifest, utts)
+    return Corpus(d, manifest, utts, resample_dir=cache.root / "resampled")
+
+
+@registry.register("dataset", "librispeech")
+def librispeech(cfg, cache: Cache) -> Corpus:
+    """LibriSpeech-style corpus: ``<path>/<speaker>/<chapter>/*.flac`` with ``*.trans.txt``."""
+    root = _need_path(cfg, "librispeech")
+    texts: dict[str, str] = {}
+    for t in sorted(root.rglob("*.trans.txt")):
+        for line in t.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.strip():
+                uid, _, txt = line.strip().partition(" ")
+                texts[uid] = txt
+    utts = []
+    for f in sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTS):
+        speaker = f.parent.parent.name
+        sr, dur = _info(f)
+        utts.append(Utterance(
+            utt_id=f.stem, path=str(f.resolve()), speaker=speaker, source="librispeech",
+            kind="real", licence="CC-BY-4.0 (LibriSpeech)", native_sample_rate=sr,
+            duration_s=dur, text=texts.get(f.stem, ""),
+        ))
+    return _finish("librispeech", cfg, cache, utts, has_split=False)
+
+
+@registry.register("dataset", "voxceleb")
+def voxceleb(cfg, cache: Cache) -> Corpus:
+    """VoxCeleb-style corpus: ``<path>/[wav/]id*/<video>/*.wav``."""
+    root = _need_path(cfg, "voxceleb")
+    utts = []
+    for f in sorted(root.rglob("*.wav")):
+        spk_dir = f.parent.parent
+        if not spk_dir.name.startswith("id"):
+            continue
+        sr, dur = _info(f)
+        utts.append(Utterance(
+            utt_id=f"{spk_dir.name}-{f.parent.name}-{f.stem}", path=str(f.resolve()),
+            speaker=spk_dir.name, source="voxceleb", kind="real",
+            licence="CC-BY-4.0 (VoxCeleb)", native_sample_rate=sr, duration_s=dur,
+        ))
+    if not utts and any(root.rglob("*.m4a")):
+        raise ValueError(f"{root} holds .m4a files only; convert them to WAV (e.g. ffmpeg -i x.m4a x.wav)")
+    return _finish("voxceleb", cfg, cache, utts, has_split=False)
+
+
+@registry.register("dataset", "manifest")
+def manifest(cfg, cache: Cache) -> Corpus:
+    """CSV manifest with columns ``path``, ``speaker`` [, ``text``, ``split``]."""
+    csv_path = _need_path(cfg, "manifest")
+    base = csv_path.parent
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        cols = set(reader.fieldnames or [])
+        missing = {"path", "speaker"} - cols
+        if missing:
+            raise ValueError(f"manifest {csv_path} lacks column(s) {sorted(missing)}; "
+                             "needs path, speaker [, text, split]")
+        rows = list(reader)
+    utts = []
+    has_split = "split" in cols and all((r.get("split") or "").strip() for r in rows)
+    seen: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        p = Path(r["path"])
+        p = p if p.is_absolute() else base / p
+        if not p.is_file():
+            raise FileNotFoundError(f"manifest {csv_path} row {i + 2}: audio file {str(p)!r} not found")
+        split = (r.get("split") or "").strip() if has_split else "train"
+        if split not in SPLITS:
+            raise ValueError(f"manifest {csv_path} row {i + 2}: split {split!r} not in {SPLITS}")
+        sr, dur = _info(p)
+        uid = f"{r['speaker']}-{p.stem}"
+        seen[uid] = seen.get(uid, 0) + 1
+        if seen[uid] > 1:
+            uid = f"{uid}-{seen[uid]}"
+        utts.append(Utterance(
+            utt_id=uid, path=str(p.resolve()), speaker=str(r["speaker"]), source="manifest",
+            kind="real", licence=(r.get("licence") or ""), native_sample_rate=sr, duration_s=dur,
+            split=split, text=(r.get("text") or ""),
+        ))
+    return _finish("manifest", cfg, cache, utts, has_split=has_split)

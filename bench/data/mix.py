@@ -1,0 +1,347 @@
+"""Mixtures for training and fixed, paired evaluation sets.
+
+A mixture is ``target + interference + noise``:
+
+- ``target``: a crop of a clean utterance of the target speaker. When a room is applied
+  (probability ``mix_cfg.room_prob``) it is the *reverberant* target, exactly as present in
+  the mixture; it is always the metric reference.
+- ``interference``: the sum of 1-2 other speakers of the same split (``mix_cfg.n_interferers``),
+  each with its own room position when a room is used, scaled so that
+  ``SIR = 10 log10(sum(target**2) / sum(interference**2))`` equals the value drawn from
+  ``mix_cfg.sir_db``.
+- ``noise``: white / pink / brown / babble (3-6 other speakers) / real samples, scaled so that
+  ``SNR = 10 log10(sum(target**2) / sum(noise**2))`` equals the value drawn from ``mix_cfg.snr_db``.
+
+Levels are exact on the returned float32 signals (to float rounding). The whole mixture
+(all components alike) is finally scaled so the mixture peak is at most 0.95.
+
+Training enrollments are deterministic: the first ``enroll_s`` seconds (looped when shorter)
+of a *different* utterance of the target speaker, so teacher embeddings can be cached per
+enrollment utterance id.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.audio import SR
+from bench.cache import atomic_path, config_hash
+from bench.data.conditions import (
+    EPS,
+    apply_condition,
+    fit_length,
+    power,
+    random_rir,
+    reverberate,
+    sample_noise,
+    scale_to_ratio,
+)
+
+PEAK = 0.95
+
+
+@dataclass
+class Mixture:
+    """One mixture with its references.
+
+    Attributes:
+        mixture: ``[T]`` float32, what the enhancer hears.
+        target: ``[T]`` float32, the target exactly as present in ``mixture`` (reference).
+        enrollment: ``[Te]`` float32, the enrollment the embedding is computed from
+            (degraded according to the condition).
+        enrollment_clean: ``[Te]`` float32, the same enrollment crop, clean.
+        speaker: target speaker id.
+        meta: ``sir_db``, ``snr_db``, ``noise_type``, ``condition``, ``target_utt``,
+            ``enroll_utt``, ``interferers``, ``room``, ``rt60_s``, ... (JSON-serialisable).
+        interference: ``[T]`` float32, the interfering speakers' part of ``mixture``.
+        noise: ``[T]`` float32, the noise part (``mixture == target + interference + noise``).
+    """
+
+    mixture: np.ndarray
+    target: np.ndarray
+    enrollment: np.ndarray
+    enrollment_clean: np.ndarray
+    speaker: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    interference: np.ndarray | None = None
+    noise: np.ndarray | None = None
+
+
+def enrollment_crop(x: np.ndarray, enroll_s: float) -> np.ndarray:
+    """Deterministic enrollment: first ``enroll_s`` seconds, looped when shorter. ``[Te]``."""
+    return fit_length(x, int(round(enroll_s * SR)))
+
+
+def _active_crop(x: np.ndarray, n: int, rng: np.random.Generator, tries: int = 8) -> tuple[np.ndarray, int]:
+    """Random ``n``-sample crop whose power is not negligible (returns crop and start)."""
+    best, best_p, best_s = None, -1.0, 0
+    ref = power(x)
+    for _ in range(tries):
+        start = int(rng.integers(0, len(x) - n + 1)) if len(x) > n else 0
+        c = fit_length(x, n, start)
+        p = power(c)
+        if p > 0.1 * ref:
+            return c, start
+        if p > best_p:
+            best, best_p, best_s = c, p, start
+    return best, best_s
+
+
+def compose(target: np.ndarray, interferers: list[np.ndarray], noise: np.ndarray | None,
+            sir_db: float, snr_db: float, rirs: list[np.ndarray] | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mix dry signals at exact SIR / SNR (measured against the possibly reverberant target).
+
+    Args:
+        target: dry target ``[T]``.
+        interferers: dry interferers, each ``[T]`` (may be empty).
+        noise: noise ``[T]`` or None.
+        sir_db: target-to-(sum of interferers) ratio in dB.
+        snr_db: target-to-noise ratio in dB.
+        rirs: None, or one RIR per source (target first, then interferers).
+
+    Returns:
+        ``(mixture, target, interference, noise)``, each float32 ``[T]``.
+    """
+    n = len(target)
+    t = np.asarray(target, dtype=np.float64)
+    if rirs is not None:
+        t = reverberate(t, rirs[0]).astype(np.float64)
+    inter = np.zeros(n, dtype=np.float64)
+    for k, x in enumerate(interferers):
+        x = np.asarray(x, dtype=np.float64)
+        if rirs is not None:
+            x = reverberate(x, rirs[k + 1]).astype(np.float64)
+        inter += x / np.sqrt(power(x) + EPS)  # equal power per interferer
+    inter = scale_to_ratio(t, inter, sir_db) if interferers else inter
+    nz = scale_to_ratio(t, noise, snr_db) if noise is not None else np.zeros(n)
+    mix = t + inter + nz
+    g = min(1.0, PEAK / (np.abs(mix).max() + EPS))
+    f32 = [np.asarray(a * g, dtype=np.float32) for a in (t, inter, nz)]
+    return (f32[0] + f32[1] + f32[2]).astype(np.float32), f32[0], f32[1], f32[2]
+
+
+def measured_ratio_db(ref: np.ndarray, other: np.ndarray) -> float:
+    """``10 log10(sum(ref**2) / sum(other**2))`` in float64."""
+    return float(10 * np.log10(power(ref) / max(power(other), 1e-30)))
+
+
+class MixtureSampler:
+    """Random mixtures from one split of a corpus.
+
+    Args:
+        corpus: :class:`bench.data.corpus.Corpus`.
+        split: ``train``, ``val`` or ``test``.
+        mix_cfg: :class:`bench.config.MixConfig`.
+        seed: seed of the sampler's own generator (used when ``sample``/``batch`` get no rng).
+
+    Raises:
+        ValueError: the split has fewer than 2 speakers.
+    """
+
+    def __init__(self, corpus, split: str, mix_cfg, seed: int = 0) -> None:
+        self.corpus = corpus
+        self.split = split
+        self.cfg = mix_cfg
+        self.speakers = corpus.speakers(split)
+        if len(self.speakers) < 2:
+            raise ValueError(f"split {split!r} has {len(self.speakers)} speaker(s); mixing needs >= 2")
+        self.speaker_index = {s: i for i, s in enumerate(self.speakers)}
+        self.utts = {s: corpus.utts_of(s, split) for s in self.speakers}
+        self.rng = np.random.default_rng(seed)
+
+    # ---------------------------------------------------------------- pieces
+    def _pick_utt(self, speaker: str, rng: np.random.Generator, avoid: str | None = None):
+        us = self.utts[speaker]
+        cand = [u for u in us if u.utt_id != avoid] or us
+        return cand[int(rng.integers(len(cand)))]
+
+    def enroll_utt(self, speaker: str, target_utt: str, rng: np.random.Generator):
+        """A different utterance of ``speaker`` than ``target_utt`` (same one if it has only one)."""
+        return self._pick_utt(speaker, rng, avoid=target_utt)
+
+    def _draw(self, rng: np.random.Generator, n: int, speaker: str | None = None) -> dict[str, Any]:
+        """Draw everything about a mixture except the enrollment condition."""
+        cfg = self.cfg
+        spk = speaker or self.speakers[int(rng.integers(len(self.speakers)))]
+        tu = self._pick_utt(spk, rng)
+        tsrc = self.corpus.audio(tu.utt_id)
+        target, offset = _active_crop(tsrc, n, rng)
+        eu = self.enroll_utt(spk, tu.utt_id, rng)
+        others = [s for s in self.speakers if s != spk]
+        k = int(cfg.n_interferers[int(rng.integers(len(cfg.n_interferers)))]) if cfg.n_interferers else 0
+        k = min(k, len(others))
+        inter_spk = [others[i] for i in rng.choice(len(others), size=k, replace=False)] if k else []
+        inters, inter_utts = [], []
+        for s in inter_spk:
+            iu = self._pick_utt(s, rng)
+            x, _ = _active_crop(self.corpus.audio(iu.utt_id), n, rng)
+            inters.append(x)
+            inter_utts.append(iu.utt_id)
+        sir = float(rng.uniform(*cfg.sir_db))
+        snr = float(rng.uniform(*cfg.snr_db))
+        noise, ninfo = None, {"noise_type": "none"}
+        if cfg.noise_types:
+            kind = cfg.noise_types[int(rng.integers(len(cfg.noise_types)))]
+            noise, ninfo = sample_noise(self.corpus, kind, n, rng, set(inter_spk) | {spk}, self.split)
+        rirs, rt60 = None, None
+        if cfg.room_prob > 0 and rng.random() < cfg.room_prob:
+            rt60 = float(rng.uniform(0.2, 0.8))
+            rirs = random_rir(rng, rt60, 1 + len(inters))
+        return {
+            "speaker": spk, "target": target, "target_source": tsrc, "target_offset": offset,
+            "target_utt": tu.utt_id, "enroll_utt": eu.utt_id, "interferers": inters,
+            "interferer_speakers": inter_spk, "interferer_utts": inter_utts, "sir_db": sir,
+            "snr_db": snr, "noise": noise, "noise_info": ninfo, "rirs": rirs, "rt60_s": rt60,
+        }
+
+    def _assemble(self, d: dict[str, Any], target: np.ndarray, enrollment: np.ndarray,
+                  enrollment_clean: np.ndarray, extra: dict[str, Any]) -> Mixture:
+        mix, tgt, inter, nz = compose(target, d["interferers"], d["noise"], d["sir_db"],
+                                      d["snr_db"], d["rirs"])
+        meta = {
+            "sir_db": d["sir_db"] if d["interferers"] else None,
+            "snr_db": d["snr_db"] if d["noise"] is not None else None,
+            "target_utt": d["target_utt"], "enroll_utt": d["enroll_utt"],
+            "target_offset": int(d["target_offset"]),
+            "interferers": d["interferer_speakers"], "interferer_utts": d["interferer_utts"],
+            "room": d["rirs"] is not None, "rt60_s": d["rt60_s"], "split": self.split,
+            **d["noise_info"], **extra,
+        }
+        return Mixture(mix, tgt, np.asarray(enrollment, np.float32),
+                       np.asarray(enrollment_clean, np.float32), d["speaker"], meta, inter, nz)
+
+    # ---------------------------------------------------------------- API
+    def sample(self, rng: np.random.Generator | None = None, segment_s: float | None = None) -> Mixture:
+        """One training mixture with the deterministic clean enrollment.
+
+        Args:
+            rng: random generator (the sampler's own when None).
+            segment_s: mixture length in seconds (``mix_cfg.segment_s`` when None).
+
+        Returns:
+            :class:`Mixture` with ``mixture``/``target`` ``[T]`` and ``enrollment`` ``[Te]``
+            (``Te = enroll_s * SR``).
+        """
+        rng = rng if rng is not None else self.rng
+        n = int(round((segment_s or self.cfg.segment_s) * SR))
+        d = self._draw(rng, n)
+        enr = enrollment_crop(self.corpus.audio(d["enroll_utt"]), self.cfg.enroll_s)
+        return self._assemble(d, d["target"], enr, enr, {"condition": "train"})
+
+    def batch(self, rng: np.random.Generator | None = None, batch_size: int = 8,
+              segment_s: float | None = None) -> dict[str, Any]:
+        """A training batch.
+
+        Returns:
+            dict with torch tensors ``mixture`` ``[B,T]``, ``target`` ``[B,T]``,
+            ``enrollment`` ``[B,Te]``, ``speaker_idx`` ``[B]`` (int64, index into
+            :attr:`speakers`), and lists ``utt_ids`` / ``enroll_ids`` / ``speakers`` (str).
+        """
+        import torch
+
+        rng = rng if rng is not None else self.rng
+        ms = [self.sample(rng, segment_s) for _ in range(batch_size)]
+        return {
+            "mixture": torch.from_numpy(np.stack([m.mixture for m in ms])),
+            "target": torch.from_numpy(np.stack([m.target for m in ms])),
+            "enrollment": torch.from_numpy(np.stack([m.enrollment for m in ms])),
+            "speaker_idx": torch.tensor([self.speaker_index[m.speaker] for m in ms], dtype=torch.long),
+            "utt_ids": [m.meta["target_utt"] for m in ms],
+            "enroll_ids": [m.meta["enroll_utt"] for m in ms],
+            "speakers": [m.speaker for m in ms],
+        }
+
+
+# --------------------------------------------------------------------------- eval sets
+def make_eval_set(corpus, split: str, mix_cfg, condition: str, n: int, seed: int,
+                  test_s: float) -> list[Mixture]:
+    """A fixed evaluation set of ``n`` mixtures under ``condition``.
+
+    Paired across conditions: the target utterance and crop, enrollment utterance,
+    interferers, noise, levels and room depend only on ``(corpus, split, mix_cfg, n, seed,
+    test_s)``; the condition changes the enrollment only (and, for ``drift``, the test target,
+    with the same interferers, noise and levels). Target speakers cycle through the split's
+    sorted speaker list so every speaker is tested.
+
+    Args:
+        corpus: :class:`bench.data.corpus.Corpus`.
+        split: ``val`` or ``test`` (any split works).
+        mix_cfg: :class:`bench.config.MixConfig`.
+        condition: a name of :data:`bench.config.CONDITIONS`.
+        n: number of mixtures.
+        seed: eval-set seed.
+        test_s: mixture length in seconds.
+
+    Returns:
+        list of :class:`Mixture`, ``meta["index"]`` is the position in the set.
+    """
+    from bench.config import CONDITIONS
+
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; choices: {', '.join(CONDITIONS)}")
+    sampler = MixtureSampler(corpus, split, mix_cfg, seed)
+    length = int(round(test_s * SR))
+    split_tag = int(config_hash(split, length=8), 16)
+    cond_tag = int(config_hash(condition, length=8), 16)
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, split_tag, i])
+        spk = sampler.speakers[i % len(sampler.speakers)]
+        d = sampler._draw(rng, length, speaker=spk)
+        parts = {
+            "speaker": spk, "target": d["target"], "target_source": d["target_source"],
+            "target_offset": d["target_offset"], "enroll_source": corpus.audio(d["enroll_utt"]),
+            "exclude": d["interferer_speakers"],
+        }
+        crng = np.random.default_rng([seed, split_tag, i, cond_tag])
+        res = apply_condition(condition, parts, crng, corpus, split, mix_cfg.enroll_s)
+        m = sampler._assemble(d, res["target"], res["enrollment"], res["enrollment_clean"],
+                              {**res["info"], "index": i, "seed": seed})
+        out.append(m)
+    return out
+
+
+_ARRAYS = ("mixture", "target", "enrollment", "enrollment_clean", "interference", "noise")
+
+
+def save_eval_set(path: str | Path, mixtures: list[Mixture]) -> None:
+    """Save mixtures to one ``.npz`` (atomic). Metadata is stored as JSON."""
+    arrays: dict[str, np.ndarray] = {}
+    metas = []
+    for i, m in enumerate(mixtures):
+        for k in _ARRAYS:
+            v = getattr(m, k)
+            if v is not None:
+                arrays[f"{i}/{k}"] = np.asarray(v, dtype=np.float32)
+        metas.append({"speaker": m.speaker, "meta": m.meta})
+    arrays["__meta__"] = np.frombuffer(json.dumps(metas, default=_json_default).encode(), dtype=np.uint8)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def load_eval_set(path: str | Path) -> list[Mixture]:
+    """Load mixtures saved by :func:`save_eval_set`."""
+    with np.load(path, allow_pickle=False) as z:
+        metas = json.loads(z["__meta__"].tobytes().decode())
+        out = []
+        for i, md in enumerate(metas):
+            arr = {k: (z[f"{i}/{k}"] if f"{i}/{k}" in z.files else None) for k in _ARRAYS}
+            out.append(Mixture(arr["mixture"], arr["target"], arr["enrollment"],
+                               arr["enrollment_clean"], md["speaker"], md["meta"],
+                               arr["interference"], arr["noise"]))
+    return out

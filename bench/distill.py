@@ -1,0 +1,344 @@
+"""Student distillation: train a tiny encoder to map short windows into the teacher's space.
+
+``distill_student(cfg, corpus, teacher, cache, enhancer=None, device) -> (student, info)``
+
+- **Pool**: a fixed, seeded pool of ``distill.window_s`` clean windows per train utterance
+  (up to :data:`WINDOWS_PER_UTT`); their teacher embeddings are the targets, computed once
+  through :class:`bench.teachers.emb_cache.EmbeddingCache` (persisted under the cache root).
+- **Inputs** (``distill.inputs``): each batch is split evenly between the input kinds.
+  ``clean`` = the pool window; ``noisy`` = that window mixed on the fly with interferers (other
+  speakers' pool windows, SIR from ``mix.sir_db``) and noise (``mix.noise_types`` at
+  ``mix.snr_db``) through :func:`bench.data.mix.compose`; ``enhanced`` = ``enhancer(noisy, e)``
+  with ``e`` the teacher embedding of another window of the same speaker (only when an
+  enhancer is given). The target is always the teacher embedding of the matching clean window.
+- **Validation**: a fixed val-split set (clean + noisy [+ enhanced]) every ``distill.val_every``
+  steps; early stopping after ``distill.patience`` evaluations without improvement of the val
+  loss; the best weights are kept.
+- **Resumable**: a checkpoint (model, optimiser, RNG states, early-stopping state) is written to
+  the stage directory at every validation and picked up by the next call.
+- **Cached** in ``<cache>/student/<key>/`` (key: teacher identity, student and distill config,
+  corpus key, mix config, seed, enhancer identity) with a ``DONE`` marker.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench import registry
+from bench.audio import SR
+from bench.cache import atomic_path, config_hash
+from bench.metrics.speaker import agreement, crop_audio, utt_ids_of
+from bench.teachers.emb_cache import EmbeddingCache
+
+STAGE = "student"
+WINDOWS_PER_UTT = 6
+VAL_WINDOWS_PER_UTT = 2
+MAX_VAL = 384
+
+
+def distill_key(cfg: Any, corpus: Any, teacher: Any, enhancer: Any = None) -> str:
+    return config_hash(
+        "distill-v1", teacher.identity, cfg.student, cfg.distill, corpus.key, cfg.mix, cfg.seed, enhancer_identity(cfg, enhancer)
+    )
+
+
+def enhancer_identity(cfg: Any, enhancer: Any) -> str:
+    if enhancer is None or "enhanced" not in cfg.distill.inputs:
+        return ""
+    return str(getattr(enhancer, "identity", type(enhancer).__qualname__))
+
+
+# --------------------------------------------------------------------------- windows and mixing
+def window_pool(corpus: Any, split: str, window_s: float, per_utt: int, seed: int) -> tuple[list[str], list[tuple[int, int]], list[int], list[str]]:
+    """Seeded windows ``(utt_ids, crops, speaker_idx, speakers)`` of ``split``."""
+    rng = np.random.default_rng(seed)
+    n = int(round(window_s * SR))
+    ids, crops, spk = [], [], []
+    speakers = sorted(corpus.speakers(split))
+    for si, s in enumerate(speakers):
+        for u in utt_ids_of(corpus, s, split):
+            length = len(corpus.audio(u))
+            k = max(1, min(per_utt, length // n))
+            span = max(1, length - n + 1)
+            for j in range(k):
+                lo, hi = span * j // k, max(span * (j + 1) // k, span * j // k + 1)
+                start = int(rng.integers(lo, hi))
+                ids.append(u)
+                crops.append((start, start + n))
+                spk.append(si)
+    return ids, crops, spk, speakers
+
+
+def _colored(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    white = rng.standard_normal(n)
+    if kind in ("white",):
+        return white
+    spec = np.fft.rfft(white)
+    f = np.arange(spec.size) + 1.0
+    spec = spec / (np.sqrt(f) if kind == "pink" else f)
+    return np.fft.irfft(spec, n)
+
+
+def _scale(ref: np.ndarray, x: np.ndarray, db: float) -> np.ndarray:
+    p_ref = float(np.mean(ref.astype(np.float64) ** 2)) + 1e-10
+    p_x = float(np.mean(x.astype(np.float64) ** 2)) + 1e-10
+    return x * math.sqrt(p_ref / (p_x * 10 ** (db / 10)))
+
+
+class WindowMixer:
+    """Noisy versions of pool windows (the clean window stays the reference)."""
+
+    def __init__(self, corpus: Any, mix_cfg: Any, split: str, pool_ids: list[str], pool_crops: list[tuple[int, int]], pool_spk: list[int]) -> None:
+        self.corpus, self.cfg, self.split = corpus, mix_cfg, split
+        self.ids, self.crops, self.spk = pool_ids, pool_crops, np.asarray(pool_spk)
+        try:
+            from bench.data.mix import compose
+        except Exception:  # data package unavailable: simple mixing
+            compose = None
+        try:
+            from bench.data.conditions import sample_noise
+        except Exception:
+            sample_noise = None
+        self._compose, self._sample_noise = compose, sample_noise
+
+    def window(self, i: int) -> np.ndarray:
+        a, b = self.crops[i]
+        return crop_audio(self.corpus.audio(self.ids[i]), a, b)
+
+    def noise(self, kind: str, n: int, rng: np.random.Generator, exclude: set[str]) -> np.ndarray:
+        if self._sample_noise is not None:
+            try:
+                x, _ = self._sample_noise(self.corpus, kind, n, rng, exclude, self.split)
+                if x is not None and len(x) == n:
+                    return np.asarray(x, dtype=np.float64)
+            except Exception:
+                pass
+        if kind == "babble":
+            others = np.nonzero(~np.isin(self.ids, list(exclude)))[0] if exclude else np.arange(len(self.ids))
+            picks = rng.choice(len(self.ids) if len(others) == 0 else others, size=3)
+            return sum(self.window(int(j)).astype(np.float64) for j in picks)
+        return _colored(kind if kind in ("white", "pink", "brown") else "pink", n, rng)
+
+    def noisy(self, i: int, rng: np.random.Generator) -> np.ndarray:
+        cfg = self.cfg
+        clean = self.window(i)
+        n = clean.shape[0]
+        k = int(cfg.n_interferers[int(rng.integers(len(cfg.n_interferers)))]) if cfg.n_interferers else 0
+        others = np.nonzero(self.spk != self.spk[i])[0]
+        inters = [self.window(int(j)) for j in rng.choice(others, size=min(k, len(others)), replace=False)] if k and len(others) else []
+        sir = float(rng.uniform(*cfg.sir_db))
+        snr = float(rng.uniform(*cfg.snr_db))
+        noise = None
+        if cfg.noise_types:
+            kind = cfg.noise_types[int(rng.integers(len(cfg.noise_types)))]
+            noise = self.noise(kind, n, rng, {self.ids[i]})
+        if self._compose is not None:
+            return self._compose(clean, inters, noise, sir, snr)[0]
+        mix = clean.astype(np.float64)
+        if inters:
+            inter = sum(x / (np.sqrt(np.mean(x.astype(np.float64) ** 2)) + 1e-8) for x in inters)
+            mix = mix + _scale(clean, inter, sir)
+        if noise is not None:
+            mix = mix + _scale(clean, noise, snr)
+        return (mix / max(1.0, np.abs(mix).max() / 0.99)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- main entry
+def distill_student(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: Any = None, device: Any = "cpu", progress: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Distil ``teacher`` into the configured student; see the module docstring."""
+    dc = cfg.distill
+    device = torch.device(str(device))
+    key = distill_key(cfg, corpus, teacher, enhancer)
+    d = cache.stage_dir(STAGE, key)
+    seed = int(cfg.seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    student = registry.get("student", cfg.student.name)(cfg.student, teacher.dim).to(device)
+    if cache.is_done(STAGE, key):
+        student.load_state_dict(torch.load(d / "student.pt", map_location=device, weights_only=True))
+        student.eval()
+        info = cache.read_meta(STAGE, key)
+        info["cached"] = True
+        return student, info
+
+    loss_fn = registry.get("loss", dc.loss)(dc)
+    inputs = [k for k in dc.inputs if k != "enhanced" or enhancer is not None]
+    if not inputs:
+        inputs = ["clean"]
+    t_start = time.time()
+
+    # ---- pools and teacher targets (embedding cache)
+    emb_cache = EmbeddingCache(cache, teacher, corpus.key)
+    ids, crops, spk, _ = window_pool(corpus, "train", dc.window_s, WINDOWS_PER_UTT, seed)
+    if len(set(spk)) < 2:
+        raise ValueError(f"distillation needs >= 2 train speakers, found {len(set(spk))}")
+    targets = emb_cache.get_many(ids, crops, corpus.audio).to(device)
+    spk_t = torch.as_tensor(spk)
+    mixer = WindowMixer(corpus, cfg.mix, "train", ids, crops, spk)
+    by_spk: dict[int, list[int]] = {}
+    for i, s in enumerate(spk):
+        by_spk.setdefault(s, []).append(i)
+
+    def make_inputs(idx: np.ndarray, rng: np.random.Generator, pool_mixer: WindowMixer, pool_targets: torch.Tensor, pool_by_spk: dict[int, list[int]], pool_spk: list[int]) -> torch.Tensor:
+        kinds = [inputs[j % len(inputs)] for j in range(len(idx))]
+        wavs = []
+        for i, kind in zip(idx, kinds, strict=True):
+            wavs.append(pool_mixer.window(int(i)) if kind == "clean" else pool_mixer.noisy(int(i), rng))
+        x = torch.from_numpy(np.stack(wavs)).to(device)
+        enh = [j for j, k in enumerate(kinds) if k == "enhanced"]
+        if enh:
+            enroll = []
+            for j in enh:
+                same = pool_by_spk[pool_spk[int(idx[j])]]
+                enroll.append(int(same[int(rng.integers(len(same)))]))
+            with torch.no_grad():
+                out = enhancer(x[enh], pool_targets[enroll].to(device))
+            x[enh] = out.to(x.dtype).reshape(len(enh), -1)[:, : x.shape[1]]
+        return x
+
+    # ---- fixed validation set
+    v_ids, v_crops, v_spk, _ = window_pool(corpus, "val", dc.window_s, VAL_WINDOWS_PER_UTT, seed + 1)
+    have_val = len(v_ids) >= 2
+    if have_val:
+        if len(v_ids) > MAX_VAL:
+            keep = np.sort(np.random.default_rng(seed + 2).choice(len(v_ids), MAX_VAL, replace=False))
+            v_ids, v_crops, v_spk = [v_ids[i] for i in keep], [v_crops[i] for i in keep], [v_spk[i] for i in keep]
+        v_targets = emb_cache.get_many(v_ids, v_crops, corpus.audio).to(device)
+        v_mixer = WindowMixer(corpus, cfg.mix, "val", v_ids, v_crops, v_spk)
+        v_by: dict[int, list[int]] = {}
+        for i, s in enumerate(v_spk):
+            v_by.setdefault(s, []).append(i)
+        v_rng = np.random.default_rng(seed + 3)
+        v_idx = np.random.default_rng(seed + 4).permutation(len(v_ids))
+        v_batches = []
+        bs = max(2, min(dc.batch_size, len(v_ids)))
+        for a in range(0, len(v_idx) - 1, bs):
+            b_idx = v_idx[a : a + bs]
+            if len(b_idx) < 2:
+                continue
+            v_batches.append((b_idx, make_inputs(b_idx, v_rng, v_mixer, v_targets, v_by, v_spk).cpu()))
+        v_spk_t = torch.as_tensor(v_spk)
+
+    def validate() -> tuple[float, float]:
+        student.eval()
+        losses, s_all, t_all = [], [], []
+        with torch.no_grad():
+            for b_idx, x in v_batches:
+                s = student(x.to(device))
+                t = v_targets[b_idx]
+                losses.append(float(loss_fn(s, t, v_spk_t[b_idx].to(device))) * len(b_idx))
+                s_all.append(F.normalize(s, dim=-1).cpu())
+                t_all.append(t.cpu())
+        student.train()
+        n = sum(len(b) for b, _ in v_batches)
+        return sum(losses) / n, agreement(torch.cat(s_all), torch.cat(t_all))
+
+    # ---- optimiser, schedule, resume
+    opt = torch.optim.AdamW(student.parameters(), lr=dc.lr, weight_decay=1e-4)
+    warm = min(50, max(1, dc.steps // 10))
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, dc.steps - warm)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    rng = np.random.default_rng(seed + 5)
+    state = {"step": 0, "best": float("inf"), "best_agree": float("nan"), "best_step": 0, "bad": 0, "history": []}
+    best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    ckpt_path = d / "ckpt.pt"
+    resumed = False
+    if ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        student.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        best_state = ck["best_state"]
+        state = ck["state"]
+        rng.bit_generator.state = ck["np_rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        resumed = True
+
+    def checkpoint() -> None:
+        with atomic_path(ckpt_path) as tmp:
+            torch.save({"model": student.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "best_state": best_state, "state": state, "np_rng": rng.bit_generator.state,
+                        "torch_rng": torch.get_rng_state()}, tmp)
+
+    # ---- training loop
+    student.train()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=dc.steps, initial=state["step"], desc=f"distill {cfg.student.name}<-{teacher.name} ({dc.loss})", leave=False)
+    stopped_early = False
+    train_losses: list[float] = []
+    while state["step"] < dc.steps:
+        idx = rng.choice(len(ids), size=dc.batch_size, replace=len(ids) < dc.batch_size)
+        x = make_inputs(idx, rng, mixer, targets, by_spk, spk)
+        s = student(x)
+        loss = loss_fn(s, targets[idx], spk_t[idx].to(device))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 5.0)
+        opt.step()
+        sched.step()
+        state["step"] += 1
+        train_losses.append(float(loss.detach()))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(train_losses[-20:]):.4f}")
+        if have_val and (state["step"] % dc.val_every == 0 or state["step"] == dc.steps):
+            vl, va = validate()
+            state["history"].append({"step": state["step"], "val_loss": vl, "val_agreement": va, "train_loss": float(np.mean(train_losses[-dc.val_every:]))})
+            if vl < state["best"] - 1e-6:
+                state.update(best=vl, best_agree=va, best_step=state["step"], bad=0)
+                best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+            else:
+                state["bad"] += 1
+            checkpoint()
+            if state["bad"] >= dc.patience:
+                stopped_early = True
+                break
+    if bar is not None:
+        bar.close()
+    if have_val:
+        student.load_state_dict(best_state)
+        val_loss, val_agree = state["best"], state["best_agree"]
+    else:
+        best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        val_loss, val_agree = float("nan"), float("nan")
+    student.eval()
+    with atomic_path(d / "student.pt") as tmp:
+        torch.save(best_state, tmp)
+    info: dict[str, Any] = {
+        "key": key,
+        "steps": state["step"],
+        "best_step": state["best_step"],
+        "stopped_early": stopped_early,
+        "wall_s": time.time() - t_start,
+        "val_loss": val_loss,
+        "val_agreement": val_agree,
+        "params": int(sum(p.numel() for p in student.parameters() if p.requires_grad)),
+        "teacher": teacher.identity,
+        "loss": dc.loss,
+        "inputs": inputs,
+        "n_train_windows": len(ids),
+        "n_val_windows": len(v_ids),
+        "resumed": resumed,
+        "history": state["history"],
+    }
+    cache.mark_done(STAGE, key, info)
+    if ckpt_path.exists():
+        ckpt_path.unlink()
+    info["cached"] = False
+    return student, info

@@ -1,0 +1,125 @@
+"""In-suite training of a teacher architecture (``teacher.source: trained``).
+
+Speaker classification on the corpus train split with an additive-margin softmax head
+(AM-softmax, ``s * (cos - m)`` on the target class), random crops, Adam. Validation EER on
+the val split is reported in the teacher's ``weights_origin``. Each plugin saves the result
+in its library's own checkpoint format under ``<cache>/teacher/<key>/`` and loads it back
+through its ``local`` code path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.audio import SR
+from bench.cache import config_hash
+from bench.metrics.speaker import crop_audio, speaker_eval, utt_ids_of
+
+
+class AMSoftmax(nn.Module):
+    """Additive-margin softmax head: logits ``s * (cos(e, w_k) - m * [k == y])``."""
+
+    def __init__(self, dim: int, n_classes: int, scale: float = 30.0, margin: float = 0.2) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_classes, dim) * 0.01)
+        self.scale, self.margin = scale, margin
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        cos = F.normalize(emb, dim=-1) @ F.normalize(self.weight, dim=-1).T
+        onehot = F.one_hot(labels, cos.shape[1]).to(cos.dtype)
+        return F.cross_entropy(self.scale * (cos - self.margin * onehot), labels)
+
+
+def trained_key(name: str, cfg: Any, corpus_key: str) -> str:
+    """Cache key of an in-suite trained teacher."""
+    return config_hash("teacher-trained-v1", name, cfg.train_size, cfg.train_steps, corpus_key)
+
+
+def train_speaker_encoder(
+    name: str,
+    net: nn.Module,
+    embed_train: Callable[[torch.Tensor], torch.Tensor],
+    embed_eval: Callable[[torch.Tensor], torch.Tensor],
+    dim: int,
+    corpus: Any,
+    steps: int,
+    seed: int = 0,
+    crop_s: float = 2.0,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    extra_params: Iterable[nn.Parameter] = (),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``net`` for ``steps`` AM-softmax steps.
+
+    Returns ``{steps, wall_s, train_loss, n_speakers, speakers, head_weight, val_eer}``
+    (``head_weight``: the AM-softmax class weights ``[n_speakers, dim]``; pop it before
+    writing the dict as JSON).
+
+    ``embed_train(wav[B,T]) -> [B, dim]`` runs ``net`` in training mode with gradients;
+    ``embed_eval`` is the teacher's inference path (used for the validation EER).
+    """
+    if corpus is None:
+        raise ValueError(f"teacher {name!r}: source=trained needs a corpus (got None)")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    speakers = sorted(corpus.speakers("train"))
+    utts = {s: utt_ids_of(corpus, s, "train") for s in speakers}
+    speakers = [s for s in speakers if utts[s]]
+    if len(speakers) < 2:
+        raise ValueError(f"teacher {name!r}: source=trained needs >= 2 train speakers, found {len(speakers)}")
+    head = AMSoftmax(dim, len(speakers))
+    params = list(net.parameters()) + list(head.parameters()) + list(extra_params)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    n = int(crop_s * SR)
+    t0 = time.time()
+    losses: list[float] = []
+    it: Iterable[int] = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc=f"train teacher {name}", leave=False)
+    net.train()
+    for _ in it:
+        labels = rng.integers(0, len(speakers), batch_size)
+        wavs = []
+        for k in labels:
+            u = utts[speakers[k]][rng.integers(0, len(utts[speakers[k]]))]
+            x = corpus.audio(u)
+            start = int(rng.integers(0, max(1, len(x) - n + 1)))
+            seg = crop_audio(x, start, start + n) * float(10 ** rng.uniform(-0.5, 0.5))
+            wavs.append(seg)
+        wav = torch.from_numpy(np.stack(wavs))
+        wav = wav + 1e-4 * torch.randn_like(wav)
+        loss = head(embed_train(wav), torch.as_tensor(labels))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if progress:
+            it.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")  # type: ignore[attr-defined]
+    net.eval()
+    info: dict[str, Any] = {
+        "steps": steps,
+        "wall_s": time.time() - t0,
+        "train_loss": float(np.mean(losses[-20:])),
+        "n_speakers": len(speakers),
+        "speakers": speakers,
+        "head_weight": head.weight.detach().clone(),
+    }
+    try:
+        info["val_eer"] = speaker_eval(embed_eval, corpus, "val", n_per_speaker=6, crop_s=crop_s, seed=seed)["eer"]
+    except ValueError as exc:  # too few val speakers
+        info["val_eer"] = None
+        info["val_error"] = str(exc)
+    return info

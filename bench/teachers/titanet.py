@@ -1,0 +1,201 @@
+"""``titanet`` teacher: NeMo ``EncDecSpeakerLabelModel`` (TitaNet, dim 192).
+
+Every source ends in :func:`load_local`, ``EncDecSpeakerLabelModel.restore_from(<file>.nemo)``:
+
+- ``pretrained``: hub name (default ``titanet_large``) looked up in NeMo's download cache
+  (``$NEMO_CACHE_DIR`` or ``~/.cache/torch/NeMo``; a HF id ``org/name`` in the HF cache);
+  online, ``EncDecSpeakerLabelModel.from_pretrained`` downloads it; offline misses fail fast;
+- ``local``: ``teacher.path`` is a ``.nemo`` file;
+- ``trained``: a small TitaNet (:func:`titanet_config`, ``cpu`` preset) built from a config dict,
+  trained in-suite with AM-softmax and saved with ``save_to`` as a ``.nemo`` file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.cache import file_hash
+from bench.registry import register
+from bench.teachers import _train
+from bench.teachers.base import (
+    Teacher,
+    TeacherLoadError,
+    check_local_path,
+    is_offline,
+    offline_message,
+    resolve_hf_snapshot,
+    trained_origin,
+)
+
+DEFAULT_HUB_ID = "titanet_large"
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"features": 40, "filters": 32, "repeat": 1, "kernels": [3, 5], "final": 96, "attention": 16},
+    "cpu": {"features": 80, "filters": 128, "repeat": 2, "kernels": [3, 7, 11], "final": 384, "attention": 64},
+    "paper": {"features": 80, "filters": 1024, "repeat": 3, "kernels": [7, 11, 15], "final": 3072, "attention": 128},
+}
+
+
+def titanet_config(preset: str | dict[str, Any] = "cpu", num_classes: int = 2, emb_dim: int = 192) -> dict[str, Any]:
+    """NeMo model config (plain dict) of a TitaNet-style speaker model."""
+    p = PRESETS[preset] if isinstance(preset, str) else preset
+
+    def block(filters: int, kernel: int, repeat: int, residual: bool) -> dict[str, Any]:
+        return {
+            "filters": filters, "repeat": repeat, "kernel": [kernel], "stride": [1], "dilation": [1],
+            "dropout": 0.0, "residual": residual, "separable": True, "se": True, "se_context_size": -1,
+        }
+
+    jasper = [block(p["filters"], 3, 1, False)]
+    jasper += [block(p["filters"], k, p["repeat"], True) for k in p["kernels"]]
+    jasper += [block(p["final"], 1, 1, False)]
+    return {
+        "sample_rate": 16000,
+        "train_ds": {"manifest_filepath": None, "sample_rate": 16000, "labels": None, "batch_size": 32, "shuffle": True},
+        "preprocessor": {
+            "_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
+            "normalize": "per_feature", "window_size": 0.025, "sample_rate": 16000, "window_stride": 0.01,
+            "window": "hann", "features": p["features"], "n_fft": 512, "frame_splicing": 1, "dither": 0.0,
+        },
+        "encoder": {
+            "_target_": "nemo.collections.asr.modules.ConvASREncoder",
+            "feat_in": p["features"], "activation": "relu", "conv_mask": True, "jasper": jasper,
+        },
+        "decoder": {
+            "_target_": "nemo.collections.asr.modules.SpeakerDecoder",
+            "feat_in": p["final"], "num_classes": num_classes, "pool_mode": "attention",
+            "emb_sizes": emb_dim, "attention_channels": p["attention"],
+        },
+        "loss": {"_target_": "nemo.collections.asr.losses.angularloss.AngularSoftmaxLoss", "scale": 30, "margin": 0.2},
+    }
+
+
+def build_model(cfg_dict: dict[str, Any]) -> Any:
+    """Instantiate ``EncDecSpeakerLabelModel`` from a config dict (offline)."""
+    from nemo.collections.asr.models import EncDecSpeakerLabelModel
+    from omegaconf import OmegaConf
+
+    return EncDecSpeakerLabelModel(cfg=OmegaConf.create(cfg_dict))
+
+
+class TitaNetTeacher(Teacher):
+    def __init__(self, model: Any, dim: int, source: str, weights_hash: str, origin: str) -> None:
+        super().__init__("titanet", dim, source, weights_hash, origin)
+        self.model = model
+
+    def _embed(self, wav: torch.Tensor) -> torch.Tensor:
+        lens = torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long, device=wav.device)
+        _, emb = self.model.forward(input_signal=wav, input_signal_length=lens)
+        return emb
+
+
+def _emb_dim(model: Any) -> int:
+    dec = model.cfg.decoder
+    sizes = dec.get("emb_sizes", 192)
+    return int(sizes[-1] if isinstance(sizes, (list, tuple)) or hasattr(sizes, "__len__") and not isinstance(sizes, (int, str)) else sizes)
+
+
+def load_local(path: str | Path, source: str = "local", origin: str | None = None, device: Any = "cpu") -> TitaNetTeacher:
+    """Restore a ``.nemo`` speaker model with ``EncDecSpeakerLabelModel.restore_from``."""
+    p = check_local_path("titanet", str(path), "a NeMo .nemo file")
+    if p.is_dir():
+        files = sorted(p.glob("*.nemo"))
+        if not files:
+            raise TeacherLoadError(f"teacher 'titanet': no .nemo file in {p}")
+        p = files[0]
+    from nemo.collections.asr.models import EncDecSpeakerLabelModel
+
+    try:
+        model = EncDecSpeakerLabelModel.restore_from(str(p), map_location=torch.device(str(device)))
+    except Exception as exc:
+        raise TeacherLoadError(f"teacher 'titanet': NeMo could not restore {p}: {exc}") from exc
+    model.eval()
+    h = file_hash(p)
+    return TitaNetTeacher(model, _emb_dim(model), source, h, origin or f"local: {p} (sha256 {h})")
+
+
+def nemo_cache_dir() -> Path:
+    return Path(os.environ.get("NEMO_CACHE_DIR") or Path.home() / ".cache" / "torch" / "NeMo")
+
+
+def _pretrained(hub_id: str, device: Any) -> TitaNetTeacher:
+    if "/" in hub_id:  # Hugging Face repo holding a .nemo file
+        d = resolve_hf_snapshot(hub_id, "titanet", allow_patterns=["*.nemo"])
+        t = load_local(d, "pretrained", device=device)
+        t.weights_origin = f"hub: {hub_id} ({d}, sha256 {t.weights_hash})"
+        return t
+    cache = nemo_cache_dir()
+    hits = sorted(cache.rglob(f"{hub_id}.nemo")) if cache.is_dir() else []
+    if hits:
+        t = load_local(hits[-1], "pretrained", device=device)
+        t.weights_origin = f"hub: {hub_id} (NeMo cache {hits[-1]}, sha256 {t.weights_hash})"
+        return t
+    if is_offline():
+        raise TeacherLoadError(offline_message("titanet", hub_id, cache))
+    from nemo.collections.asr.models import EncDecSpeakerLabelModel
+
+    try:
+        EncDecSpeakerLabelModel.from_pretrained(hub_id, map_location="cpu")
+    except Exception as exc:
+        raise TeacherLoadError(offline_message("titanet", hub_id, cache) + f" (download failed: {exc})") from exc
+    return _pretrained_cached_or_fail(hub_id, cache, device)
+
+
+def _pretrained_cached_or_fail(hub_id: str, cache: Path, device: Any) -> TitaNetTeacher:
+    hits = sorted(cache.rglob(f"{hub_id}.nemo"))
+    if not hits:
+        raise TeacherLoadError(f"teacher 'titanet': {hub_id} downloaded but no {hub_id}.nemo under {cache}")
+    t = load_local(hits[-1], "pretrained", device=device)
+    t.weights_origin = f"hub: {hub_id} (NeMo cache {hits[-1]}, sha256 {t.weights_hash})"
+    return t
+
+
+@register("teacher", "titanet")
+def make_titanet(cfg, cache, corpus, device="cpu") -> TitaNetTeacher:
+    if cfg.source == "pretrained":
+        t = _pretrained(cfg.hub_id or DEFAULT_HUB_ID, device)
+    elif cfg.source == "local":
+        t = load_local(cfg.path, device=device)
+    elif cfg.source == "trained":
+        t = _trained(cfg, cache, corpus, device)
+    else:
+        raise TeacherLoadError(f"teacher 'titanet': unknown source {cfg.source!r}; choices: pretrained, local, trained")
+    return t.to(device)
+
+
+def _trained(cfg, cache, corpus, device) -> TitaNetTeacher:
+    if corpus is None:
+        raise TeacherLoadError("teacher 'titanet': source=trained needs a corpus")
+    if cfg.train_size not in PRESETS:
+        raise TeacherLoadError(f"teacher 'titanet': train_size={cfg.train_size!r}; choices: {', '.join(PRESETS)}")
+    key = _train.trained_key("titanet", cfg, corpus.key)
+    d = cache.stage_dir("teacher", key)
+    path = d / "titanet.nemo"
+    if not cache.is_done("teacher", key):
+        n_spk = len([s for s in corpus.speakers("train")])
+        model = build_model(titanet_config(cfg.train_size, num_classes=max(n_spk, 2)))
+
+        def embed_train(wav: torch.Tensor) -> torch.Tensor:
+            lens = torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long)
+            return model.forward(input_signal=wav, input_signal_length=lens)[1]
+
+        def embed_eval(wav: torch.Tensor) -> torch.Tensor:
+            model.eval()
+            with torch.no_grad():
+                return embed_train(wav)
+
+        info = _train.train_speaker_encoder("titanet", model, embed_train, embed_eval, _emb_dim(model), corpus, cfg.train_steps)
+        info.pop("head_weight")
+        tmp = d / ".titanet.tmp.nemo"
+        model.save_to(str(tmp))
+        os.replace(tmp, path)
+        cache.mark_done("teacher", key, info)
+    info = cache.read_meta("teacher", key)
+    t = load_local(path, "trained", device=device)
+    t.weights_origin = trained_origin("titanet", cfg, corpus.key, info) + f" ({path}, sha256 {t.weights_hash})"
+    t.info.update(info)
+    return t

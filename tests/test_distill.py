@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from bench import registry
+from bench.config import ExperimentConfig
+from bench.distill import distill_student
+from tests._kd_helpers import FakeCorpus, FakeTeacher
+
+
+def _cfg(**distill):
+    d = {"steps": 6, "batch_size": 8, "val_every": 3, "patience": 5, "window_s": 0.5, "inputs": ["clean", "noisy"]}
+    d.update(distill)
+    return ExperimentConfig.from_dict({"distill": d, "mix": {"noise_types": ["white", "pink"]}})
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return FakeCorpus(n_train=4, n_val=2, n_test=0, n_utts=2, seconds=1.5)
+
+
+def test_distill_runs_and_caches(cache, corpus):
+    teacher = FakeTeacher(32)
+    student, info = distill_student(_cfg(), corpus, teacher, cache, progress=False)
+    assert info["steps"] == 6 and info["params"] < 150_000 and not info["cached"]
+    assert {"wall_s", "val_loss", "val_agreement", "params", "steps"} <= set(info)
+    assert student(torch.randn(2, 8000)).shape == (2, 32)
+    assert cache.is_done("student", info["key"])
+    calls = teacher.calls
+    student2, info2 = distill_student(_cfg(), corpus, teacher, cache, progress=False)
+    assert info2["cached"] and teacher.calls == calls
+    for a, b in zip(student.state_dict().values(), student2.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_distill_seeded(cache, tmp_path, corpus):
+    from bench.cache import Cache
+
+    s1, _ = distill_student(_cfg(steps=3), corpus, FakeTeacher(32), cache, progress=False)
+    s2, _ = distill_student(_cfg(steps=3), corpus, FakeTeacher(32), Cache(tmp_path / "other"), progress=False)
+    for a, b in zip(s1.state_dict().values(), s2.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_distill_resumes_after_interrupt(cache, corpus, monkeypatch):
+    real_get = registry.get
+    count = {"n": 0}
+
+    def flaky_get(kind, name):
+        obj = real_get(kind, name)
+        if kind != "loss":
+            return obj
+
+        def factory(cfg):
+            f = obj(cfg)
+
+            def loss(s, t, spk=None):
+                count["n"] += 1
+                if count["n"] == 5:  # after the step-3 checkpoint (+ its validation batch)
+                    raise KeyboardInterrupt
+                return f(s, t, spk)
+
+            return loss
+
+        return factory
+
+    monkeypatch.setattr(registry, "get", flaky_get)
+    with pytest.raises(KeyboardInterrupt):
+        distill_student(_cfg(), corpus, FakeTeacher(32), cache, progress=False)
+    monkeypatch.setattr(registry, "get", real_get)
+    _, info = distill_student(_cfg(), corpus, FakeTeacher(32), cache, progress=False)
+    assert info["resumed"] and info["steps"] == 6
+
+
+def test_distill_enhanced_inputs_and_speaker_positives(cache, corpus):
+    seen = []
+
+    class Enh:
+        identity = "identity-enhancer"
+
+        def __call__(self, mixture, emb):
+            seen.append((mixture.shape, emb.shape))
+            return mixture * 0.5
+
+    cfg = _cfg(steps=2, inputs=["clean", "noisy", "enhanced"], positives="speaker", loss="contrastive")
+    _, info = distill_student(cfg, corpus, FakeTeacher(32), cache, enhancer=Enh(), progress=False)
+    assert seen and seen[0][1][1] == 32
+    assert "enhanced" in info["inputs"]
+
+
+@pytest.mark.parametrize("loss", ["mse", "cosine"])
+def test_distill_other_losses(cache, corpus, loss):
+    _, info = distill_student(_cfg(steps=2, loss=loss), corpus, FakeTeacher(32), cache, progress=False)
+    assert info["loss"] == loss and info["val_loss"] == info["val_loss"]

@@ -251,7 +251,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     unknown = sorted(set(data) - fields)
     if unknown:
         raise ConfigError(
-            f"unknown config key {prefix}{unknown[0]!r}; valid keys under "
+            f"unknown config key {prefix + unknown[0]!r}; valid keys under "
             f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(fields))}"
         )
     kwargs = {k: _coerce(prefix + k, v, hints[k]) for k, v in data.items()}

@@ -56,6 +56,25 @@ def enhancer_identity(cfg: Any, enhancer: Any) -> str:
 
 
 # --------------------------------------------------------------------------- windows and mixing
+def pool_seed(cfg: Any) -> int:
+    """Seed of the distillation window pools: the corpus seed (shared by all student seeds)."""
+    return int(cfg.corpus.seed)
+
+
+def warm_targets(cfg: Any, corpus: Any, teacher: Any, cache: Any) -> int:
+    """Compute (and cache) the teacher targets of the train and val window pools; returns their count.
+
+    ``bench.run`` calls this once per teacher before distilling students in parallel workers,
+    so the workers only read the embedding cache.
+    """
+    emb_cache = EmbeddingCache(cache, teacher, corpus.key)
+    n = 0
+    for split, per_utt, off in (("train", WINDOWS_PER_UTT, 0), ("val", VAL_WINDOWS_PER_UTT, 1)):
+        ids, crops, _, _ = window_pool(corpus, split, cfg.distill.window_s, per_utt, pool_seed(cfg) + off)
+        n += len(emb_cache.get_many(ids, crops, corpus.audio))
+    return n
+
+
 def window_pool(corpus: Any, split: str, window_s: float, per_utt: int, seed: int) -> tuple[list[str], list[tuple[int, int]], list[int], list[str]]:
     """Seeded windows ``(utt_ids, crops, speaker_idx, speakers)`` of ``split``."""
     rng = np.random.default_rng(seed)
@@ -177,7 +196,9 @@ def distill_student(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
 
     # ---- pools and teacher targets (embedding cache)
     emb_cache = EmbeddingCache(cache, teacher, corpus.key)
-    ids, crops, spk, _ = window_pool(corpus, "train", dc.window_s, WINDOWS_PER_UTT, seed)
+    # The window pools (and so the teacher targets) depend on the corpus seed only: every student
+    # of a teacher shares one set of cached targets; the cell seed drives init and sampling.
+    ids, crops, spk, _ = window_pool(corpus, "train", dc.window_s, WINDOWS_PER_UTT, pool_seed(cfg))
     if len(set(spk)) < 2:
         raise ValueError(f"distillation needs >= 2 train speakers, found {len(set(spk))}")
     targets = emb_cache.get_many(ids, crops, corpus.audio).to(device)
@@ -205,7 +226,7 @@ def distill_student(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
         return x
 
     # ---- fixed validation set
-    v_ids, v_crops, v_spk, _ = window_pool(corpus, "val", dc.window_s, VAL_WINDOWS_PER_UTT, seed + 1)
+    v_ids, v_crops, v_spk, _ = window_pool(corpus, "val", dc.window_s, VAL_WINDOWS_PER_UTT, pool_seed(cfg) + 1)
     have_val = len(v_ids) >= 2
     if have_val:
         if len(v_ids) > MAX_VAL:

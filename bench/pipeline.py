@@ -126,11 +126,11 @@ class Pipeline:
         return self._memoised("evalset", key, make)
 
     def pse(self, cfg: ExperimentConfig):
-        from bench.pse.train import train_pse
+        from bench.pse.train import stage_key, train_pse
 
         teacher = self.teacher(cfg)
         corpus = self.corpus(cfg)
-        key = config_hash(cfg.pse, cfg.mix, corpus.key, teacher.identity if cfg.pse.personalized else "")
+        key = stage_key(cfg, corpus, teacher)
 
         def make():
             model, info = train_pse(cfg, corpus, teacher, self.cache, device=self.device, progress=self.progress)
@@ -140,17 +140,16 @@ class Pipeline:
         return self._memoised("pse", key, make)
 
     def student(self, cfg: ExperimentConfig):
-        from bench.distill import distill_student
+        from bench.distill import distill_key, distill_student
+        from bench.pse.train import stage_key
 
         teacher = self.teacher(cfg)
         corpus = self.corpus(cfg)
         enhancer = None
-        pse_model = None
         if "enhanced" in cfg.distill.inputs:
-            pse_model, pse_info = self.pse(cfg)
-            enhancer = _Enhancer(pse_model, identity=pse_info.get("key", config_hash(cfg.pse)))
-        key = config_hash(cfg.student, cfg.distill, cfg.seed, cfg.mix, corpus.key, teacher.identity,
-                          enhancer.identity if enhancer else "")
+            pse_model, _ = self.pse(cfg)
+            enhancer = _Enhancer(pse_model, identity=stage_key(cfg, corpus, teacher))
+        key = distill_key(cfg, corpus, teacher, enhancer)
 
         def make():
             student, info = distill_student(cfg, corpus, teacher, self.cache, enhancer=enhancer, device=self.device)
@@ -213,6 +212,7 @@ class Pipeline:
         refiner = registry.get("refiner", refine_cfg.name)(refine_cfg, student, teacher)
         complexity = self.complexity(cfg, model, refiner, student, teacher)
 
+        lat = int(getattr(model, "latency_samples", 0))
         frames = []
         wall = 0.0
         audio = 0.0
@@ -236,12 +236,15 @@ class Pipeline:
                 peak = max(peak, t.peak_mem_mb)
                 n_updates += int(res.n_updates)
                 n_skipped += int(res.n_skipped)
-                out = res.enhanced.float().cpu()
+                # The backbone's output lags its input by `latency_samples` (overlap-add): score the
+                # time-aligned signals, est[L:] against target[:T-L] (and mixture[:T-L]).
+                out = res.enhanced.float().cpu()[:, lat:]
                 enhanced.extend(out.numpy())
                 emb_out = teacher.embed(out.to(self.device)).float().cpu().numpy()
                 ref = e0_all[i : i + batch]
                 spk_cos.extend((emb_out * ref).sum(axis=1).tolist())
-            items = [(enh, m.target, m.mixture) for enh, m in zip(enhanced, mixtures, strict=True)]
+            n = len(enhanced[0]) if enhanced else 0
+            items = [(enh, m.target[:n], m.mixture[:n]) for enh, m in zip(enhanced, mixtures, strict=True)]
             df = evaluate_utterances(items, workers=cfg.eval.workers, pesq=cfg.eval.pesq)
             df["spk_cos"] = spk_cos
             frames.append(_annotate(df, mixtures, cond))
@@ -312,7 +315,9 @@ class Pipeline:
                     _safe(lambda: encoder_macs_per_s(student, block, ctx), "student") if student is not None else 0.0
                 ),
             }
-            out["extra_macs_per_s"] = _safe(lambda: refiner.count_extra_macs(block), "refiner")
+            # alpha = 0 never runs the encoder (bit-identical to static), so it costs nothing extra.
+            refines = cfg.pse.personalized and cfg.refine.name != "static" and cfg.refine.alpha > 0
+            out["extra_macs_per_s"] = _safe(lambda: refiner.count_extra_macs(block), "refiner") if refines else 0.0
             out["total_macs_per_s"] = out["pse_macs_per_s"] + out["extra_macs_per_s"]
             out["unsupported_ops"] = ",".join(sorted(pse["unsupported"] or []))
             return out

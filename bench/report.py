@@ -172,6 +172,8 @@ def summary_table(board: pd.DataFrame, condition: str = "all") -> str:
             v = r[c]
             if c == "total_macs_per_s" and isinstance(v, (int, float)) and np.isfinite(v):
                 cells.append(f"{v / 1e6:.1f}")
+            elif c == "student_params" and isinstance(v, (int, float)) and np.isfinite(v):
+                cells.append(f"{int(v)}")
             elif isinstance(v, float):
                 cells.append("" if not np.isfinite(v) else f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}")
             else:
@@ -200,6 +202,8 @@ def markdown_table(board: pd.DataFrame, condition: str = "all") -> str:
             v = r[c]
             if c == "total_macs_per_s" and isinstance(v, (int, float)) and np.isfinite(v):
                 vals.append(f"{v / 1e6:.1f}")
+            elif c == "student_params" and isinstance(v, (int, float)) and np.isfinite(v):
+                vals.append(f"{int(v)}")
             elif isinstance(v, float):
                 vals.append("" if not np.isfinite(v) else f"{v:.3f}")
             else:

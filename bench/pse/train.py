@@ -1,0 +1,328 @@
+"""Train a PSE backbone on on-the-fly mixtures, conditioned on cached teacher embeddings.
+
+Stage ``pse`` of the pipeline: cached per (``cfg.pse``, teacher identity, corpus key,
+``cfg.mix``) under ``<cache>/pse/<key>/``; resumable (checkpoint, optimizer and RNG state are
+saved atomically at every validation and picked up on restart).
+
+Loss: ``-SI-SDR + spec_weight * multi-resolution compressed-magnitude L1`` on the output
+shifted by the model's ``latency_samples`` (so it is compared to the time-aligned target).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.cache import Cache, atomic_path, atomic_write_json, config_hash
+from bench.config import ExperimentConfig
+from bench.pse.base import PSEModel
+
+STAGE = "pse"
+SPEC_WEIGHT = 10.0
+MR_STFT = ((512, 128), (256, 64), (1024, 256))
+GAIN_DB = 10.0  # random level augmentation, +- dB
+VAL_MIN = 32  # at least this many fixed validation mixtures
+VAL_SEED_OFFSET = 7919
+
+
+# --------------------------------------------------------------------------- losses
+def si_sdr(est: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per-item SI-SDR in dB: ``est [B, T]``, ``ref [B, T]`` -> ``[B]``."""
+    est = est - est.mean(-1, keepdim=True)
+    ref = ref - ref.mean(-1, keepdim=True)
+    a = (est * ref).sum(-1, keepdim=True) / (ref.pow(2).sum(-1, keepdim=True) + eps)
+    s = a * ref
+    return 10 * torch.log10((s.pow(2).sum(-1) + eps) / ((s - est).pow(2).sum(-1) + eps))
+
+
+def multires_mag_loss(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Mean L1 of |STFT|^0.3 over 3 resolutions; both scaled by ``ref``'s RMS. ``[B,T]`` -> scalar."""
+    scale = ref.pow(2).mean(-1, keepdim=True).add(1e-8).sqrt()
+    est, ref = est / scale, ref / scale
+    total = est.new_zeros(())
+    for n_fft, hop in MR_STFT:
+        win = torch.hann_window(n_fft, device=est.device, dtype=est.dtype)
+        se = torch.stft(est, n_fft, hop, window=win, return_complex=True).abs()
+        sr = torch.stft(ref, n_fft, hop, window=win, return_complex=True).abs()
+        total = total + (se.add(1e-8).pow(0.3) - sr.add(1e-8).pow(0.3)).abs().mean()
+    return total / len(MR_STFT)
+
+
+def pse_loss(enhanced: torch.Tensor, target: torch.Tensor, latency: int) -> torch.Tensor:
+    """Training loss on latency-aligned signals: ``enhanced [B,T]``, ``target [B,T]`` -> scalar."""
+    est, ref = _align(enhanced, target, latency)
+    return -si_sdr(est, ref).mean() + SPEC_WEIGHT * multires_mag_loss(est, ref)
+
+
+def _align(enhanced: torch.Tensor, target: torch.Tensor, latency: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if latency <= 0:
+        return enhanced, target
+    return enhanced[:, latency:], target[:, : target.shape[1] - latency]
+
+
+# --------------------------------------------------------------------------- plumbing
+def _make_sampler(corpus: Any, split: str, mix_cfg: Any, seed: int) -> Any:
+    """``bench.data.mix.MixtureSampler`` (a seam tests replace with a fake sampler)."""
+    from bench.data.mix import MixtureSampler
+
+    return MixtureSampler(corpus, split, mix_cfg, seed)
+
+
+def stage_key(cfg: ExperimentConfig, corpus: Any, teacher: Any) -> str:
+    """Cache key of the PSE stage: (pse config, teacher identity, corpus key, mix config)."""
+    ident = teacher.identity if (cfg.pse.personalized and teacher is not None) else "none"
+    return config_hash(cfg.pse, ident, getattr(corpus, "key", ""), cfg.mix)
+
+
+def build_model(cfg: ExperimentConfig, teacher: Any) -> PSEModel:
+    """Instantiate ``cfg.pse.name`` for the teacher's embedding size."""
+    from bench import registry
+
+    emb_dim = int(teacher.dim) if (cfg.pse.personalized and teacher is not None) else 0
+    return registry.get("pse", cfg.pse.name)(cfg.pse, emb_dim)
+
+
+def enrollment_embeddings(
+    teacher: Any, corpus: Any, utt_ids: list[str], cache: Cache
+) -> dict[str, torch.Tensor]:
+    """Teacher embeddings ``{utt_id: [D]}`` of whole utterances (the enrollment lookup table).
+
+    Read from / added to :class:`bench.teachers.emb_cache.EmbeddingCache` (crop ``full``);
+    falls back to embedding directly when that module is unavailable.
+    """
+    ids = sorted(set(utt_ids))
+    if not ids:
+        return {}
+    try:
+        from bench.teachers.emb_cache import EmbeddingCache
+    except ImportError:  # pragma: no cover - teachers package without the cache
+        EmbeddingCache = None  # noqa: N806
+    if EmbeddingCache is not None and hasattr(cache, "root"):
+        ec = EmbeddingCache(cache, teacher, getattr(corpus, "key", ""))
+        emb = ec.get_many(ids, None, corpus.audio)
+    else:
+        emb = torch.stack(
+            [teacher.embed(torch.as_tensor(np.array(corpus.audio(u), dtype=np.float32))[None])[0] for u in ids]
+        )
+    return dict(zip(ids, emb.float().cpu(), strict=True))
+
+
+def _batch_emb(
+    batch: dict[str, Any], table: dict[str, torch.Tensor], teacher: Any
+) -> torch.Tensor:
+    """``[B, D]`` enrollment embeddings for a sampler batch (table lookup, teacher fallback)."""
+    rows = []
+    for i, uid in enumerate(batch["enroll_ids"]):
+        e = table.get(uid)
+        if e is None:
+            e = teacher.embed(batch["enrollment"][i : i + 1].float())[0].float().cpu()
+            table[uid] = e
+        rows.append(e)
+    return torch.stack(rows)
+
+
+def _val_set(cfg: ExperimentConfig, corpus: Any, teacher: Any, personalized: bool) -> dict[str, Any]:
+    sampler = _make_sampler(corpus, "val", cfg.mix, cfg.pse.seed + VAL_SEED_OFFSET)
+    rng = np.random.default_rng(cfg.pse.seed + VAL_SEED_OFFSET)
+    n = max(int(cfg.eval.n_val), VAL_MIN)
+    seg = max(float(cfg.pse.segment_s), 3.0)
+    b = sampler.batch(rng, n, seg)
+    out = {"mixture": b["mixture"].float(), "target": b["target"].float(), "emb": None}
+    if personalized:
+        out["emb"] = teacher.embed(b["enrollment"].float()).float().cpu()
+    return out
+
+
+@torch.no_grad()
+def evaluate_si_sdri(model: PSEModel, val: dict[str, Any], device: str, chunk: int = 16) -> float:
+    """Mean SI-SDR improvement (dB) of ``model`` over the mixture on a fixed validation set."""
+    model.eval()
+    lat = model.latency_samples
+    gains = []
+    for i in range(0, val["mixture"].shape[0], chunk):
+        mix = val["mixture"][i : i + chunk].to(device)
+        tgt = val["target"][i : i + chunk].to(device)
+        emb = val["emb"][i : i + chunk].to(device) if val["emb"] is not None else None
+        enh = model(mix, emb)
+        est, ref = _align(enh, tgt, lat)
+        base = si_sdr(mix[:, : ref.shape[1]], ref)
+        gains.append((si_sdr(est, ref) - base).cpu())
+    model.train()
+    return float(torch.cat(gains).mean())
+
+
+def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
+
+
+def _save_ckpt(path: Path, obj: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+# --------------------------------------------------------------------------- training
+def train_pse(
+    cfg: ExperimentConfig,
+    corpus: Any,
+    teacher: Any,
+    cache: Cache,
+    device: str = "cpu",
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> tuple[PSEModel, dict[str, Any]]:
+    """Train (or load from cache) the PSE backbone of ``cfg.pse``.
+
+    Args:
+        cfg: experiment config; reads ``pse``, ``mix``, ``eval.n_val``.
+        corpus: :class:`bench.data.corpus.Corpus` (train and val splits are used).
+        teacher: :class:`bench.teachers.base.Teacher` (may be None when not personalized).
+        cache: artifact cache; the stage lives in ``<cache>/pse/<key>/``.
+        device: torch device string.
+        progress: show a tqdm bar.
+        stop_after: stop (without finishing the stage) once this many steps are done in
+            total — simulates an interruption; the next call resumes from the checkpoint.
+
+    Returns:
+        ``(model, info)``; the model (eval mode, best validation weights) maps
+        ``mixture [B, T]``, ``emb [B, D]`` -> ``enhanced [B, T]``; ``info`` has ``steps``,
+        ``wall_s``, ``best_val_si_sdri``, ``best_step``, ``params``, ``history``, ``key``.
+    """
+    personalized = bool(cfg.pse.personalized)
+    if personalized and teacher is None:
+        raise ValueError("pse.personalized=true needs a teacher for the enrollment embeddings")
+    key = stage_key(cfg, corpus, teacher)
+    d = cache.stage_dir(STAGE, key)
+    if cache.is_done(STAGE, key) and (d / "model.pt").exists():
+        model = build_model(cfg, teacher).to(device)
+        model.load_state_dict(torch.load(d / "model.pt", map_location=device))
+        model.eval()
+        info = json.loads((d / "info.json").read_text())
+        info["cached"] = True
+        return model, info
+
+    pc = cfg.pse
+    torch.manual_seed(pc.seed)
+    model = build_model(cfg, teacher).to(device)  # seeded init
+    opt = torch.optim.Adam(model.parameters(), lr=pc.lr)
+    rng = np.random.default_rng(pc.seed)
+    sampler = _make_sampler(corpus, "train", cfg.mix, pc.seed)
+
+    t_start = time.time()
+    table: dict[str, torch.Tensor] = {}
+    if personalized:
+        train_ids = [u.utt_id for u in corpus.utterances if getattr(u, "split", "train") == "train"]
+        table = enrollment_embeddings(teacher, corpus, train_ids, cache)
+    val = _val_set(cfg, corpus, teacher, personalized)
+    t_prep = time.time() - t_start
+
+    step, best, best_step, bad, wall_prev = 0, -float("inf"), 0, 0, 0.0
+    history: list[dict[str, float]] = []
+    best_state = copy.deepcopy(model.state_dict())
+    ckpt = d / "ckpt.pt"
+    resumed = False
+    if ckpt.exists():
+        st = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optim"])
+        best_state = st["best_state"]
+        step, best, best_step, bad = st["step"], st["best"], st["best_step"], st["bad"]
+        history, wall_prev = st["history"], st["wall_s"]
+        rng.bit_generator.state = st["rng"]["numpy"]
+        torch.set_rng_state(st["rng"]["torch"])
+        resumed = True
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=pc.train_steps, initial=step, desc=f"pse {key[:8]}", leave=False)
+    t_run = time.time()
+    model.train()
+    stopped_early = False
+    lat = model.latency_samples
+    while step < pc.train_steps and bad < pc.patience:
+        if stop_after is not None and step >= stop_after:
+            break
+        b = sampler.batch(rng, pc.batch_size, pc.segment_s)
+        mix, tgt = b["mixture"].float(), b["target"].float()
+        gain = torch.as_tensor(
+            10 ** (rng.uniform(-GAIN_DB, GAIN_DB, size=(mix.shape[0], 1)) / 20), dtype=mix.dtype
+        )
+        mix, tgt = (mix * gain).to(device), (tgt * gain).to(device)
+        emb = _batch_emb(b, table, teacher).to(device) if personalized else None
+        loss = pse_loss(model(mix, emb), tgt, lat)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        step += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.2f}", best=f"{best:.2f}")
+        if step % pc.val_every == 0 or step == pc.train_steps:
+            score = evaluate_si_sdri(model, val, device)
+            history.append({"step": step, "val_si_sdri": score, "loss": float(loss.item())})
+            if score > best:
+                best, best_step, bad = score, step, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad += 1
+            _save_ckpt(
+                ckpt,
+                {
+                    "model": model.state_dict(),
+                    "optim": opt.state_dict(),
+                    "best_state": best_state,
+                    "step": step,
+                    "best": best,
+                    "best_step": best_step,
+                    "bad": bad,
+                    "history": history,
+                    "wall_s": wall_prev + time.time() - t_run,
+                    "rng": _rng_state(rng),
+                },
+            )
+    if bar is not None:
+        bar.close()
+    wall = wall_prev + time.time() - t_run
+    if stop_after is not None and step < pc.train_steps and bad < pc.patience:
+        model.eval()
+        return model, {"steps": step, "wall_s": wall, "key": key, "interrupted": True}
+    stopped_early = bad >= pc.patience and step < pc.train_steps
+    if not history:  # train_steps == 0
+        best = evaluate_si_sdri(model, val, device)
+        best_state = copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    model.eval()
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    info: dict[str, Any] = {
+        "key": key,
+        "pse": pc.name,
+        "size": pc.size,
+        "personalized": personalized,
+        "injection": pc.injection,
+        "teacher": teacher.identity if (personalized and teacher is not None) else "none",
+        "steps": step,
+        "best_step": best_step,
+        "best_val_si_sdri": best,
+        "stopped_early": stopped_early,
+        "wall_s": wall,
+        "prep_s": t_prep,
+        "params": n_params,
+        "history": history,
+        "resumed": resumed,
+        "cached": False,
+    }
+    with atomic_path(d / "model.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
+    atomic_write_json(d / "info.json", info)
+    cache.mark_done(STAGE, key, {k: v for k, v in info.items() if k != "history"})
+    if ckpt.exists():
+        ckpt.unlink()
+    return model, info

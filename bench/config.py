@@ -49,16 +49,20 @@ class CorpusConfig:
 
 @dataclass
 class MixConfig:
-    """How mixtures are made (target + interferers + noise, optional room)."""
+    """How mixtures are made (target + interferers + noise, optional room).
+
+    The defaults (one interfering talker at -5..5 dB SIR, so the embedding is the only cue to the
+    target; stationary or recorded non-speech noise at -5..10 dB SNR) are sized so that the CPU
+    default backbone learns to use the embedding within its budget. Babble is left out of the
+    training mixtures (it is 3-6 more talkers) but is used for the ``noisy`` enrollment condition.
+    """
 
     segment_s: float = 3.0
     enroll_s: float = 3.0
-    n_interferers: list[int] = field(default_factory=lambda: [1, 2])
+    n_interferers: list[int] = field(default_factory=lambda: [1])
     sir_db: list[float] = field(default_factory=lambda: [-5.0, 5.0])
-    snr_db: list[float] = field(default_factory=lambda: [5.0, 20.0])
-    noise_types: list[str] = field(
-        default_factory=lambda: ["white", "pink", "brown", "babble", "samples"]
-    )
+    snr_db: list[float] = field(default_factory=lambda: [-5.0, 10.0])
+    noise_types: list[str] = field(default_factory=lambda: ["white", "pink", "brown", "samples"])
     room_prob: float = 0.0
 
 
@@ -105,11 +109,11 @@ class DistillConfig:
     positives: str = "instance"
     inputs: list[str] = field(default_factory=lambda: ["clean", "noisy", "enhanced"])
     window_s: float = 1.0
-    steps: int = 1200
-    batch_size: int = 64
+    steps: int = 200
+    batch_size: int = 32
     lr: float = 3e-3
-    val_every: int = 100
-    patience: int = 4
+    val_every: int = 50
+    patience: int = 3
 
 
 @dataclass
@@ -122,11 +126,11 @@ class PSEConfig:
     injection: str = "join"
     train_steps: int = 800
     batch_size: int = 16
-    segment_s: float = 2.0
+    segment_s: float = 1.5
     lr: float = 2e-3
     seed: int = 0
     val_every: int = 100
-    patience: int = 4
+    patience: int = 10
 
 
 @dataclass
@@ -152,7 +156,7 @@ class EvalConfig:
     """
 
     split: str = "test"
-    n_test: int = 40
+    n_test: int = 30
     n_val: int = 20
     conditions: list[str] = field(
         default_factory=lambda: ["clean", "short", "noisy", "competing", "drift", "combined"]

@@ -95,78 +95,41 @@ def window_pool(corpus: Any, split: str, window_s: float, per_utt: int, seed: in
     return ids, crops, spk, speakers
 
 
-def _colored(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
-    white = rng.standard_normal(n)
-    if kind in ("white",):
-        return white
-    spec = np.fft.rfft(white)
-    f = np.arange(spec.size) + 1.0
-    spec = spec / (np.sqrt(f) if kind == "pink" else f)
-    return np.fft.irfft(spec, n)
-
-
-def _scale(ref: np.ndarray, x: np.ndarray, db: float) -> np.ndarray:
-    p_ref = float(np.mean(ref.astype(np.float64) ** 2)) + 1e-10
-    p_x = float(np.mean(x.astype(np.float64) ** 2)) + 1e-10
-    return x * math.sqrt(p_ref / (p_x * 10 ** (db / 10)))
-
-
 class WindowMixer:
-    """Noisy versions of pool windows (the clean window stays the reference)."""
+    """Noisy versions of pool windows (the clean window stays the reference).
+
+    Mixed with the corpus' own mixing code (:func:`bench.data.mix.compose`,
+    :func:`bench.data.conditions.sample_noise`) from the ``mix`` config, so students see the same
+    interference and noise distribution as the backbone.
+    """
 
     def __init__(self, corpus: Any, mix_cfg: Any, split: str, pool_ids: list[str], pool_crops: list[tuple[int, int]], pool_spk: list[int]) -> None:
         self.corpus, self.cfg, self.split = corpus, mix_cfg, split
         self.ids, self.crops, self.spk = pool_ids, pool_crops, np.asarray(pool_spk)
-        try:
-            from bench.data.mix import compose
-        except Exception:  # data package unavailable: simple mixing
-            compose = None
-        try:
-            from bench.data.conditions import sample_noise
-        except Exception:
-            sample_noise = None
-        self._compose, self._sample_noise = compose, sample_noise
 
     def window(self, i: int) -> np.ndarray:
         a, b = self.crops[i]
         return crop_audio(self.corpus.audio(self.ids[i]), a, b)
 
-    def noise(self, kind: str, n: int, rng: np.random.Generator, exclude: set[str]) -> np.ndarray:
-        if self._sample_noise is not None:
-            try:
-                x, _ = self._sample_noise(self.corpus, kind, n, rng, exclude, self.split)
-                if x is not None and len(x) == n:
-                    return np.asarray(x, dtype=np.float64)
-            except Exception:
-                pass
-        if kind == "babble":
-            others = np.nonzero(~np.isin(self.ids, list(exclude)))[0] if exclude else np.arange(len(self.ids))
-            picks = rng.choice(len(self.ids) if len(others) == 0 else others, size=3)
-            return sum(self.window(int(j)).astype(np.float64) for j in picks)
-        return _colored(kind if kind in ("white", "pink", "brown") else "pink", n, rng)
-
     def noisy(self, i: int, rng: np.random.Generator) -> np.ndarray:
+        from bench.data.conditions import sample_noise
+        from bench.data.mix import compose
+
         cfg = self.cfg
         clean = self.window(i)
         n = clean.shape[0]
         k = int(cfg.n_interferers[int(rng.integers(len(cfg.n_interferers)))]) if cfg.n_interferers else 0
         others = np.nonzero(self.spk != self.spk[i])[0]
-        inters = [self.window(int(j)) for j in rng.choice(others, size=min(k, len(others)), replace=False)] if k and len(others) else []
+        picks = rng.choice(others, size=min(k, len(others)), replace=False) if k and len(others) else []
+        inters = [self.window(int(j)) for j in picks]
         sir = float(rng.uniform(*cfg.sir_db))
         snr = float(rng.uniform(*cfg.snr_db))
         noise = None
         if cfg.noise_types:
             kind = cfg.noise_types[int(rng.integers(len(cfg.noise_types)))]
-            noise = self.noise(kind, n, rng, {self.ids[i]})
-        if self._compose is not None:
-            return self._compose(clean, inters, noise, sir, snr)[0]
-        mix = clean.astype(np.float64)
-        if inters:
-            inter = sum(x / (np.sqrt(np.mean(x.astype(np.float64) ** 2)) + 1e-8) for x in inters)
-            mix = mix + _scale(clean, inter, sir)
-        if noise is not None:
-            mix = mix + _scale(clean, noise, snr)
-        return (mix / max(1.0, np.abs(mix).max() / 0.99)).astype(np.float32)
+            # babble never contains the target's own voice
+            noise, _ = sample_noise(self.corpus, kind, n, rng, {self.corpus.utt(self.ids[i]).speaker}, self.split)
+        return compose(clean, inters, noise, sir, snr)[0]
 
 
 # --------------------------------------------------------------------------- main entry

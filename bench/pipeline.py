@@ -30,6 +30,8 @@ log = logging.getLogger("bench")
 # the same utterances, so differences are paired.
 EVAL_SEED_OFFSET = 1000
 STAGE_VERSION = {"evalset": 1, "eval": 1}
+SPK_CROP_S = 1.0  # speaker-verification crops: about two refinement blocks
+SPK_PER_SPEAKER = 8
 
 
 def system_name(cfg: ExperimentConfig) -> str:
@@ -250,6 +252,7 @@ class Pipeline:
             frames.append(_annotate(df, mixtures, cond))
         rows = pd.concat(frames, ignore_index=True)
         pse_params = count_params(model)
+        speaker = self.speaker_metrics(cfg, student)
         info: dict[str, Any] = {
             "system": system_name(cfg),
             "wall_s": wall,
@@ -263,9 +266,39 @@ class Pipeline:
             "student_train": _jsonable(student_info),
             "teacher_identity": teacher.identity,
             "teacher_weights": teacher.weights_origin,
+            **speaker,
             **complexity,
         }
         return rows, info
+
+    def speaker_metrics(self, cfg: ExperimentConfig, student) -> dict[str, float]:
+        """EER / minDCF of the teacher (and the student) on the test speakers, and their agreement.
+
+        Crops of ``SPK_CROP_S`` seconds, ``SPK_PER_SPEAKER`` per test speaker, all pairs scored.
+        """
+        import torch
+
+        from bench.metrics.speaker import agreement, crop_audio, eval_crops, speaker_eval
+
+        teacher = self.teacher(cfg)
+        corpus = self.corpus(cfg)
+        t = self._memoised("spk", teacher.identity + corpus.key, lambda: speaker_eval(
+            teacher.embed, corpus, "test", SPK_PER_SPEAKER, SPK_CROP_S, 0))
+        out = {"teacher_eer": t["eer"], "teacher_min_dcf": t["min_dcf"]}
+        if student is None:
+            return out
+        dev = next(student.parameters()).device
+
+        def s_embed(wav):
+            return torch.nn.functional.normalize(student(wav.to(dev)).float(), dim=-1).cpu()
+
+        s = speaker_eval(s_embed, corpus, "test", SPK_PER_SPEAKER, SPK_CROP_S, 0)
+        ids, crops, _ = eval_crops(corpus, "test", SPK_PER_SPEAKER, SPK_CROP_S, 0)
+        wav = torch.from_numpy(np.stack([crop_audio(corpus.audio(u), a, b) for u, (a, b) in zip(ids, crops, strict=True)]))
+        with torch.no_grad():
+            agree = agreement(s_embed(wav), teacher.embed(wav.to(self.device)).float().cpu())
+        out.update({"student_eer": s["eer"], "student_min_dcf": s["min_dcf"], "student_agreement": float(agree)})
+        return out
 
     def enrollment_embeddings(self, cfg: ExperimentConfig, condition: str) -> np.ndarray:
         """Teacher embeddings ``[N, D]`` of the (degraded) enrollments of one eval set."""

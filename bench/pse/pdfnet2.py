@@ -18,7 +18,8 @@ Signal path (one frame every ``hop`` = 10 ms):
 6. ERB decoder (transposed convs with encoder skips) -> sigmoid gains per ERB band, applied to
    every bin of its band.
 7. DF decoder (GRU + linear + per-bin conv path) -> complex deep-filter coefficients of order
-   ``df_order`` over the current and past frames of the low band, applied to the gained spectrum.
+   ``df_order`` over the current and past frames of the low band; the filtered low band is added
+   to the gained spectrum as a residual (zero-initialised, so training starts from the ERB path).
 
 Size presets (``cfg.size``): ``tiny`` (tests, < 50 k params), ``cpu`` (default, ~0.4 M params, ~55 MMAC/s),
 ``paper`` (~2.3 M params, like pDFNet2).
@@ -234,6 +235,11 @@ class PDFNet2(PSEModel):
         )
         self.df_out = nn.Linear(h, p.nb_df * p.df_order * 2)
         self.df_skip = nn.Conv2d(c, p.df_order * 2, 1)
+        # The deep filter is a residual correction of the ERB-gained low band, zero at init, so
+        # training starts from the ERB-gain path instead of a random filter over the speech band.
+        for m in (self.df_out, self.df_skip):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
 
     # ------------------------------------------------------------------ state
     def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
@@ -374,7 +380,7 @@ class PDFNet2(PSEModel):
         cr, ci = coef[..., 0], coef[..., 1]
         yr = (xr * cr - xi * ci).sum(-1)
         yi = (xr * ci + xi * cr).sum(-1)
-        low_out = torch.stack([yr, yi], dim=-1)
+        low_out = low_m + torch.stack([yr, yi], dim=-1)
         spec_out = torch.cat([low_out, spec_m[:, :, p.nb_df :]], dim=2)
         new_state = {
             "erb_conv": erb_bufs,

@@ -143,7 +143,7 @@ class RefineConfig:
     gate: str = "none"
     gate_threshold: float = 0.0
     # seconds of past enhanced audio prepended to each block before encoding (0 = block only)
-    context_s: float = 0.0
+    context_s: float = 1.5
 
 
 @dataclass

@@ -38,8 +38,8 @@ def system_name(cfg: ExperimentConfig) -> str:
     """Leaderboard system label of a cell."""
     if not cfg.pse.personalized:
         return "nonpersonalized"
-    if cfg.refine.name == "static":
-        return "static"
+    if cfg.refine.name in ("static", "oracle_clean"):
+        return cfg.refine.name
     if cfg.refine.name == "ema":
         return f"student-{cfg.distill.loss}"
     return cfg.refine.name
@@ -60,7 +60,8 @@ def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
         "pse": cfg.pse,
     }
     if cfg.pse.personalized:
-        s["refine"] = cfg.refine if cfg.refine.name != "static" else {"name": "static"}
+        static_like = cfg.refine.name in ("static", "oracle_clean")
+        s["refine"] = {"name": cfg.refine.name} if static_like else cfg.refine
     if uses_student(cfg):
         s["student"] = cfg.student
         s["distill"] = cfg.distill
@@ -154,7 +155,8 @@ class Pipeline:
         key = distill_key(cfg, corpus, teacher, enhancer)
 
         def make():
-            student, info = distill_student(cfg, corpus, teacher, self.cache, enhancer=enhancer, device=self.device)
+            student, info = distill_student(cfg, corpus, teacher, self.cache, enhancer=enhancer, device=self.device,
+                                            progress=self.progress)
             student.eval()
             return student, info
 
@@ -224,7 +226,11 @@ class Pipeline:
         batch = 16
         for cond in cfg.eval.conditions:
             mixtures = self.eval_set(cfg, cond)
-            e0_all = self.enrollment_embeddings(cfg, cond)
+            enroll_all = self.enrollment_embeddings(cfg, cond)
+            if getattr(refiner, "embeds_clean_target", False):
+                e0_all = self.enrollment_embeddings(cfg, cond, clean_target=True)
+            else:
+                e0_all = enroll_all
             enhanced: list[np.ndarray] = []
             spk_cos: list[float] = []
             for i in range(0, len(mixtures), batch):
@@ -243,7 +249,7 @@ class Pipeline:
                 out = res.enhanced.float().cpu()[:, lat:]
                 enhanced.extend(out.numpy())
                 emb_out = teacher.embed(out.to(self.device)).float().cpu().numpy()
-                ref = e0_all[i : i + batch]
+                ref = enroll_all[i : i + batch]  # speaker cosine is always against the enrollment
                 spk_cos.extend((emb_out * ref).sum(axis=1).tolist())
             n = len(enhanced[0]) if enhanced else 0
             items = [(enh, m.target[:n], m.mixture[:n]) for enh, m in zip(enhanced, mixtures, strict=True)]
@@ -300,19 +306,24 @@ class Pipeline:
         out.update({"student_eer": s["eer"], "student_min_dcf": s["min_dcf"], "student_agreement": float(agree)})
         return out
 
-    def enrollment_embeddings(self, cfg: ExperimentConfig, condition: str) -> np.ndarray:
-        """Teacher embeddings ``[N, D]`` of the (degraded) enrollments of one eval set."""
+    def enrollment_embeddings(self, cfg: ExperimentConfig, condition: str, clean_target: bool = False) -> np.ndarray:
+        """Teacher embeddings ``[N, D]`` of the (degraded) enrollments of one eval set.
+
+        With ``clean_target`` the teacher embeds each test utterance's clean target instead (the
+        ``oracle_clean`` upper bound).
+        """
         import torch
 
         teacher = self.teacher(cfg)
         mixtures = self.eval_set(cfg, condition)
         key = config_hash(teacher.identity, cfg.corpus, cfg.mix, cfg.eval.n_test, cfg.eval.test_s, condition,
-                          cfg.eval.split)
+                          cfg.eval.split, clean_target)
 
         def make():
             out = []
             for m in mixtures:  # enrollments differ in length (short condition): one at a time
-                wav = torch.from_numpy(np.asarray(m.enrollment, dtype=np.float32))[None].to(self.device)
+                audio = m.target if clean_target else m.enrollment
+                wav = torch.from_numpy(np.asarray(audio, dtype=np.float32))[None].to(self.device)
                 out.append(teacher.embed(wav).float().cpu().numpy()[0])
             return np.stack(out)
 
@@ -349,7 +360,7 @@ class Pipeline:
                 ),
             }
             # alpha = 0 never runs the encoder (bit-identical to static), so it costs nothing extra.
-            refines = cfg.pse.personalized and cfg.refine.name != "static" and cfg.refine.alpha > 0
+            refines = cfg.pse.personalized and cfg.refine.name in ("ema", "oracle") and cfg.refine.alpha > 0
             out["extra_macs_per_s"] = _safe(lambda: refiner.count_extra_macs(block), "refiner") if refines else 0.0
             out["total_macs_per_s"] = out["pse_macs_per_s"] + out["extra_macs_per_s"]
             out["unsupported_ops"] = ",".join(sorted(pse["unsupported"] or []))

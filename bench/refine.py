@@ -207,6 +207,19 @@ class OracleRefiner(_EncoderRefiner):
         return self.teacher.embed(window)
 
 
+@register("refiner", "oracle_clean")
+class CleanOracleRefiner(StaticRefiner):
+    """Upper bound, not deployable: the static teacher embedding of the **clean test target**.
+
+    It never updates (like ``static``); the evaluation starts it from ``teacher.embed(target)``
+    instead of the enrollment embedding (``embeds_clean_target``). ``oracle_clean`` minus
+    ``static`` is the headroom any refiner could recover on a condition.
+    """
+
+    name = "oracle_clean"
+    embeds_clean_target = True
+
+
 def make_refiner(cfg: RefineConfig, student: Any = None, teacher: Any = None) -> Refiner:
     """Build the refiner ``cfg.name`` from the registry."""
     from bench import registry

@@ -48,15 +48,15 @@ def versions() -> str:
 
 
 def bootstrap_mean(x: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and 95 % percentile-bootstrap CI of ``x`` (NaN ignored)."""
+    """Mean and 95 % percentile-bootstrap CI of ``x`` (NaN ignored); see ``bootstrap_ci``."""
+    from bench.metrics.quality import bootstrap_ci
+
     x = np.asarray(x, dtype=np.float64)
     x = x[np.isfinite(x)]
     if x.size == 0:
         return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(n_boot, x.size))
-    means = x[idx].mean(axis=1)
-    return float(x.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    lo, hi = bootstrap_ci(x, n_boot=n_boot, seed=seed)
+    return float(x.mean()), lo, hi
 
 
 def bootstrap_ratio(num: np.ndarray, den: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
@@ -94,8 +94,8 @@ def leaderboard(per_utt: pd.DataFrame, cells: pd.DataFrame, n_boot: int = 1000, 
 
     Args:
         per_utt: per-utterance rows with columns ``cell_id, condition, utt`` and the metrics.
-        cells: one row per cell: ``cell_id, system, static_id, oracle_id`` (ids of the matching
-            static baseline and teacher-oracle cells, may be empty) plus descriptive columns
+        cells: one row per cell: ``cell_id, system, static_id, upper_id`` (ids of the matching
+            static baseline and clean-target oracle cells, may be empty) plus descriptive columns
             (teacher, loss, alpha, params, MACs, provenance ...) copied into the rows.
         n_boot: bootstrap resamples.
         seed: bootstrap seed.
@@ -111,12 +111,12 @@ def leaderboard(per_utt: pd.DataFrame, cells: pd.DataFrame, n_boot: int = 1000, 
         if df is None:
             continue
         static = by_cell.get(cell.get("static_id") or "")
-        oracle = by_cell.get(cell.get("oracle_id") or "")
+        oracle = by_cell.get(cell.get("upper_id") or "")
         for cond in [*conditions, "all"]:
             sub = df if cond == "all" else df[df["condition"] == cond]
             if sub.empty:
                 continue
-            row: dict[str, Any] = {k: cell[k] for k in cells.columns if k not in ("static_id", "oracle_id")}
+            row: dict[str, Any] = {k: cell[k] for k in cells.columns if k not in ("static_id", "upper_id")}
             row["condition"] = cond
             row["n"] = int(len(sub))
             for m in METRICS:
@@ -133,7 +133,7 @@ def leaderboard(per_utt: pd.DataFrame, cells: pd.DataFrame, n_boot: int = 1000, 
             if st is not None and not st.empty and orc is not None and not orc.empty:
                 head = _paired(orc, st, "si_sdr")
                 row.update(_stats("headroom_si_sdr", head, n_boot, seed))
-                if cell["cell_id"] not in (cell.get("static_id"), cell.get("oracle_id")):
+                if cell["cell_id"] not in (cell.get("static_id"), cell.get("upper_id")):
                     gain = _paired(sub, st, "si_sdr")
                     if gain.shape == head.shape:
                         r, lo, hi = bootstrap_ratio(gain, head, n_boot, seed)

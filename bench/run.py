@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _with_baselines(cells: list) -> list:
-    """Add the static-embedding baseline of every personalized cell when the grid lacks it."""
+    """Add the static-embedding baseline and the clean-target oracle (the headroom reference) of
+    every personalized cell when the grid lacks them."""
     from bench.cache import config_hash
     from bench.config import Cell
     from bench.pipeline import eval_slice
@@ -84,13 +85,14 @@ def _with_baselines(cells: list) -> list:
     have = {config_hash(eval_slice(c.config)) for c in cells}
     extra = []
     for c in cells:
-        if not c.config.pse.personalized or c.config.refine.name == "static":
+        if not c.config.pse.personalized:
             continue
-        st = replace(c.config, refine=replace(c.config.refine, name="static", alpha=0.0))
-        k = config_hash(eval_slice(st))
-        if k not in have:
-            have.add(k)
-            extra.append(Cell(config=st, axes={"refine.name": "static", "implicit": True}))
+        for name in ("static", "oracle_clean"):
+            base = replace(c.config, refine=replace(c.config.refine, name=name, alpha=0.0))
+            k = config_hash(eval_slice(base))
+            if k not in have:
+                have.add(k)
+                extra.append(Cell(config=base, axes={"refine.name": name, "implicit": True}))
     return extra + cells
 
 
@@ -105,16 +107,16 @@ def _describe(cfg) -> str:
     return " ".join(parts)
 
 
-def _cell_row(cfg, cell_id: str, info: dict[str, Any], static_id: str, oracle_id: str, common: dict[str, Any]) -> dict:
+def _cell_row(cfg, cell_id: str, info: dict[str, Any], static_id: str, upper_id: str, common: dict[str, Any]) -> dict:
     from bench.cache import config_hash
     from bench.pipeline import system_name, uses_student
 
     stu = uses_student(cfg)
-    refining = cfg.pse.personalized and cfg.refine.name != "static"
+    refining = cfg.pse.personalized and cfg.refine.name in ("ema", "oracle")
     return {
         "cell_id": cell_id,
         "static_id": static_id,
-        "oracle_id": oracle_id,
+        "upper_id": upper_id,
         "system": system_name(cfg),
         "teacher": cfg.teacher.name,
         "teacher_source": cfg.teacher.source,
@@ -205,7 +207,7 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
         mix = pipe.mixture_rows(first)
         mix.insert(0, "cell_id", "mixture")
         per_utt.append(mix)
-        cell_rows.append({"cell_id": "mixture", "static_id": "", "oracle_id": "", "system": "mixture",
+        cell_rows.append({"cell_id": "mixture", "static_id": "", "upper_id": "", "system": "mixture",
                           "teacher": "", "teacher_source": "", "loss": "", "alpha": float("nan"), **common})
         flush()
     except Exception as exc:  # noqa: BLE001 - reported, run continues with the systems
@@ -228,8 +230,8 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
         rows.insert(0, "cell_id", cid)
         per_utt.append(rows)
         static_id = match(cfg, "static") if cfg.pse.personalized else ""
-        oracle_id = match(cfg, "oracle") if cfg.pse.personalized else ""
-        cell_rows.append(_cell_row(cfg, cid, res.info, static_id, oracle_id, common))
+        upper_id = match(cfg, "oracle_clean") if cfg.pse.personalized else ""
+        cell_rows.append(_cell_row(cfg, cid, res.info, static_id, upper_id, common))
         flush()
     bar.close()
 
@@ -335,17 +337,26 @@ def prefetch(pipe, cells: list, workers: int, progress: bool = True) -> None:
 
 
 def _print_headroom(board) -> None:
-    """Per condition: the teacher-oracle's paired SI-SDR gain over static (the headroom)."""
+    """Per condition: headroom (clean-target oracle minus static) and each refiner's paired gain."""
     import numpy as np
 
-    sub = board[(board["system"] == "oracle") & (board["condition"] != "all")]
-    if sub.empty or "d_si_sdr_mean" not in sub:
+    per = board[board["condition"] != "all"]
+    head = per[per["system"] == "oracle_clean"]
+    if head.empty or "d_si_sdr_mean" not in per:
         return
-    print("\nheadroom = teacher-oracle minus static, SI-SDR dB [95 % CI], per condition:")
-    for _, r in sub.iterrows():
-        m, lo, hi = r["d_si_sdr_mean"], r["d_si_sdr_ci_lo"], r["d_si_sdr_ci_hi"]
-        if np.isfinite(m):
-            print(f"  {r['condition']:<12} alpha={r['alpha']:<5} {m:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+    ref = per[per["system"].str.startswith("student-") | (per["system"] == "oracle")]
+    print("\nper condition, SI-SDR dB vs static [95 % CI]: headroom = oracle_clean (teacher on the clean target);")
+    print("best refiner = the largest mean paired gain among teacher-oracle and student cells")
+    for _, r in head.iterrows():
+        cond = r["condition"]
+        line = f"  {cond:<12} headroom {r['d_si_sdr_mean']:+.2f} [{r['d_si_sdr_ci_lo']:+.2f}, {r['d_si_sdr_ci_hi']:+.2f}]"
+        sub = ref[ref["condition"] == cond].dropna(subset=["d_si_sdr_mean"])
+        if not sub.empty:
+            b = sub.loc[sub["d_si_sdr_mean"].idxmax()]
+            tag = f"{b['system']} a={b['alpha']}" + (f" seed={b['seed']}" if str(b.get("seed", "")) not in ("", "nan") else "")
+            line += f"   best refiner {tag}: {b['d_si_sdr_mean']:+.2f} [{b['d_si_sdr_ci_lo']:+.2f}, {b['d_si_sdr_ci_hi']:+.2f}]"
+        if np.isfinite(r["d_si_sdr_mean"]):
+            print(line)
 
 
 def _markdown_report(name: str, board, common: dict[str, Any], argv: list[str] | None) -> str:

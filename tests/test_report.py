@@ -41,9 +41,9 @@ def test_leaderboard_deltas_headroom_and_failures():
     student.loc[3, "pesq_failed"] = True
     per_utt = pd.concat([static, oracle, student], ignore_index=True)
     cells = pd.DataFrame([
-        {"cell_id": "st", "system": "static", "static_id": "st", "oracle_id": "or", "loss": "", "alpha": 0.0},
-        {"cell_id": "or", "system": "oracle", "static_id": "st", "oracle_id": "or", "loss": "", "alpha": 0.5},
-        {"cell_id": "stu", "system": "student-mse", "static_id": "st", "oracle_id": "or", "loss": "mse", "alpha": 0.5},
+        {"cell_id": "st", "system": "static", "static_id": "st", "upper_id": "or", "loss": "", "alpha": 0.0},
+        {"cell_id": "or", "system": "oracle", "static_id": "st", "upper_id": "or", "loss": "", "alpha": 0.5},
+        {"cell_id": "stu", "system": "student-mse", "static_id": "st", "upper_id": "or", "loss": "mse", "alpha": 0.5},
     ])
     board = leaderboard(per_utt, cells, n_boot=200)
     assert set(board["condition"]) == {"clean", "all"}

@@ -39,7 +39,7 @@ def test_smoke_completes_with_schema(smoke_run):
     missing = [c for c in REQUIRED if c not in board.columns]
     assert not missing, missing
     systems = set(board["system"])
-    assert {"mixture", "nonpersonalized", "static", "oracle", "student-contrastive", "student-mse",
+    assert {"mixture", "nonpersonalized", "static", "oracle", "oracle_clean", "student-contrastive", "student-mse",
             "student-cosine"} <= systems
     assert set(board["condition"]) == {"clean", "competing", "all"}
     assert (board["teacher_source"].dropna() != "").all()

@@ -693,6 +693,6 @@ def build_embedded(size: str = "default", seed: int = 0, cache: Cache | None = N
 def embedded_dataset(cfg, cache: Cache) -> Corpus:
     """Dataset plugin: build (once) and load the embedded corpus for ``cfg.size``/``cfg.seed``."""
     manifest = build_embedded(cfg.size, cfg.seed, cache, workers=min(2, os.cpu_count() or 1),
-                              quiet=True)
+                              quiet=not sys.stderr.isatty())
     corpus = Corpus(manifest.parent, manifest)
     return resplit(corpus, cfg.val_speakers, cfg.test_speakers, cfg.seed)

@@ -229,7 +229,9 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
         rows = res.rows.copy()
         rows.insert(0, "cell_id", cid)
         per_utt.append(rows)
-        static_id = match(cfg, "static") if cfg.pse.personalized else ""
+        # the non-personalized backbone is compared with the static personalized one it is paired with
+        static_id = match(cfg, "static") if cfg.pse.personalized else match(
+            replace(cfg, pse=replace(cfg.pse, personalized=True)), "static")
         upper_id = match(cfg, "oracle_clean") if cfg.pse.personalized else ""
         cell_rows.append(_cell_row(cfg, cid, res.info, static_id, upper_id, common))
         flush()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 
@@ -54,6 +56,9 @@ class FakeCorpus:
 
     def audio(self, utt_id: str) -> np.ndarray:
         return self._audio[utt_id]
+
+    def utt(self, utt_id: str) -> SimpleNamespace:
+        return SimpleNamespace(utt_id=utt_id, speaker=utt_id.rsplit("_", 1)[0])
 
 
 class FakeTeacher(Teacher):

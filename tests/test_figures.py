@@ -9,7 +9,7 @@ from bench import figures
 def _board() -> pd.DataFrame:
     rows = []
     for cond in ("clean", "competing", "all"):
-        for system, alpha, loss in [("static", 0.0, ""), ("oracle", 0.5, ""), ("student-mse", 0.2, "mse"),
+        for system, alpha, loss in [("static", 0.0, ""), ("oracle", 0.5, ""), ("oracle_clean", 0.0, ""), ("student-mse", 0.2, "mse"),
                                     ("student-mse", 0.5, "mse"), ("student-contrastive", 0.5, "contrastive")]:
             d = 0.0 if system == "static" else alpha
             rows.append({

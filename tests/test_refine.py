@@ -262,7 +262,7 @@ def test_oracle_uses_teacher():
 
 def test_extra_macs_counted_per_block():
     student = LinearStudent(dim=3)
-    r = EMARefiner(RefineConfig(name="ema", alpha=0.1), student)
+    r = EMARefiner(RefineConfig(name="ema", alpha=0.1, context_s=0.0), student)
     # one block of 160 samples = 20 frames x Linear(8, 3) = 480 MACs; 100 blocks per second
     assert r.count_extra_macs(160, sr=16000) == pytest.approx(480 * 100)
     r = EMARefiner(RefineConfig(name="ema", alpha=0.1, context_s=0.01), student)

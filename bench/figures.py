@@ -28,6 +28,20 @@ def _plt():
     return plt
 
 
+def _finish(fig, ax, path: Path, title: str, ylabel: str, xlabel: str | None = None, legend: int = 7) -> Path:
+    """Label, lay out, save (PNG, 120 dpi) and close a figure."""
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if legend:
+        ax.legend(fontsize=legend)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _plt().close(fig)
+    return path
+
+
 def _pooled(board: pd.DataFrame) -> pd.DataFrame:
     return board[board["condition"] == "all"]
 
@@ -43,14 +57,8 @@ def delta_vs_alpha(board: pd.DataFrame, path: Path) -> Path:
         ax.errorbar(agg["alpha"], agg["m"], yerr=[agg["m"] - agg["lo"], agg["hi"] - agg["m"]], marker="o",
                     capsize=3, label=system, linestyle="--" if system == "oracle" else "-")
     ax.axhline(0.0, color="grey", lw=0.8)
-    ax.set_xlabel("refinement rate alpha")
-    ax.set_ylabel("SI-SDR gain over static embedding (dB)")
-    ax.set_title("Refinement gain vs rate (95 % CI; seeds averaged)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, "Refinement gain vs rate (95 % CI; seeds averaged)",
+                   "SI-SDR gain over static embedding (dB)", "refinement rate alpha", legend=8)
 
 
 def headroom(board: pd.DataFrame, path: Path) -> Path:
@@ -72,13 +80,7 @@ def headroom(board: pd.DataFrame, path: Path) -> Path:
         ax.bar(x - 0.4 + w * (i + 0.5), best, width=w, label=f"{s} (best alpha/seed)")
     ax.set_xticks(x, conds, rotation=20)
     ax.axhline(0.0, color="grey", lw=0.8)
-    ax.set_ylabel("SI-SDR over static (dB)")
-    ax.set_title("Headroom per condition and what refiners recover")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, "Headroom per condition and what refiners recover", "SI-SDR over static (dB)")
 
 
 def complexity(board: pd.DataFrame, path: Path) -> Path:
@@ -88,14 +90,7 @@ def complexity(board: pd.DataFrame, path: Path) -> Path:
     for system, g in sub.groupby("system"):
         ax.scatter(g["total_macs_per_s"] / 1e6, g["si_sdr_mean"], label=system, s=25)
     ax.set_xscale("log")
-    ax.set_xlabel("total MMAC per second of audio (log)")
-    ax.set_ylabel("SI-SDR (dB)")
-    ax.set_title("Quality vs compute")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, "Quality vs compute", "SI-SDR (dB)", "total MMAC per second of audio (log)")
 
 
 def conditions(board: pd.DataFrame, path: Path) -> Path:
@@ -107,11 +102,7 @@ def conditions(board: pd.DataFrame, path: Path) -> Path:
     pivot = sub.pivot_table(index="label", columns="condition", values="si_sdri_mean", aggfunc="mean")
     fig, ax = plt.subplots(figsize=(1.2 * pivot.shape[1] + 3, 0.35 * pivot.shape[0] + 1.5))
     sns.heatmap(pivot, annot=True, fmt=".1f", cmap="viridis", ax=ax, cbar_kws={"label": "SI-SDRi (dB)"})
-    ax.set_title("SI-SDRi per system and condition")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, "SI-SDRi per system and condition", "", legend=0)
 
 
 FIGURES = {"delta_vs_alpha": delta_vs_alpha, "headroom": headroom, "complexity": complexity,

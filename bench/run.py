@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return run_grid(grid.name, cells, out, progress=not args.no_progress, n_boot=args.bootstrap,
-                        argv=sys.argv if argv is None else ["bench.run", *argv], grid_path=args.grid)
+                        argv=["python -m bench.run", *(sys.argv[1:] if argv is None else argv)], grid_path=args.grid)
     except KeyboardInterrupt:
         print(f"\ninterrupted: completed cells are in {out} and in the cache; re-run to resume", file=sys.stderr)
         return 130

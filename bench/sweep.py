@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         grid = Grid.load(args.grid, overrides=args.overrides)
         params = [Param.parse(p) for p in (args.params or ["refine.alpha=0.0:1.0", "distill.tau=0.02:1.0:log"])]
-        base = grid.cells()[0].config.to_dict()
+        # the grid's base config (with --set applied), not its first cell (often a baseline)
+        base = ExperimentConfig.from_dict({**grid.base, "name": grid.name}).to_dict()
         if base["refine"]["name"] == "static":  # a sweep over alpha needs a refiner that uses it
             base["refine"]["name"] = "ema"
         base["eval"]["split"] = "val"

@@ -298,12 +298,16 @@ class Pipeline:
         def s_embed(wav):
             return torch.nn.functional.normalize(student(wav.to(dev)).float(), dim=-1).cpu()
 
-        s = speaker_eval(s_embed, corpus, "test", SPK_PER_SPEAKER, SPK_CROP_S, 0)
-        ids, crops, _ = eval_crops(corpus, "test", SPK_PER_SPEAKER, SPK_CROP_S, 0)
-        wav = torch.from_numpy(np.stack([crop_audio(corpus.audio(u), a, b) for u, (a, b) in zip(ids, crops, strict=True)]))
-        with torch.no_grad():
-            agree = agreement(s_embed(wav), teacher.embed(wav.to(self.device)).float().cpu())
-        out.update({"student_eer": s["eer"], "student_min_dcf": s["min_dcf"], "student_agreement": float(agree)})
+        def make():  # a student serves several cells (one per alpha): score it once
+            s = speaker_eval(s_embed, corpus, "test", SPK_PER_SPEAKER, SPK_CROP_S, 0)
+            ids, crops, _ = eval_crops(corpus, "test", SPK_PER_SPEAKER, SPK_CROP_S, 0)
+            wav = torch.from_numpy(np.stack([crop_audio(corpus.audio(u), a, b)
+                                             for u, (a, b) in zip(ids, crops, strict=True)]))
+            with torch.no_grad():
+                agree = agreement(s_embed(wav), teacher.embed(wav.to(self.device)).float().cpu())
+            return {"student_eer": s["eer"], "student_min_dcf": s["min_dcf"], "student_agreement": float(agree)}
+
+        out.update(self._memoised("spk_student", str(id(student)), make))
         return out
 
     def enrollment_embeddings(self, cfg: ExperimentConfig, condition: str, clean_target: bool = False) -> np.ndarray:

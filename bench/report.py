@@ -159,56 +159,42 @@ SUMMARY_COLS = [
 ]
 
 
-def summary_table(board: pd.DataFrame, condition: str = "all") -> str:
-    """Plain-text summary of the pooled leaderboard (what ``bench.run`` prints)."""
+def _fmt(col: str, v: Any, plain_int: bool = False) -> str:
+    """One table cell: MAC counts in millions, parameter counts as integers, floats to 3 places."""
+    finite = isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+    if col == "total_macs_per_s" and finite:
+        return f"{v / 1e6:.1f}"
+    if col == "student_params" and finite:
+        return f"{int(v)}"
+    if isinstance(v, float):
+        if not np.isfinite(v):
+            return ""
+        return f"{v:.3f}" if plain_int or abs(v) < 10 else f"{v:.2f}"
+    return "" if v is None else str(v)
+
+
+def _rows(board: pd.DataFrame, condition: str, plain: bool) -> tuple[list[str], list[list[str]]]:
     sub = board[board["condition"] == condition]
     cols = [(c, h) for c, h in SUMMARY_COLS if c in sub]
-    lines = []
-    header = [h for _, h in cols]
-    body = []
-    for _, r in sub.iterrows():
-        cells = []
-        for c, _ in cols:
-            v = r[c]
-            if c == "total_macs_per_s" and isinstance(v, (int, float)) and np.isfinite(v):
-                cells.append(f"{v / 1e6:.1f}")
-            elif c == "student_params" and isinstance(v, (int, float)) and np.isfinite(v):
-                cells.append(f"{int(v)}")
-            elif isinstance(v, float):
-                cells.append("" if not np.isfinite(v) else f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}")
-            else:
-                cells.append("" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
-        body.append(cells)
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
-    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    lines.append("  ".join("-" * w for w in widths))
-    for b in body:
-        lines.append("  ".join(v.ljust(w) for v, w in zip(b, widths, strict=True)))
+    body = [[_fmt(c, r[c], plain) for c, _ in cols] for _, r in sub.iterrows()]
+    return [h for _, h in cols], body
+
+
+def summary_table(board: pd.DataFrame, condition: str = "all") -> str:
+    """Plain-text summary of the pooled leaderboard (what ``bench.run`` prints)."""
+    header, body = _rows(board, condition, plain=False)
+    widths = [max([len(h), *(len(b[i]) for b in body)]) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths, strict=True)) for b in body]
     return "\n".join(lines)
 
 
 def markdown_table(board: pd.DataFrame, condition: str = "all") -> str:
     """The same summary as a Markdown table (for results/<run>/leaderboard.md)."""
-    text = summary_table(board, condition).splitlines()
-    if not text:
-        return ""
-    cols = [c for c, _ in SUMMARY_COLS if c in board]
-    heads = [h for c, h in SUMMARY_COLS if c in board]
-    sub = board[board["condition"] == condition]
-    md = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-    for _, r in sub.iterrows():
-        vals = []
-        for c in cols:
-            v = r[c]
-            if c == "total_macs_per_s" and isinstance(v, (int, float)) and np.isfinite(v):
-                vals.append(f"{v / 1e6:.1f}")
-            elif c == "student_params" and isinstance(v, (int, float)) and np.isfinite(v):
-                vals.append(f"{int(v)}")
-            elif isinstance(v, float):
-                vals.append("" if not np.isfinite(v) else f"{v:.3f}")
-            else:
-                vals.append(str(v))
-        md.append("| " + " | ".join(vals) + " |")
+    header, body = _rows(board, condition, plain=True)
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(b) + " |" for b in body]
     return "\n".join(md)
 
 

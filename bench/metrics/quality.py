@@ -149,6 +149,12 @@ def estoi(est: Any, ref: Any, sr: int = 16_000) -> float:
 # --------------------------------------------------------------------------- batch evaluation
 def _worker_init() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:  # forked workers inherit BLAS pools sized for the whole machine: oversubscription
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except Exception:  # noqa: BLE001 - optional; only a speed matter
+        pass
     if "torch" in sys.modules:
         try:
             sys.modules["torch"].set_num_threads(1)
@@ -259,6 +265,12 @@ def evaluate_utterances(
         if mp_context is None:
             mp_context = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
         ctx = mp.get_context(mp_context)
+        if mp_context == "fork":  # import once here, not in every forked worker
+            for mod in ("pesq", "pystoi"):
+                try:
+                    __import__(mod)
+                except Exception:  # noqa: BLE001 - the worker reports the failure as NaN
+                    pass
         lost = _run_pool(items, list(range(n)), sr, pesq, min(workers, n), ctx, slow)
         if lost and len(lost) == n and not _pool_works(ctx):
             warnings.warn(

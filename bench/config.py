@@ -128,6 +128,14 @@ class PSEConfig:
     batch_size: int = 16
     segment_s: float = 1.5
     lr: float = 2e-3
+    # "cosine": linear warm-up over `warmup_steps`, then cosine decay to 5 % of `lr` at
+    # `train_steps`; "constant": `lr` throughout
+    lr_schedule: str = "constant"
+    warmup_steps: int = 50
+    # FFT sizes of the multi-resolution magnitude loss (hop = n_fft / 4)
+    spec_ffts: list[int] = field(default_factory=lambda: [512, 256, 1024])
+    # weight of the spectral term against -SI-SDR (dB) in the training loss
+    spec_weight: float = 10.0
     seed: int = 0
     val_every: int = 100
     patience: int = 10
@@ -333,6 +341,14 @@ def validate(cfg: ExperimentConfig) -> None:
     _range("pse.train_steps", cfg.pse.train_steps, 1, 10**7)
     _range("pse.batch_size", cfg.pse.batch_size, 1, 4096)
     _range("pse.lr", cfg.pse.lr, 0.0, 1.0, lo_open=True)
+    _range("pse.spec_weight", cfg.pse.spec_weight, 0.0, 1e4)
+    _choice("pse.lr_schedule", cfg.pse.lr_schedule, ("constant", "cosine"))
+    _range("pse.warmup_steps", cfg.pse.warmup_steps, 0, 10**7)
+    if not cfg.pse.spec_ffts or any(int(n) < 16 or int(n) % 4 for n in cfg.pse.spec_ffts):
+        raise ConfigError(
+            f"pse.spec_ffts={cfg.pse.spec_ffts!r} is not allowed; give one or more FFT sizes, "
+            "each >= 16 and a multiple of 4"
+        )
     _choice("refine.name", cfg.refine.name, registry.names("refiner"))
     _range("refine.alpha", cfg.refine.alpha, 0.0, 1.0)
     _range("refine.block_s", cfg.refine.block_s, 0.05, 10.0)

@@ -186,13 +186,10 @@ class Pipeline:
         csv = self.cache.stage_dir("eval", key) / "rows.csv"
         if self.cache.is_done("eval", key):
             return pd.read_csv(csv)
-        frames = []
-        for cond in cfg.eval.conditions:
-            mixtures = self.eval_set(cfg, cond)
-            items = [(m.mixture, m.target, m.mixture) for m in mixtures]
-            df = evaluate_utterances(items, workers=cfg.eval.workers, pesq=cfg.eval.pesq)
-            frames.append(_annotate(df, mixtures, cond))
-        rows = pd.concat(frames, ignore_index=True)
+        sets = {cond: self.eval_set(cfg, cond) for cond in cfg.eval.conditions}
+        items = [(m.mixture, m.target, m.mixture) for ms in sets.values() for m in ms]
+        df = evaluate_utterances(items, workers=cfg.eval.workers, pesq=cfg.eval.pesq)
+        rows = _annotate_conditions(df, sets)
         with atomic_path(csv) as tmp:
             rows.to_csv(tmp, index=False)
         self.cache.mark_done("eval", key, {})
@@ -217,7 +214,9 @@ class Pipeline:
         complexity = self.complexity(cfg, model, refiner, student, teacher)
 
         lat = int(getattr(model, "latency_samples", 0))
-        frames = []
+        sets: dict[str, list] = {}
+        items: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        spk_cos: list[float] = []
         wall = 0.0
         audio = 0.0
         peak = 0.0
@@ -225,14 +224,13 @@ class Pipeline:
         n_skipped = 0
         batch = 16
         for cond in cfg.eval.conditions:
-            mixtures = self.eval_set(cfg, cond)
+            mixtures = sets[cond] = self.eval_set(cfg, cond)
             enroll_all = self.enrollment_embeddings(cfg, cond)
             if getattr(refiner, "embeds_clean_target", False):
                 e0_all = self.enrollment_embeddings(cfg, cond, clean_target=True)
             else:
                 e0_all = enroll_all
             enhanced: list[np.ndarray] = []
-            spk_cos: list[float] = []
             for i in range(0, len(mixtures), batch):
                 chunk = mixtures[i : i + batch]
                 mix = torch.from_numpy(np.stack([m.mixture for m in chunk])).to(self.device)
@@ -252,11 +250,11 @@ class Pipeline:
                 ref = enroll_all[i : i + batch]  # speaker cosine is always against the enrollment
                 spk_cos.extend((emb_out * ref).sum(axis=1).tolist())
             n = len(enhanced[0]) if enhanced else 0
-            items = [(enh, m.target[:n], m.mixture[:n]) for enh, m in zip(enhanced, mixtures, strict=True)]
-            df = evaluate_utterances(items, workers=cfg.eval.workers, pesq=cfg.eval.pesq)
-            df["spk_cos"] = spk_cos
-            frames.append(_annotate(df, mixtures, cond))
-        rows = pd.concat(frames, ignore_index=True)
+            items += [(enh, m.target[:n], m.mixture[:n]) for enh, m in zip(enhanced, mixtures, strict=True)]
+        # one metric pool for every condition of the cell
+        df = evaluate_utterances(items, workers=cfg.eval.workers, pesq=cfg.eval.pesq)
+        df["spk_cos"] = spk_cos
+        rows = _annotate_conditions(df, sets)
         pse_params = count_params(model)
         speaker = self.speaker_metrics(cfg, student)
         info: dict[str, Any] = {
@@ -388,11 +386,12 @@ def _static(cfg: ExperimentConfig):
     return RefineConfig(name="static", alpha=0.0, block_s=cfg.refine.block_s)
 
 
-def _annotate(df: pd.DataFrame, mixtures: list, condition: str) -> pd.DataFrame:
-    df = df.copy()
-    df.insert(0, "condition", condition)
-    df.insert(1, "utt", range(len(mixtures)))
-    df.insert(2, "speaker", [m.speaker for m in mixtures])
+def _annotate_conditions(df: pd.DataFrame, sets: dict[str, list]) -> pd.DataFrame:
+    """Prefix metric rows (in condition order, then mixture order) with condition, utt, speaker."""
+    df = df.reset_index(drop=True).copy()
+    df.insert(0, "condition", [cond for cond, ms in sets.items() for _ in ms])
+    df.insert(1, "utt", [i for ms in sets.values() for i in range(len(ms))])
+    df.insert(2, "speaker", [m.speaker for ms in sets.values() for m in ms])
     return df
 
 

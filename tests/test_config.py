@@ -56,6 +56,16 @@ def test_out_of_range_names_range():
         ExperimentConfig.from_dict({"distill": {"tau": 0}})
 
 
+def test_pse_schedule_and_spectral_loss_validated():
+    with pytest.raises(ConfigError, match=r"pse\.lr_schedule.*'linear'.*constant.*cosine"):
+        ExperimentConfig.from_dict({"pse": {"lr_schedule": "linear"}})
+    with pytest.raises(ConfigError, match=r"pse\.spec_ffts.*\[510\]"):
+        ExperimentConfig.from_dict({"pse": {"spec_ffts": [510]}})
+    with pytest.raises(ConfigError, match=r"pse\.spec_ffts"):
+        ExperimentConfig.from_dict({"pse": {"spec_ffts": []}})
+    assert ExperimentConfig.from_dict({"pse": {"spec_ffts": [512, 256]}}).pse.spec_ffts == [512, 256]
+
+
 def test_wrong_type_names_key():
     with pytest.raises(ConfigError, match=r"seed.*integer"):
         ExperimentConfig.from_dict({"seed": "abc"})

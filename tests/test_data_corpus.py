@@ -104,3 +104,22 @@ def test_load_corpus_dispatches(tmp_path):
     assert calls == ["_test_fake"] and isinstance(c, Corpus)
     with pytest.raises(KeyError, match="registered datasets"):
         load_corpus(CorpusConfig(name="nope"), Cache(tmp_path / "cache"))
+
+
+def test_content_stamp_changes_key_with_audio_bytes(tmp_path):
+    from bench.audio import load, save
+    from bench.data.corpus import CONTENT_STAMP, write_content_stamp
+
+    c = make_corpus(tmp_path)
+    plain = c.key
+    write_content_stamp(c.manifest_path, c.utterances)
+    stamped = Corpus(tmp_path, c.manifest_path)
+    assert (tmp_path / CONTENT_STAMP).is_file() and stamped.key != plain
+    assert Corpus(tmp_path, c.manifest_path).key == stamped.key  # deterministic
+    # Change one file's last bits (what a dithering sox did): same manifest, another corpus.
+    u = c.utterances[0]
+    x = load(tmp_path / u.path)
+    x[100] += 2.0 / 32768
+    save(tmp_path / u.path, x)
+    write_content_stamp(c.manifest_path, c.utterances)
+    assert Corpus(tmp_path, c.manifest_path).key != stamped.key

@@ -32,6 +32,15 @@ def test_perturbations():
     assert len(t) < len(x) + 0.2 * SR
 
 
+@pytest.mark.skipif(not shutil.which("sox"), reason="sox not installed")
+@pytest.mark.parametrize("method,value", [("pitch", 300.0), ("formant", 0.9)])
+def test_sox_perturbations_are_bit_exact(method, value):
+    """sox dithers 16-bit output by default (random LSBs): rebuilds must not differ."""
+    x = voice(140, 1.0, 1)
+    a, b = embedded.perturb(x, method, value), embedded.perturb(x, method, value)
+    assert a.shape == b.shape and np.array_equal(a, b)
+
+
 def test_cli_fails_cleanly_without_sources(tmp_path, monkeypatch, capsys):
     from bench.data.__main__ import main
 

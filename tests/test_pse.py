@@ -216,11 +216,13 @@ def fake_world(monkeypatch):
     return _fake_corpus(), FakeTeacher()
 
 
-def test_train_resume_and_cache(fake_world, tmp_path):
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_train_resume_and_cache(fake_world, tmp_path, schedule):
     from bench.cache import Cache
 
     corpus, teacher = fake_world
     cfg = _train_cfg()
+    cfg.pse.lr_schedule, cfg.pse.warmup_steps = schedule, 1
     # Uninterrupted reference run.
     ref_model, ref_info = pse_train.train_pse(cfg, corpus, teacher, Cache(tmp_path / "a"), progress=False)
     assert ref_info["steps"] == 4 and not ref_info["cached"] and ref_info["params"] > 0
@@ -260,3 +262,24 @@ def test_losses():
     assert torch.allclose(pse_train.si_sdr(3 * y, x), pse_train.si_sdr(y, x), atol=1e-3)
     assert pse_train.multires_mag_loss(x, x).item() < 1e-6
     assert pse_train.pse_loss(x, x, 0).item() < -60
+
+
+def test_lr_schedule():
+    pc = PSEConfig(lr=1e-3, train_steps=100, warmup_steps=10, lr_schedule="cosine")
+    lrs = [pse_train.lr_at(k, pc) for k in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)  # linear warm-up
+    assert all(a < b for a, b in zip(lrs[:9], lrs[1:10], strict=True))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))  # then monotone decay
+    assert lrs[-1] > pse_train.FINAL_LR_FRAC * 1e-3 > 0
+    assert pse_train.lr_at(100, pc) == pytest.approx(pse_train.FINAL_LR_FRAC * 1e-3)
+    assert pse_train.lr_at(10_000, pc) == pytest.approx(pse_train.FINAL_LR_FRAC * 1e-3)
+    const = PSEConfig(lr=2e-3, lr_schedule="constant")
+    assert {pse_train.lr_at(k, const) for k in (0, 5, 10_000)} == {2e-3}
+
+
+def test_spectral_resolutions():
+    x, y = _wave(2, 4000), _wave(2, 4000, seed=5)
+    single = pse_train.multires_mag_loss(x, y, [512])
+    both = pse_train.multires_mag_loss(x, y, [512, 256])
+    assert single.item() > 0 and not torch.isclose(single, both)
+    assert pse_train.multires_mag_loss(x, y, (512,)).item() == pytest.approx(single.item())

@@ -164,6 +164,24 @@ def assign_splits(
 
 
 # --------------------------------------------------------------------------- corpus
+CONTENT_STAMP = "content.sha256"
+
+
+def write_content_stamp(manifest_path: str | Path, utterances: list[Utterance], extra: list[Path] = ()) -> str:
+    """Hash the bytes of every utterance's audio (and ``extra`` files) into ``content.sha256``.
+
+    Written by corpus builders next to the manifest; :class:`Corpus` folds it into its ``key``.
+    Returns the hex digest.
+    """
+    manifest_path = Path(manifest_path)
+    root = manifest_path.parent
+    parts = [(u.utt_id, file_hash(root / u.path)) for u in sorted(utterances, key=lambda u: u.utt_id)]
+    parts += [(Path(p).name, file_hash(p)) for p in sorted(extra)]
+    digest = config_hash(parts, length=64)
+    (root / CONTENT_STAMP).write_text(digest + "\n")
+    return digest
+
+
 class Corpus:
     """A manifest-backed speech corpus.
 
@@ -202,8 +220,12 @@ class Corpus:
         self._audio: dict[str, np.ndarray] = {}
         self._noise: dict[Path, np.ndarray] = {}
         base = file_hash(self.manifest_path) if self.manifest_path.is_file() else ""
+        # A builder that knows its audio bytes (the embedded corpus) leaves their hash next to
+        # the manifest, so a rebuild with different audio (another sox, say) is another corpus.
+        stamp = self.manifest_path.parent / CONTENT_STAMP
+        content = stamp.read_text().strip() if stamp.is_file() else ""
         self.key = config_hash(
-            base, [(u.utt_id, u.path, u.speaker, u.split) for u in self.utterances]
+            base, [(u.utt_id, u.path, u.speaker, u.split) for u in self.utterances], *([content] if content else [])
         )
 
     def __len__(self) -> int:

@@ -39,10 +39,10 @@ import numpy as np
 from bench import registry
 from bench.audio import SR, load, resample, save
 from bench.cache import Cache, atomic_write_json, config_hash
-from bench.data.corpus import Corpus, Utterance, assign_splits, resplit, write_manifest
+from bench.data.corpus import Corpus, Utterance, assign_splits, resplit, write_content_stamp, write_manifest
 from bench.data.sentences import sentences
 
-VERSION = 2
+VERSION = 3  # 3: sox without dither (bit-exact rebuilds)
 STAGE = "corpus"
 MIN_SPEAKERS = 6
 
@@ -391,7 +391,7 @@ def _sox_pitch(x: np.ndarray, cents: float) -> np.ndarray:
     with tempfile.TemporaryDirectory(prefix="pse-sox-") as tmp:
         a, b = Path(tmp) / "a.wav", Path(tmp) / "b.wav"
         save(a, x)
-        subprocess.run(["sox", str(a), str(b), "pitch", f"{cents:.0f}"], check=True,
+        subprocess.run(["sox", "-D", "-R", str(a), str(b), "pitch", f"{cents:.0f}"], check=True,
                        capture_output=True, timeout=120)
         return load(b)
 
@@ -681,6 +681,7 @@ def build_embedded(size: str = "default", seed: int = 0, cache: Cache | None = N
     d = CorpusConfig()
     assign_splits(utts, d.val_speakers, d.test_speakers, seed)
     write_manifest(manifest, utts)
+    write_content_stamp(manifest, utts, sorted((out_dir / "noise").glob("*.wav")))
     summary = Corpus(out_dir, manifest, utts).summary()
     cache.mark_done(STAGE, key, {
         "size": size, "seed": seed, "version": VERSION, "build_s": round(time.time() - t0, 1),

@@ -4,7 +4,7 @@ Stage ``pse`` of the pipeline: cached per (``cfg.pse``, teacher identity, corpus
 ``cfg.mix``) under ``<cache>/pse/<key>/``; resumable (checkpoint, optimizer and RNG state are
 saved atomically at every validation and picked up on restart).
 
-Loss: ``-SI-SDR + spec_weight * multi-resolution compressed-magnitude L1`` on the output
+Loss: ``-SI-SDR + pse.spec_weight * multi-resolution compressed-magnitude L1`` on the output
 shifted by the model's ``latency_samples`` (so it is compared to the time-aligned target).
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,8 @@ from bench.config import ExperimentConfig
 from bench.pse.base import PSEModel
 
 STAGE = "pse"
-SPEC_WEIGHT = 10.0
-MR_STFT = ((512, 128), (256, 64), (1024, 256))
+DEFAULT_FFTS = (512, 256, 1024)
+FINAL_LR_FRAC = 0.05  # the cosine schedule ends at this fraction of the peak learning rate
 GAIN_DB = 10.0  # random level augmentation, +- dB
 VAL_MIN = 32  # at least this many fixed validation mixtures
 VAL_SEED_OFFSET = 7919
@@ -41,23 +42,55 @@ def si_sdr(est: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Ten
     return 10 * torch.log10((s.pow(2).sum(-1) + eps) / ((s - est).pow(2).sum(-1) + eps))
 
 
-def multires_mag_loss(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Mean L1 of |STFT|^0.3 over 3 resolutions; both scaled by ``ref``'s RMS. ``[B,T]`` -> scalar."""
+def multires_mag_loss(
+    est: torch.Tensor, ref: torch.Tensor, ffts: tuple[int, ...] | list[int] = DEFAULT_FFTS
+) -> torch.Tensor:
+    """Mean L1 of |STFT|^0.3 over the FFT sizes ``ffts`` (hop = n_fft / 4); both signals scaled
+    by ``ref``'s RMS. ``[B,T]`` -> scalar."""
     scale = ref.pow(2).mean(-1, keepdim=True).add(1e-8).sqrt()
     est, ref = est / scale, ref / scale
     total = est.new_zeros(())
-    for n_fft, hop in MR_STFT:
+    for n_fft in ffts:
+        n_fft = int(n_fft)
         win = torch.hann_window(n_fft, device=est.device, dtype=est.dtype)
-        se = torch.stft(est, n_fft, hop, window=win, return_complex=True).abs()
-        sr = torch.stft(ref, n_fft, hop, window=win, return_complex=True).abs()
+        se = torch.stft(est, n_fft, n_fft // 4, window=win, return_complex=True).abs()
+        sr = torch.stft(ref, n_fft, n_fft // 4, window=win, return_complex=True).abs()
         total = total + (se.add(1e-8).pow(0.3) - sr.add(1e-8).pow(0.3)).abs().mean()
-    return total / len(MR_STFT)
+    return total / len(ffts)
 
 
-def pse_loss(enhanced: torch.Tensor, target: torch.Tensor, latency: int) -> torch.Tensor:
-    """Training loss on latency-aligned signals: ``enhanced [B,T]``, ``target [B,T]`` -> scalar."""
+def pse_loss(
+    enhanced: torch.Tensor,
+    target: torch.Tensor,
+    latency: int,
+    ffts: tuple[int, ...] | list[int] = DEFAULT_FFTS,
+    spec_weight: float = 10.0,
+) -> torch.Tensor:
+    """Training loss on latency-aligned signals: ``enhanced [B,T]``, ``target [B,T]`` -> scalar:
+    ``-SI-SDR (dB) + spec_weight * multires_mag_loss`` (the spectral term is skipped at weight 0)."""
     est, ref = _align(enhanced, target, latency)
-    return -si_sdr(est, ref).mean() + SPEC_WEIGHT * multires_mag_loss(est, ref)
+    loss = -si_sdr(est, ref).mean()
+    if spec_weight:
+        loss = loss + spec_weight * multires_mag_loss(est, ref, ffts)
+    return loss
+
+
+def lr_at(step: int, pc: Any) -> float:
+    """Learning rate for optimizer step ``step`` (0-based) under ``pc.lr_schedule``.
+
+    ``constant``: ``pc.lr``. ``cosine``: linear warm-up from ``lr / warmup`` to ``lr`` over
+    ``pc.warmup_steps``, then cosine decay to ``FINAL_LR_FRAC * lr`` at ``pc.train_steps``.
+    A pure function of the step, so a resumed run follows the same schedule.
+    """
+    lr = float(pc.lr)
+    if pc.lr_schedule == "constant":
+        return lr
+    warm = int(pc.warmup_steps)
+    if step < warm:
+        return lr * (step + 1) / warm
+    span = max(1, int(pc.train_steps) - warm)
+    frac = min(1.0, (step - warm) / span)
+    return lr * (FINAL_LR_FRAC + (1.0 - FINAL_LR_FRAC) * 0.5 * (1.0 + math.cos(math.pi * frac)))
 
 
 def _align(enhanced: torch.Tensor, target: torch.Tensor, latency: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,7 +289,9 @@ def train_pse(
         )
         mix, tgt = (mix * gain).to(device), (tgt * gain).to(device)
         emb = _batch_emb(b, table, teacher).to(device) if personalized else None
-        loss = pse_loss(model(mix, emb), tgt, lat)
+        loss = pse_loss(model(mix, emb), tgt, lat, pc.spec_ffts, pc.spec_weight)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, pc)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -39,7 +39,14 @@ import numpy as np
 from bench import registry
 from bench.audio import SR, load, resample, save
 from bench.cache import Cache, atomic_write_json, config_hash
-from bench.data.corpus import Corpus, Utterance, assign_splits, resplit, write_content_stamp, write_manifest
+from bench.data.corpus import (
+    Corpus,
+    Utterance,
+    assign_splits,
+    resplit,
+    write_content_stamp,
+    write_manifest,
+)
 from bench.data.sentences import sentences
 
 VERSION = 3  # 3: sox without dither (bit-exact rebuilds)

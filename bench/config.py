@@ -173,6 +173,9 @@ class EvalConfig:
         default_factory=lambda: ["clean", "short", "noisy", "competing", "drift", "combined"]
     )
     test_s: float = 4.0
+    # level of the other voice in the `competing` and `combined` enrollments: target-to-competitor
+    # ratio (dB) drawn uniformly from [lo, hi]; below 0 the other voice dominates the enrollment
+    competing_sir_db: list[float] = field(default_factory=lambda: [-5.0, 5.0])
     n_bootstrap: int = 1000
     workers: int = 2
     pesq: bool = True
@@ -365,6 +368,11 @@ def validate(cfg: ExperimentConfig) -> None:
     for i, c in enumerate(cfg.eval.conditions):
         _choice(f"eval.conditions[{i}]", c, CONDITIONS)
     _range("eval.test_s", cfg.eval.test_s, 0.5, 60.0)
+    c_sir = cfg.eval.competing_sir_db
+    if len(c_sir) != 2 or not -30.0 <= float(c_sir[0]) <= float(c_sir[1]) <= 30.0:
+        raise ConfigError(
+            f"eval.competing_sir_db={c_sir!r} is not allowed; give [lo, hi] with -30 <= lo <= hi <= 30 (dB)"
+        )
     _range("eval.workers", cfg.eval.workers, 1, 256)
 
 

@@ -113,15 +113,16 @@ class Pipeline:
 
         corpus = self.corpus(cfg)
         seed = cfg.corpus.seed + EVAL_SEED_OFFSET
+        extra = [cfg.eval.competing_sir_db] if condition in ("competing", "combined") else []
         key = config_hash(STAGE_VERSION["evalset"], corpus.key, cfg.mix, cfg.eval.n_test, cfg.eval.test_s,
-                          condition, seed, cfg.eval.split)
+                          condition, seed, cfg.eval.split, *extra)
 
         def make():
             path = self.cache.stage_dir("evalset", key) / "set.npz"
             if self.cache.is_done("evalset", key):
                 return load_eval_set(path)
             mixtures = make_eval_set(corpus, cfg.eval.split, cfg.mix, condition, cfg.eval.n_test, seed,
-                                     cfg.eval.test_s)
+                                     cfg.eval.test_s, cfg.eval.competing_sir_db)
             save_eval_set(path, mixtures)
             self.cache.mark_done("evalset", key, {"condition": condition, "n": len(mixtures)})
             return mixtures

@@ -66,6 +66,12 @@ def test_pse_schedule_and_spectral_loss_validated():
     assert ExperimentConfig.from_dict({"pse": {"spec_ffts": [512, 256]}}).pse.spec_ffts == [512, 256]
 
 
+def test_competing_sir_range_validated():
+    with pytest.raises(ConfigError, match=r"eval\.competing_sir_db.*\[5\.0, -5\.0\]"):
+        ExperimentConfig.from_dict({"eval": {"competing_sir_db": [5.0, -5.0]}})
+    assert ExperimentConfig.from_dict({"eval": {"competing_sir_db": [0, 5]}}).eval.competing_sir_db == [0, 5]
+
+
 def test_wrong_type_names_key():
     with pytest.raises(ConfigError, match=r"seed.*integer"):
         ExperimentConfig.from_dict({"seed": "abc"})

@@ -49,7 +49,13 @@ def test_each_condition(corpus, name):
     assert np.array_equal(a["target"], p["target"]) == (name != "drift")
     if name == "competing":
         assert a["info"]["competing_speaker"] != p["speaker"]
-        assert 0 <= a["info"]["competing_sir_db"] <= 5
+        assert -5 <= a["info"]["competing_sir_db"] <= 5
+        # the range is a parameter: a narrower one is honoured exactly
+        b = apply_condition(name, p, np.random.default_rng(3), corpus, "train", 1.0, competing_sir_db=[2.0, 2.0])
+        assert b["info"]["competing_sir_db"] == 2.0
+        other = b["enrollment"].astype(np.float64) - b["enrollment_clean"]
+        ratio = 10 * np.log10(np.sum(b["enrollment_clean"].astype(np.float64) ** 2) / np.sum(other**2))
+        assert abs(ratio - 2.0) < 0.1
 
 
 def test_helpers():

@@ -9,10 +9,11 @@ Names come from :data:`bench.config.CONDITIONS`:
 - ``reverb``: the enrollment convolved with a simulated room (RT60 0.6-0.9 s; see
   :func:`random_rir`).
 - ``bandlimited``: telephone channel: band-pass (~100-300 Hz to 3.4-4 kHz), 16 k -> 8 k -> 16 k.
-- ``competing``: another speaker's voice over the whole enrollment at 0-5 dB SIR.
+- ``competing``: another speaker's voice over the whole enrollment at a target-to-competitor
+  ratio drawn from ``competing_sir_db`` (default -5..5 dB: sometimes the other voice dominates).
 - ``drift``: the *test target* drifts: its playback rate (pitch and formants) ramps from 1 to
   0.87-0.92 or 1.08-1.15 over the utterance; the enrollment is clean.
-- ``combined``: competing talker (0-5 dB) + reverb + babble at 5 dB + bandlimited.
+- ``combined``: competing talker (as in ``competing``) + reverb + babble at 5 dB + bandlimited.
 
 All randomness comes from the ``rng`` argument, so a condition is deterministic per seed.
 Levels are exact: a component is scaled on the actual signals so that
@@ -27,6 +28,8 @@ import numpy as np
 
 from bench.audio import SR, resample
 from bench.config import CONDITIONS
+
+COMPETING_SIR_DB = (-5.0, 5.0)  # default of EvalConfig.competing_sir_db
 
 EPS = 1e-12
 
@@ -239,7 +242,8 @@ def _other_voice(corpus, speaker: str, split: str | None, n: int, rng: np.random
 
 # --------------------------------------------------------------------------- API
 def apply_condition(name: str, parts: dict[str, Any], rng: np.random.Generator, corpus,
-                    split: str | None = None, enroll_s: float = 3.0) -> dict[str, Any]:
+                    split: str | None = None, enroll_s: float = 3.0,
+                    competing_sir_db: tuple[float, float] | list[float] = COMPETING_SIR_DB) -> dict[str, Any]:
     """Apply evaluation condition ``name``.
 
     Args:
@@ -252,6 +256,8 @@ def apply_condition(name: str, parts: dict[str, Any], rng: np.random.Generator, 
         corpus: :class:`bench.data.corpus.Corpus` (for babble and competing voices).
         split: split to draw other voices from.
         enroll_s: enrollment length in seconds (``short`` draws its own).
+        competing_sir_db: ``[lo, hi]`` dB range of the target-to-competitor ratio
+            (``competing``, ``combined``).
 
     Returns:
         dict with ``enrollment`` ``[Te]`` (degraded), ``enrollment_clean`` ``[Te]``,
@@ -273,7 +279,7 @@ def apply_condition(name: str, parts: dict[str, Any], rng: np.random.Generator, 
 
     if name in ("competing", "combined"):
         other, who = _other_voice(corpus, speaker, split, n, rng, exclude)
-        sir = float(rng.uniform(0.0, 5.0))
+        sir = float(rng.uniform(float(competing_sir_db[0]), float(competing_sir_db[1])))
         enr = enr + scale_to_ratio(clean, other, sir)
         info.update(competing_speaker=who, competing_sir_db=sir)
     if name in ("reverb", "combined"):

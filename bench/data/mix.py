@@ -260,7 +260,8 @@ class MixtureSampler:
 
 # --------------------------------------------------------------------------- eval sets
 def make_eval_set(corpus, split: str, mix_cfg, condition: str, n: int, seed: int,
-                  test_s: float) -> list[Mixture]:
+                  test_s: float, competing_sir_db: tuple[float, float] | list[float] | None = None,
+                  ) -> list[Mixture]:
     """A fixed evaluation set of ``n`` mixtures under ``condition``.
 
     Paired across conditions: the target utterance and crop, enrollment utterance,
@@ -277,6 +278,8 @@ def make_eval_set(corpus, split: str, mix_cfg, condition: str, n: int, seed: int
         n: number of mixtures.
         seed: eval-set seed.
         test_s: mixture length in seconds.
+        competing_sir_db: ``[lo, hi]`` dB of the other voice in ``competing`` / ``combined``
+            enrollments (None: the default of :func:`bench.data.conditions.apply_condition`).
 
     Returns:
         list of :class:`Mixture`, ``meta["index"]`` is the position in the set.
@@ -300,7 +303,8 @@ def make_eval_set(corpus, split: str, mix_cfg, condition: str, n: int, seed: int
             "exclude": d["interferer_speakers"],
         }
         crng = np.random.default_rng([seed, split_tag, i, cond_tag])
-        res = apply_condition(condition, parts, crng, corpus, split, mix_cfg.enroll_s)
+        res = apply_condition(condition, parts, crng, corpus, split, mix_cfg.enroll_s,
+                              **({"competing_sir_db": competing_sir_db} if competing_sir_db else {}))
         m = sampler._assemble(d, res["target"], res["enrollment"], res["enrollment_clean"],
                               {**res["info"], "index": i, "seed": seed})
         out.append(m)

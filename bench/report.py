@@ -135,7 +135,8 @@ def leaderboard(per_utt: pd.DataFrame, cells: pd.DataFrame, n_boot: int = 1000, 
                 row.update(_stats("headroom_si_sdr", head, n_boot, seed))
                 if cell["cell_id"] not in (cell.get("static_id"), cell.get("upper_id")):
                     gain = _paired(sub, st, "si_sdr")
-                    if gain.shape == head.shape:
+                    # A fraction of a headroom whose CI includes 0 is a ratio of noise: NaN.
+                    if gain.shape == head.shape and row["headroom_si_sdr_ci_lo"] > 0:
                         r, lo, hi = bootstrap_ratio(gain, head, n_boot, seed)
                         row.update({"recovered_frac": r, "recovered_ci_lo": lo, "recovered_ci_hi": hi})
             out.append(row)

@@ -57,3 +57,20 @@ def test_leaderboard_deltas_headroom_and_failures():
     assert "d_si_sdr_mean" not in st or not np.isfinite(st["d_si_sdr_mean"])
     text = summary_table(board)
     assert "student-mse" in text and "static" in text
+
+
+def test_recovered_fraction_needs_measurable_headroom():
+    rng = np.random.default_rng(1)
+    base = rng.normal(5.0, 1.0, 40)
+    noise = rng.normal(0.0, 1.0, 40)
+    noise -= noise.mean()  # headroom with mean exactly 0: its CI straddles 0
+    per_utt = pd.concat([_rows("st", base), _rows("or", base + noise), _rows("stu", base + 0.3)], ignore_index=True)
+    cells = pd.DataFrame([
+        {"cell_id": "st", "system": "static", "static_id": "st", "upper_id": "or", "loss": "", "alpha": 0.0},
+        {"cell_id": "or", "system": "oracle_clean", "static_id": "st", "upper_id": "or", "loss": "", "alpha": 0.0},
+        {"cell_id": "stu", "system": "student-mse", "static_id": "st", "upper_id": "or", "loss": "mse", "alpha": 0.5},
+    ])
+    row = leaderboard(per_utt, cells, n_boot=200).query("cell_id == 'stu' and condition == 'clean'").iloc[0]
+    assert row["headroom_si_sdr_ci_lo"] < 0 < row["headroom_si_sdr_ci_hi"]
+    assert abs(row["d_si_sdr_mean"] - 0.3) < 1e-9  # the gain itself is still reported
+    assert "recovered_frac" not in row or not np.isfinite(row["recovered_frac"])

@@ -107,15 +107,20 @@ class Pipeline:
             "teacher", key, lambda: load_teacher(cfg.teacher, self.cache, corpus, self.device)
         )
 
+    def _evalset_key(self, cfg: ExperimentConfig, condition: str) -> str:
+        """Content key of one condition's fixed test mixtures (everything they depend on)."""
+        extra = [cfg.eval.competing_sir_db] if condition in ("competing", "combined") else []
+        return config_hash(STAGE_VERSION["evalset"], self.corpus(cfg).key, cfg.mix, cfg.eval.n_test,
+                           cfg.eval.test_s, condition, cfg.corpus.seed + EVAL_SEED_OFFSET, cfg.eval.split,
+                           *extra)
+
     def eval_set(self, cfg: ExperimentConfig, condition: str) -> list:
         """Fixed test mixtures of one condition (cached on disk)."""
         from bench.data.mix import load_eval_set, make_eval_set, save_eval_set
 
         corpus = self.corpus(cfg)
         seed = cfg.corpus.seed + EVAL_SEED_OFFSET
-        extra = [cfg.eval.competing_sir_db] if condition in ("competing", "combined") else []
-        key = config_hash(STAGE_VERSION["evalset"], corpus.key, cfg.mix, cfg.eval.n_test, cfg.eval.test_s,
-                          condition, seed, cfg.eval.split, *extra)
+        key = self._evalset_key(cfg, condition)
 
         def make():
             path = self.cache.stage_dir("evalset", key) / "set.npz"
@@ -319,8 +324,7 @@ class Pipeline:
 
         teacher = self.teacher(cfg)
         mixtures = self.eval_set(cfg, condition)
-        key = config_hash(teacher.identity, cfg.corpus, cfg.mix, cfg.eval.n_test, cfg.eval.test_s, condition,
-                          cfg.eval.split, clean_target)
+        key = config_hash(teacher.identity, self._evalset_key(cfg, condition), clean_target)
 
         def make():
             out = []

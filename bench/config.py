@@ -124,7 +124,7 @@ class PSEConfig:
     size: str = "cpu"
     personalized: bool = True
     injection: str = "join"
-    # 800 steps of 16 x 1.5 s: about 12 min on one CPU core (the two backbones of a grid train
+    # 800 steps of 16 x 1.5 s: about 13 min on one CPU core (the two backbones of a grid train
     # side by side on 2 cores)
     train_steps: int = 800
     batch_size: int = 16

@@ -175,7 +175,7 @@ class EvalConfig:
     test_s: float = 4.0
     # level of the other voice in the `competing` and `combined` enrollments: target-to-competitor
     # ratio (dB) drawn uniformly from [lo, hi]; below 0 the other voice dominates the enrollment
-    competing_sir_db: list[float] = field(default_factory=lambda: [-5.0, 5.0])
+    competing_sir_db: list[float] = field(default_factory=lambda: list(COMPETING_SIR_DB))
     n_bootstrap: int = 1000
     workers: int = 2
     pesq: bool = True
@@ -299,6 +299,10 @@ CONDITIONS = (
     "drift",
     "combined",
 )
+# conditions whose enrollment carries another voice, and that voice's default level (dB
+# target-to-competitor ratio, drawn uniformly; EvalConfig.competing_sir_db)
+COMPETING_CONDITIONS = ("competing", "combined")
+COMPETING_SIR_DB = (-5.0, 5.0)
 NOISE_TYPES = ("white", "pink", "brown", "babble", "samples")
 DISTILL_INPUTS = ("clean", "noisy", "enhanced")
 

@@ -22,7 +22,7 @@ import pandas as pd
 from bench import registry
 from bench.audio import SR
 from bench.cache import Cache, atomic_path, config_hash
-from bench.config import ExperimentConfig
+from bench.config import COMPETING_CONDITIONS, ExperimentConfig
 
 log = logging.getLogger("bench")
 
@@ -34,11 +34,20 @@ SPK_CROP_S = 1.0  # speaker-verification crops: about two refinement blocks
 SPK_PER_SPEAKER = 8
 
 
+# refiners that never update the embedding (their refine.alpha and block settings are irrelevant)
+FIXED_EMBEDDING = ("static", "oracle_clean")
+
+
+def updates_embedding(cfg: ExperimentConfig) -> bool:
+    """Whether the cell's refiner re-embeds the enhanced output (``ema``, ``oracle``)."""
+    return cfg.pse.personalized and cfg.refine.name not in FIXED_EMBEDDING
+
+
 def system_name(cfg: ExperimentConfig) -> str:
     """Leaderboard system label of a cell."""
     if not cfg.pse.personalized:
         return "nonpersonalized"
-    if cfg.refine.name in ("static", "oracle_clean"):
+    if cfg.refine.name in FIXED_EMBEDDING:
         return cfg.refine.name
     if cfg.refine.name == "ema":
         return f"student-{cfg.distill.loss}"
@@ -60,8 +69,7 @@ def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
         "pse": cfg.pse,
     }
     if cfg.pse.personalized:
-        static_like = cfg.refine.name in ("static", "oracle_clean")
-        s["refine"] = {"name": cfg.refine.name} if static_like else cfg.refine
+        s["refine"] = cfg.refine if updates_embedding(cfg) else {"name": cfg.refine.name}
     if uses_student(cfg):
         s["student"] = cfg.student
         s["distill"] = cfg.distill
@@ -109,7 +117,7 @@ class Pipeline:
 
     def _evalset_key(self, cfg: ExperimentConfig, condition: str) -> str:
         """Content key of one condition's fixed test mixtures (everything they depend on)."""
-        extra = [cfg.eval.competing_sir_db] if condition in ("competing", "combined") else []
+        extra = [cfg.eval.competing_sir_db] if condition in COMPETING_CONDITIONS else []
         return config_hash(STAGE_VERSION["evalset"], self.corpus(cfg).key, cfg.mix, cfg.eval.n_test,
                            cfg.eval.test_s, condition, cfg.corpus.seed + EVAL_SEED_OFFSET, cfg.eval.split,
                            *extra)
@@ -367,7 +375,7 @@ class Pipeline:
                 ),
             }
             # alpha = 0 never runs the encoder (bit-identical to static), so it costs nothing extra.
-            refines = cfg.pse.personalized and cfg.refine.name in ("ema", "oracle") and cfg.refine.alpha > 0
+            refines = updates_embedding(cfg) and cfg.refine.alpha > 0
             out["extra_macs_per_s"] = _safe(lambda: refiner.count_extra_macs(block), "refiner") if refines else 0.0
             out["total_macs_per_s"] = out["pse_macs_per_s"] + out["extra_macs_per_s"]
             out["unsupported_ops"] = ",".join(sorted(pse["unsupported"] or []))

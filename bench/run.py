@@ -80,14 +80,14 @@ def _with_baselines(cells: list) -> list:
     every personalized cell when the grid lacks them."""
     from bench.cache import config_hash
     from bench.config import Cell
-    from bench.pipeline import eval_slice
+    from bench.pipeline import FIXED_EMBEDDING, eval_slice
 
     have = {config_hash(eval_slice(c.config)) for c in cells}
     extra = []
     for c in cells:
         if not c.config.pse.personalized:
             continue
-        for name in ("static", "oracle_clean"):
+        for name in FIXED_EMBEDDING:
             base = replace(c.config, refine=replace(c.config.refine, name=name, alpha=0.0))
             k = config_hash(eval_slice(base))
             if k not in have:
@@ -109,10 +109,10 @@ def _describe(cfg) -> str:
 
 def _cell_row(cfg, cell_id: str, info: dict[str, Any], static_id: str, upper_id: str, common: dict[str, Any]) -> dict:
     from bench.cache import config_hash
-    from bench.pipeline import system_name, uses_student
+    from bench.pipeline import system_name, updates_embedding, uses_student
 
     stu = uses_student(cfg)
-    refining = cfg.pse.personalized and cfg.refine.name in ("ema", "oracle")
+    refining = updates_embedding(cfg)
     return {
         "cell_id": cell_id,
         "static_id": static_id,

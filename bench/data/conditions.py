@@ -27,9 +27,7 @@ from typing import Any
 import numpy as np
 
 from bench.audio import SR, resample
-from bench.config import CONDITIONS
-
-COMPETING_SIR_DB = (-5.0, 5.0)  # default of EvalConfig.competing_sir_db
+from bench.config import COMPETING_CONDITIONS, COMPETING_SIR_DB, CONDITIONS
 
 EPS = 1e-12
 
@@ -277,7 +275,7 @@ def apply_condition(name: str, parts: dict[str, Any], rng: np.random.Generator, 
     enr = clean.astype(np.float64)
     info: dict[str, Any] = {"condition": name, "enroll_s": n / SR}
 
-    if name in ("competing", "combined"):
+    if name in COMPETING_CONDITIONS:
         other, who = _other_voice(corpus, speaker, split, n, rng, exclude)
         sir = float(rng.uniform(float(competing_sir_db[0]), float(competing_sir_db[1])))
         enr = enr + scale_to_ratio(clean, other, sir)

@@ -31,6 +31,7 @@ import numpy as np
 
 from bench.audio import SR
 from bench.cache import atomic_path, config_hash
+from bench.config import COMPETING_SIR_DB
 from bench.data.conditions import (
     EPS,
     apply_condition,
@@ -260,7 +261,7 @@ class MixtureSampler:
 
 # --------------------------------------------------------------------------- eval sets
 def make_eval_set(corpus, split: str, mix_cfg, condition: str, n: int, seed: int,
-                  test_s: float, competing_sir_db: tuple[float, float] | list[float] | None = None,
+                  test_s: float, competing_sir_db: tuple[float, float] | list[float] = COMPETING_SIR_DB,
                   ) -> list[Mixture]:
     """A fixed evaluation set of ``n`` mixtures under ``condition``.
 
@@ -279,7 +280,7 @@ def make_eval_set(corpus, split: str, mix_cfg, condition: str, n: int, seed: int
         seed: eval-set seed.
         test_s: mixture length in seconds.
         competing_sir_db: ``[lo, hi]`` dB of the other voice in ``competing`` / ``combined``
-            enrollments (None: the default of :func:`bench.data.conditions.apply_condition`).
+            enrollments.
 
     Returns:
         list of :class:`Mixture`, ``meta["index"]`` is the position in the set.
@@ -303,8 +304,7 @@ def make_eval_set(corpus, split: str, mix_cfg, condition: str, n: int, seed: int
             "exclude": d["interferer_speakers"],
         }
         crng = np.random.default_rng([seed, split_tag, i, cond_tag])
-        res = apply_condition(condition, parts, crng, corpus, split, mix_cfg.enroll_s,
-                              **({"competing_sir_db": competing_sir_db} if competing_sir_db else {}))
+        res = apply_condition(condition, parts, crng, corpus, split, mix_cfg.enroll_s, competing_sir_db)
         m = sampler._assemble(d, res["target"], res["enrollment"], res["enrollment_clean"],
                               {**res["info"], "index": i, "seed": seed})
         out.append(m)

@@ -124,7 +124,7 @@ class PSEConfig:
     size: str = "cpu"
     personalized: bool = True
     injection: str = "join"
-    # 800 steps of 16 x 1.5 s: about 13 min on one CPU core (the two backbones of a grid train
+    # 800 steps of 16 x 1.5 s: about 10 min on one CPU core (the two backbones of a grid train
     # side by side on 2 cores)
     train_steps: int = 800
     batch_size: int = 16
@@ -134,9 +134,10 @@ class PSEConfig:
     # `train_steps`; "constant": `lr` throughout
     lr_schedule: str = "constant"
     warmup_steps: int = 50
-    # FFT sizes of the multi-resolution magnitude loss (hop = n_fft / 4); [512, 256, 1024]
-    # costs about 0.16 s more per CPU step than [512] alone (0.27 s vs 0.11 s, batch 16 x 1.5 s)
-    spec_ffts: list[int] = field(default_factory=lambda: [512, 256, 1024])
+    # FFT sizes of the magnitude loss (hop = n_fft / 4). [512] alone is the default: [512, 256,
+    # 1024] costs about 0.16 s more per CPU step (0.27 s vs 0.11 s, batch 16 x 1.5 s), i.e.
+    # 762-795 s vs 558-600 s per backbone, for no measurable gain on the main grid (docs/STATUS.md)
+    spec_ffts: list[int] = field(default_factory=lambda: [512])
     # weight of the spectral term against -SI-SDR (dB) in the training loss
     spec_weight: float = 10.0
     seed: int = 0

@@ -136,7 +136,8 @@ class PSEConfig:
     warmup_steps: int = 50
     # FFT sizes of the magnitude loss (hop = n_fft / 4). [512] alone is the default: [512, 256,
     # 1024] costs about 0.16 s more per CPU step (0.27 s vs 0.11 s, batch 16 x 1.5 s), i.e.
-    # 762-795 s vs 558-600 s per backbone, for no measurable gain on the main grid (docs/STATUS.md)
+    # 762-795 s vs 558-600 s per backbone; on the main grid static clean SI-SDRi was +2.79 with
+    # three sizes vs +2.57 with one, CIs overlapping (docs/STATUS.md)
     spec_ffts: list[int] = field(default_factory=lambda: [512])
     # weight of the spectral term against -SI-SDR (dB) in the training loss
     spec_weight: float = 10.0

@@ -24,13 +24,16 @@ PACKAGES = ("torch", "numpy", "pesq", "pystoi", "fvcore", "resemblyzer", "speech
 
 
 def git_commit(root: str | Path | None = None) -> str:
-    """Current git commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    """Current git commit (with ``-dirty`` when tracked files have changes), or ``unknown``.
+
+    Changes under ``results/`` do not count: they are this suite's own output (a run rewrites the
+    committed reference results), not code or configuration that shapes the numbers."""
     root = Path(root or Path(__file__).resolve().parents[1])
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=root, capture_output=True, text=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

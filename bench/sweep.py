@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +82,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.cache import Cache, atomic_path, config_hash, default_root
     from bench.config import ConfigError, ExperimentConfig, Grid
-    from bench.harness import pick_device, set_threads
-    from bench.pipeline import Pipeline
+    from bench.harness import device_name, pick_device, set_threads
+    from bench.pipeline import Pipeline, now
     from bench.registry import RegistryError
+    from bench.report import git_commit, versions, write_json
 
     try:
         grid = Grid.load(args.grid, overrides=args.overrides)
@@ -119,20 +120,44 @@ def main(argv: list[str] | None = None) -> int:
             set_dotted(data, p.key, p.suggest(trial))
         cfg = ExperimentConfig.from_dict(data)
         res = pipe.evaluate(cfg)
-        value = float(res.rows[args.metric].mean())
+        values = res.rows[args.metric]
         trial.set_user_attr("split", "val")
         trial.set_user_attr("n_rows", int(len(res.rows)))
-        return value
+        trial.set_user_attr("metric_failures", int(values.isna().sum()))
+        trial.set_user_attr("teacher_source", cfg.teacher.source)
+        trial.set_user_attr("teacher_weights", str(res.info.get("teacher_weights", "")))
+        if values.isna().all():
+            raise RuntimeError(f"every {args.metric} value of this trial failed")
+        return float(values.mean())
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=args.trials, show_progress_bar=not args.no_progress, catch=(RuntimeError,))
     out = Path(args.out or Path("results") / f"sweep-{name}")
     out.mkdir(parents=True, exist_ok=True)
-    df = study.trials_dataframe()
-    with atomic_path(out / "trials.csv") as tmp:
-        df.to_csv(tmp, index=False)
+    write_json(out / "provenance.json", {
+        "study": name, "storage": storage, "grid_file": args.grid, "argv": sys.argv if argv is None else argv,
+        "params": [asdict(p) for p in params], "metric": args.metric, "split": "val",
+        "teacher_source": probe.teacher.source, "git_commit": git_commit(), "versions": versions(),
+        "device": device_name(device), "date": now(), "cache_root": str(cache.root),
+    })
+
+    def dump(*_: Any) -> None:  # after every trial, so a crash loses nothing
+        with atomic_path(out / "trials.csv") as tmp:
+            study.trials_dataframe().to_csv(tmp, index=False)
+
+    try:
+        study.optimize(objective, n_trials=args.trials, show_progress_bar=not args.no_progress,
+                       catch=(RuntimeError, ValueError, FloatingPointError), callbacks=[dump])
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are kept in the study (re-run to resume) and in trials.csv",
+              file=sys.stderr)
+    dump()
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    print(f"study {name!r} ({len(study.trials)} trials, {len(done)} complete, storage {storage})")
+    if not done:
+        print(f"error: no trial of study {name!r} completed; see {out / 'trials.csv'} and the log above",
+              file=sys.stderr)
+        return 1
     best = study.best_trial
-    print(f"study {name!r} ({len(study.trials)} trials, storage {storage})")
     print(f"best validation {args.metric}: {best.value:.3f} at " +
           ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()))
     print(f"trials: {out / 'trials.csv'}")

@@ -74,3 +74,26 @@ def test_recovered_fraction_needs_measurable_headroom():
     assert row["headroom_si_sdr_ci_lo"] < 0 < row["headroom_si_sdr_ci_hi"]
     assert abs(row["d_si_sdr_mean"] - 0.3) < 1e-9  # the gain itself is still reported
     assert "recovered_frac" not in row or not np.isfinite(row["recovered_frac"])
+
+
+def test_git_commit_marks_code_changes_dirty_but_not_results(tmp_path):
+    import subprocess
+
+    from bench.report import git_commit
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "leaderboard.csv").write_text("a\n1\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    clean = git_commit(tmp_path)
+    assert len(clean) == 12 and not clean.endswith("-dirty")
+    (tmp_path / "results" / "leaderboard.csv").write_text("a\n2\n")  # a run rewrote its output
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == clean + "-dirty"
+    assert git_commit(tmp_path / "nowhere") == "unknown"

@@ -104,3 +104,42 @@ def test_bad_grid_value_is_a_clear_error(tmp_path, capsys):
 def test_dry_run_lists_cells(capsys):
     assert run.main(["--grid", SMOKE, "--dry-run"]) == 0
     assert "cells" in capsys.readouterr().out
+
+
+def test_sweep_runs_resumes_and_records_provenance(smoke_run, tmp_path, capsys):
+    import json
+
+    from bench import sweep
+
+    _, _, cache, _ = smoke_run
+    out = tmp_path / "sweep"
+    args = ["--grid", SMOKE, "--set", f"cache_dir={cache}", "--set", "distill.loss=mse",
+            "--param", "refine.alpha=0.0:1.0", "--study", "t", "--out", str(out), "--no-progress"]
+    assert sweep.main([*args, "--trials", "2"]) == 0
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 2 and (trials["state"] == "COMPLETE").all()
+    assert trials["params_refine.alpha"].between(0.0, 1.0).all()
+    assert trials["params_refine.alpha"].nunique() == 2
+    assert np.isfinite(trials["value"]).all() and trials["value"].between(-60, 60).all()
+    assert (trials["user_attrs_split"] == "val").all()
+    assert (trials["user_attrs_n_rows"] == 4 * 2).all()  # n_val x two conditions
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["split"] == "val" and prov["teacher_source"] == "pretrained" and prov["git_commit"]
+    assert "best validation si_sdr" in capsys.readouterr().out
+    # the same study resumes from its storage: one more trial, the first two kept
+    assert sweep.main([*args, "--trials", "1"]) == 0
+    again = pd.read_csv(out / "trials.csv")
+    assert len(again) == 3
+    pd.testing.assert_series_equal(again["value"].iloc[:2], trials["value"])
+
+
+@pytest.mark.parametrize("param", ["refine.alpha=1:0", "refine.alpha=0:7", "refine.alpha", "nope.key=0:1"])
+def test_sweep_bad_param_is_a_clear_error(param, tmp_path, capsys):
+    from bench import sweep
+
+    code = sweep.main(["--grid", SMOKE, "--set", f"cache_dir={tmp_path}", "--param", param, "--trials", "1",
+                       "--out", str(tmp_path / "o"), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

@@ -177,9 +177,29 @@ def _fmt(col: str, v: Any, plain_int: bool = False) -> str:
     return "" if v is None else str(v)
 
 
+# config axes shown (after "seed") only when they vary between the table's rows, so that cells
+# differing in, say, the gate threshold never look like duplicates
+AXIS_COLS = [
+    ("teacher", "teacher"),
+    ("tau", "tau"),
+    ("block_s", "block s"),
+    ("context_s", "context s"),
+    ("gate", "gate"),
+    ("gate_threshold", "gate thr"),
+]
+
+
+def _varies(values: pd.Series) -> bool:
+    present = values.dropna()
+    present = present[present.astype(str) != ""]
+    return present.astype(str).nunique() > 1
+
+
 def _rows(board: pd.DataFrame, condition: str, plain: bool) -> tuple[list[str], list[list[str]]]:
     sub = board[board["condition"] == condition]
-    cols = [(c, h) for c, h in SUMMARY_COLS if c in sub]
+    axes = [(c, h) for c, h in AXIS_COLS if c in sub and _varies(sub[c])]
+    at = [c for c, _ in SUMMARY_COLS].index("seed") + 1
+    cols = [(c, h) for c, h in [*SUMMARY_COLS[:at], *axes, *SUMMARY_COLS[at:]] if c in sub]
     body = [[_fmt(c, r[c], plain) for c, _ in cols] for _, r in sub.iterrows()]
     return [h for _, h in cols], body
 

@@ -104,6 +104,8 @@ def _describe(cfg) -> str:
         parts += [f"loss={cfg.distill.loss}", f"tau={cfg.distill.tau}", f"seed={cfg.seed}"]
     if cfg.pse.personalized and cfg.refine.name != "static":
         parts += [f"alpha={cfg.refine.alpha}", f"block_s={cfg.refine.block_s}"]
+        if cfg.refine.gate != "none":
+            parts += [f"gate={cfg.refine.gate}>{cfg.refine.gate_threshold}"]
     return " ".join(parts)
 
 
@@ -126,6 +128,8 @@ def _cell_row(cfg, cell_id: str, info: dict[str, Any], static_id: str, upper_id:
         "alpha": cfg.refine.alpha if refining else 0.0,
         "block_s": cfg.refine.block_s if refining else float("nan"),
         "gate": cfg.refine.gate if refining else "",
+        "gate_threshold": cfg.refine.gate_threshold if refining and cfg.refine.gate != "none" else float("nan"),
+        "context_s": cfg.refine.context_s if refining else float("nan"),
         "seed": cfg.seed if stu else "",
         "pse": f"{cfg.pse.name}/{cfg.pse.size}",
         "pse_params": info.get("pse_params"),

@@ -97,3 +97,14 @@ def test_git_commit_marks_code_changes_dirty_but_not_results(tmp_path):
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_commit(tmp_path) == clean + "-dirty"
     assert git_commit(tmp_path / "nowhere") == "unknown"
+
+
+def test_summary_shows_config_axes_only_when_they_vary():
+    base = {"condition": "all", "system": "student-mse", "loss": "mse", "alpha": 0.1, "seed": 0,
+            "si_sdr_mean": 1.0, "block_s": 0.5, "gate": "agreement"}
+    board = pd.DataFrame([{**base, "gate_threshold": 0.2}, {**base, "gate_threshold": 0.6},
+                          {**base, "system": "static", "loss": "", "gate": "", "gate_threshold": float("nan")}])
+    header = summary_table(board).splitlines()[0].split()
+    assert "thr" in header and "block" not in header  # threshold varies, block length does not
+    assert header.index("seed") < header.index("gate") < header.index("SI-SDR")
+    assert "thr" not in summary_table(board.iloc[:1]).splitlines()[0]

@@ -231,6 +231,7 @@ class Pipeline:
         sets: dict[str, list] = {}
         items: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         spk_cos: list[float] = []
+        skip_frac: list[float] = []  # per utterance: share of its refinement updates the gate skipped
         wall = 0.0
         audio = 0.0
         peak = 0.0
@@ -256,6 +257,10 @@ class Pipeline:
                 peak = max(peak, t.peak_mem_mb)
                 n_updates += int(res.n_updates)
                 n_skipped += int(res.n_skipped)
+                if updates_embedding(cfg) and res.skipped is not None and res.n_updates:
+                    skip_frac.extend(res.skipped.float().mean(0).cpu().tolist())
+                else:
+                    skip_frac.extend([float("nan")] * len(chunk))
                 # The backbone's output lags its input by `latency_samples` (overlap-add): score the
                 # time-aligned signals, est[L:] against target[:T-L] (and mixture[:T-L]).
                 out = res.enhanced.float().cpu()[:, lat:]
@@ -268,6 +273,7 @@ class Pipeline:
         # one metric pool for every condition of the cell
         df = evaluate_utterances(items, workers=cfg.eval.workers, pesq=cfg.eval.pesq)
         df["spk_cos"] = spk_cos
+        df["skipped_frac"] = skip_frac
         rows = _annotate_conditions(df, sets)
         pse_params = count_params(model)
         speaker = self.speaker_metrics(cfg, student)

@@ -122,6 +122,8 @@ def leaderboard(per_utt: pd.DataFrame, cells: pd.DataFrame, n_boot: int = 1000, 
             row: dict[str, Any] = {k: cell[k] for k in cells.columns if k not in ("static_id", "upper_id")}
             row["condition"] = cond
             row["n"] = int(len(sub))
+            if "skipped_frac" in sub:  # share of refinement updates the gate skipped (NaN: no refiner)
+                row["skipped_frac"] = float(sub["skipped_frac"].mean())
             for m in METRICS:
                 if m not in sub:
                     continue
@@ -186,6 +188,7 @@ AXIS_COLS = [
     ("context_s", "context s"),
     ("gate", "gate"),
     ("gate_threshold", "gate thr"),
+    ("skipped_frac", "skipped"),  # not an axis, but only informative where gates differ
 ]
 
 

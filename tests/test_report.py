@@ -108,3 +108,12 @@ def test_summary_shows_config_axes_only_when_they_vary():
     assert "thr" in header and "block" not in header  # threshold varies, block length does not
     assert header.index("seed") < header.index("gate") < header.index("SI-SDR")
     assert "thr" not in summary_table(board.iloc[:1]).splitlines()[0]
+
+
+def test_leaderboard_reports_the_gates_skipped_share():
+    per = pd.DataFrame({"cell_id": ["g"] * 4, "condition": ["a", "a", "b", "b"], "utt": [0, 1, 0, 1],
+                        "si_sdr": [1.0, 2.0, 3.0, 4.0], "skipped_frac": [0.0, 0.5, 1.0, 1.0]})
+    cells = pd.DataFrame({"cell_id": ["g"], "system": ["student-mse"], "static_id": [""], "upper_id": [""]})
+    board = leaderboard(per, cells, n_boot=50).set_index("condition")
+    assert board.loc["a", "skipped_frac"] == 0.25 and board.loc["b", "skipped_frac"] == 1.0
+    assert board.loc["all", "skipped_frac"] == 0.625

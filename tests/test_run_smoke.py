@@ -43,6 +43,10 @@ def test_smoke_completes_with_schema(smoke_run):
             "student-cosine"} <= systems
     assert set(board["condition"]) == {"clean", "competing", "all"}
     assert (board["teacher_source"].dropna() != "").all()
+    # no gate in the smoke grid: refiners skip nothing, systems without a refiner have no value
+    per = pd.read_csv(out / "per_utterance.csv").merge(pd.read_csv(out / "cells.csv")[["cell_id", "system"]])
+    assert (per.loc[per["system"].str.startswith("student-"), "skipped_frac"] == 0.0).all()
+    assert per.loc[per["system"] == "static", "skipped_frac"].isna().all()
     for f in ("per_utterance.csv", "cells.csv", "leaderboard.md", "provenance.json"):
         assert (out / f).is_file()
 

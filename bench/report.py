@@ -184,6 +184,8 @@ def _fmt(col: str, v: Any, plain_int: bool = False) -> str:
 AXIS_COLS = [
     ("teacher", "teacher"),
     ("tau", "tau"),
+    ("student_inputs", "inputs"),
+    ("distill_steps", "distill steps"),
     ("block_s", "block s"),
     ("context_s", "context s"),
     ("gate", "gate"),

@@ -101,7 +101,8 @@ def _describe(cfg) -> str:
 
     parts = [f"system={system_name(cfg)}", f"teacher={cfg.teacher.name}/{cfg.teacher.source}"]
     if uses_student(cfg):
-        parts += [f"loss={cfg.distill.loss}", f"tau={cfg.distill.tau}", f"seed={cfg.seed}"]
+        parts += [f"loss={cfg.distill.loss}", f"tau={cfg.distill.tau}", f"seed={cfg.seed}",
+                  f"inputs={'+'.join(cfg.distill.inputs)}", f"steps={cfg.distill.steps}"]
     if cfg.pse.personalized and cfg.refine.name != "static":
         parts += [f"alpha={cfg.refine.alpha}", f"block_s={cfg.refine.block_s}"]
         if cfg.refine.gate != "none":
@@ -131,6 +132,8 @@ def _cell_row(cfg, cell_id: str, info: dict[str, Any], static_id: str, upper_id:
         "gate_threshold": cfg.refine.gate_threshold if refining and cfg.refine.gate != "none" else float("nan"),
         "context_s": cfg.refine.context_s if refining else float("nan"),
         "seed": cfg.seed if stu else "",
+        "student_inputs": "+".join(cfg.distill.inputs) if stu else "",
+        "distill_steps": cfg.distill.steps if stu else float("nan"),
         "pse": f"{cfg.pse.name}/{cfg.pse.size}",
         "pse_params": info.get("pse_params"),
         "pse_buffers": info.get("pse_buffers"),

@@ -20,6 +20,7 @@ REQUIRED = [
     "pesq_failures", "d_si_sdr_mean", "d_si_sdr_ci_lo", "d_si_sdr_ci_hi", "headroom_si_sdr_mean",
     "recovered_frac", "pse_params", "student_params", "pse_macs_per_s", "extra_macs_per_s",
     "total_macs_per_s", "rtf", "peak_mem_mb", "config_hash", "git_commit", "versions", "device", "date",
+    "gate", "gate_threshold", "context_s", "student_inputs", "distill_steps", "skipped_frac",
 ]
 
 

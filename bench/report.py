@@ -170,7 +170,7 @@ def _fmt(col: str, v: Any, plain_int: bool = False) -> str:
     finite = isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
     if col == "total_macs_per_s" and finite:
         return f"{v / 1e6:.1f}"
-    if col == "student_params" and finite:
+    if col in ("student_params", "distill_steps") and finite:
         return f"{int(v)}"
     if isinstance(v, float):
         if not np.isfinite(v):

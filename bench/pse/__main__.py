@@ -1,6 +1,6 @@
 """CLI: train a PSE backbone (personalized and/or not) and measure it on held-out speakers.
 
-``python -m bench.pse [--systems personalized,baseline] [--n-test 100] [-o key=value ...]``
+``python -m bench.pse [--systems personalized,baseline] [--n-test 100] [--seed 12345] [-o key=value ...]``
 
 Trains (or loads from the cache) each system with :func:`bench.pse.train.train_pse`, then
 reports SI-SDRi (dB, mean and 95 % bootstrap CI) on ``--n-test`` random mixtures of the
@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--systems", default="personalized,baseline")
     p.add_argument("--n-test", type=int, default=100)
     p.add_argument("--test-s", type=float, default=4.0)
+    p.add_argument("--seed", type=int, default=12345,
+                   help="seed of the test-mixture draw (another seed: an independent draw, same speakers)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     args = p.parse_args(argv)
     if args.threads:
@@ -62,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     cache = Cache(cfg.cache_dir or None)
     corpus = load_corpus(cfg.corpus, cache)
     teacher = load_teacher(cfg.teacher, cache, corpus, "cpu")
-    sampler = MixtureSampler(corpus, "test", cfg.mix, 12345)
-    test = sampler.batch(np.random.default_rng(12345), args.n_test, args.test_s)
+    sampler = MixtureSampler(corpus, "test", cfg.mix, args.seed)
+    test = sampler.batch(np.random.default_rng(args.seed), args.n_test, args.test_s)
     emb = teacher.embed(test["enrollment"].float()).float()
     wrong = emb.roll(1, 0)
     results: dict[str, object] = {}

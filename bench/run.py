@@ -104,7 +104,7 @@ def _describe(cfg) -> str:
         parts += [f"loss={cfg.distill.loss}", f"tau={cfg.distill.tau}", f"seed={cfg.seed}",
                   f"inputs={'+'.join(cfg.distill.inputs)}", f"steps={cfg.distill.steps}"]
     if cfg.pse.personalized and cfg.refine.name != "static":
-        parts += [f"alpha={cfg.refine.alpha}", f"block_s={cfg.refine.block_s}"]
+        parts += [f"alpha={cfg.refine.alpha}", f"block_s={cfg.refine.block_s}", f"context_s={cfg.refine.context_s}"]
         if cfg.refine.gate != "none":
             parts += [f"gate={cfg.refine.gate}>{cfg.refine.gate_threshold}"]
     return " ".join(parts)

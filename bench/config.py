@@ -124,9 +124,9 @@ class PSEConfig:
     size: str = "cpu"
     personalized: bool = True
     injection: str = "join"
-    # 1000 steps of 16 x 1.5 s: about 11 min on one CPU core (the two backbones of a grid train
-    # side by side on 2 cores). Measured against 800 (docs/STATUS.md): +0.23 to +0.34 dB static
-    # SI-SDRi on three independent test draws, for about 2 min more per cold run
+    # 1000 steps of 16 x 1.5 s: 11-12 min on one CPU core (the two backbones of a grid train side
+    # by side on 2 cores: 11 min 44 s, vs 9 min 12 s at 800). Measured against 800
+    # (docs/STATUS.md): +0.23 to +0.34 dB static SI-SDRi on three independent test draws
     train_steps: int = 1000
     batch_size: int = 16
     segment_s: float = 1.5

@@ -232,6 +232,7 @@ class Pipeline:
         items: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         spk_cos: list[float] = []
         skip_frac: list[float] = []  # per utterance: share of its refinement updates the gate skipped
+        refining = updates_embedding(cfg)
         wall = 0.0
         audio = 0.0
         peak = 0.0
@@ -257,7 +258,7 @@ class Pipeline:
                 peak = max(peak, t.peak_mem_mb)
                 n_updates += int(res.n_updates)
                 n_skipped += int(res.n_skipped)
-                if updates_embedding(cfg) and res.skipped is not None and res.n_updates:
+                if refining and res.skipped is not None and res.n_updates:
                     skip_frac.extend(res.skipped.float().mean(0).cpu().tolist())
                 else:
                     skip_frac.extend([float("nan")] * len(chunk))

@@ -39,6 +39,15 @@ def git_commit(root: str | Path | None = None) -> str:
         return "unknown"
 
 
+def provenance(device: str) -> dict[str, str]:
+    """What every result file records about where it came from: commit, package versions,
+    device and date (``bench.run`` rows and ``bench.sweep`` studies alike)."""
+    from bench.harness import device_name
+    from bench.pipeline import now
+
+    return {"git_commit": git_commit(), "versions": versions(), "device": device_name(device), "date": now()}
+
+
 def versions() -> str:
     """Compact ``pkg=version`` list of the packages that shape the numbers."""
     out = [f"python={platform.python_version()}"]

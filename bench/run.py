@@ -97,13 +97,13 @@ def _with_baselines(cells: list) -> list:
 
 
 def _describe(cfg) -> str:
-    from bench.pipeline import system_name, uses_student
+    from bench.pipeline import system_name, updates_embedding, uses_student
 
     parts = [f"system={system_name(cfg)}", f"teacher={cfg.teacher.name}/{cfg.teacher.source}"]
     if uses_student(cfg):
         parts += [f"loss={cfg.distill.loss}", f"tau={cfg.distill.tau}", f"seed={cfg.seed}",
                   f"inputs={'+'.join(cfg.distill.inputs)}", f"steps={cfg.distill.steps}"]
-    if cfg.pse.personalized and cfg.refine.name != "static":
+    if updates_embedding(cfg):
         parts += [f"alpha={cfg.refine.alpha}", f"block_s={cfg.refine.block_s}", f"context_s={cfg.refine.context_s}"]
         if cfg.refine.gate != "none":
             parts += [f"gate={cfg.refine.gate}>{cfg.refine.gate_threshold}"]
@@ -160,15 +160,9 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
     from tqdm import tqdm
 
     from bench.cache import Cache, atomic_path, config_hash, default_root
-    from bench.harness import device_name, pick_device, set_threads
-    from bench.pipeline import Pipeline, eval_slice, now
-    from bench.report import (
-        git_commit,
-        leaderboard,
-        summary_table,
-        versions,
-        write_json,
-    )
+    from bench.harness import pick_device, set_threads
+    from bench.pipeline import Pipeline, eval_slice
+    from bench.report import leaderboard, provenance, summary_table, write_json
 
     first = cells[0].config
     try:
@@ -179,7 +173,7 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
     cache = Cache(default_root(first.cache_dir))
     pipe = Pipeline(cache, device=device, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
-    common = {"git_commit": git_commit(), "versions": versions(), "device": device_name(device), "date": now()}
+    common = provenance(device)
     write_json(out / "provenance.json", {
         "grid": name, "grid_file": grid_path, "argv": argv, "cache_root": str(cache.root), "cells": len(cells),
         **common,

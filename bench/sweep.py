@@ -82,10 +82,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.cache import Cache, atomic_path, config_hash, default_root
     from bench.config import ConfigError, ExperimentConfig, Grid
-    from bench.harness import device_name, pick_device, set_threads
-    from bench.pipeline import Pipeline, now
+    from bench.harness import pick_device, set_threads
+    from bench.pipeline import Pipeline
     from bench.registry import RegistryError
-    from bench.report import git_commit, versions, write_json
+    from bench.report import provenance, write_json
 
     try:
         grid = Grid.load(args.grid, overrides=args.overrides)
@@ -136,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out / "provenance.json", {
         "study": name, "storage": storage, "grid_file": args.grid, "argv": sys.argv if argv is None else argv,
         "params": [asdict(p) for p in params], "metric": args.metric, "split": "val",
-        "teacher_source": probe.teacher.source, "git_commit": git_commit(), "versions": versions(),
-        "device": device_name(device), "date": now(), "cache_root": str(cache.root),
+        "teacher_source": probe.teacher.source, "cache_root": str(cache.root), **provenance(device),
     })
 
     def dump(*_: Any) -> None:  # after every trial, so a crash loses nothing

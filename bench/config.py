@@ -48,6 +48,16 @@ class CorpusConfig:
 
 
 @dataclass
+class TestCorpusConfig(CorpusConfig):
+    """Cross-corpus evaluation: the corpus whose speakers the test (or validation) mixtures come
+    from. ``name: ""`` (the default) means ``corpus`` itself; any dataset name scores backbones
+    and students trained on ``corpus`` on this corpus's speakers (``eval.split: all`` uses every
+    one of its speakers, since none was seen in training)."""
+
+    name: str = ""
+
+
+@dataclass
 class MixConfig:
     """How mixtures are made (target + interferers + noise, optional room).
 
@@ -145,6 +155,26 @@ class PSEConfig:
     seed: int = 0
     val_every: int = 100
     patience: int = 10
+    # Training for a moving embedding (bench/pse/embaug.py). Each is the probability, per training
+    # example, that its enrollment embedding is replaced: by the teacher embedding of a degraded
+    # enrollment (noisy, reverberant, band-limited, competing talker, combined, short), by an
+    # interpolation toward another training speaker's embedding (weight U(0, emb_mix_max)), or by
+    # the zero vector (the model learns to fall back to non-personalized behaviour). 0 = off.
+    emb_degraded: float = 0.0
+    emb_mix: float = 0.0
+    emb_mix_max: float = 0.5
+    emb_drop: float = 0.0
+    # Training through the refinement loop: with this probability per batch the model first
+    # enhances the batch (no gradient), the teacher embeds that output, the embedding moves toward
+    # it at a rate drawn per example from U(0, refine_alpha_max), and the loss is taken on a second
+    # pass with the moved embedding. 0 = off.
+    refine_train: float = 0.0
+    refine_alpha_max: float = 0.5
+    # Where the weights come from: ``train`` (train here, cached), ``zoo`` (a checkpoint shipped
+    # in ``zoo/`` whose training config equals this one; trained here when there is none) or
+    # ``local`` (a state dict or zoo-format checkpoint at ``path``, evaluated without training).
+    source: str = "train"
+    path: str = ""
 
 
 @dataclass
@@ -158,6 +188,13 @@ class RefineConfig:
     gate_threshold: float = 0.0
     # seconds of past enhanced audio prepended to each block before encoding (0 = block only)
     context_s: float = 1.5
+    # update rule (bench/refine/base.py): "ema" (fixed rate alpha), "anchored" (rate 1/(k + n0):
+    # a running mean where the enrollment weighs n0 blocks), "reliability" (rate alpha * w_k,
+    # w_k = clip((cos(s_k, e_0) - rel_lo) / (rel_hi - rel_lo), 0, 1)); alpha = 0 is static for all
+    rule: str = "ema"
+    n0: float = 4.0
+    rel_lo: float = 0.3
+    rel_hi: float = 0.8
 
 
 @dataclass
@@ -176,6 +213,12 @@ class EvalConfig:
         default_factory=lambda: ["clean", "short", "noisy", "competing", "drift", "combined"]
     )
     test_s: float = 4.0
+    # length of the long test streams of the stream conditions (voice_change, channel_change,
+    # drift_long), seconds, and the level ranges of their interfering talker (SIR) and noise (SNR),
+    # dB over the whole stream
+    stream_s: float = 16.0
+    stream_sir_db: list[float] = field(default_factory=lambda: [-5.0, 5.0])
+    stream_snr_db: list[float] = field(default_factory=lambda: [-5.0, 10.0])
     # level of the other voice in the `competing` and `combined` enrollments: target-to-competitor
     # ratio (dB) drawn uniformly from [lo, hi]; below 0 the other voice dominates the enrollment
     competing_sir_db: list[float] = field(default_factory=lambda: list(COMPETING_SIR_DB))
@@ -193,6 +236,7 @@ class ExperimentConfig:
     device: str = "auto"
     cache_dir: str = ""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    test_corpus: TestCorpusConfig = field(default_factory=TestCorpusConfig)
     mix: MixConfig = field(default_factory=MixConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
@@ -301,13 +345,21 @@ CONDITIONS = (
     "competing",
     "drift",
     "combined",
+    # long streams in the paper's regime (bench/data/streams.py): the target's voice changes
+    "voice_change",
+    "channel_change",
+    "drift_long",
 )
+STREAM_CONDITIONS = ("voice_change", "channel_change", "drift_long")
+# conditions that degrade the enrollment of a short test mixture (bench.data.conditions)
+ENROLL_CONDITIONS = tuple(c for c in CONDITIONS if c not in STREAM_CONDITIONS)
 # conditions whose enrollment carries another voice, and that voice's default level (dB
 # target-to-competitor ratio, drawn uniformly; EvalConfig.competing_sir_db)
 COMPETING_CONDITIONS = ("competing", "combined")
 COMPETING_SIR_DB = (-5.0, 5.0)
 NOISE_TYPES = ("white", "pink", "brown", "babble", "samples")
 DISTILL_INPUTS = ("clean", "noisy", "enhanced")
+PSE_SOURCES = ("train", "zoo", "local")
 
 
 def validate(cfg: ExperimentConfig) -> None:
@@ -356,6 +408,11 @@ def validate(cfg: ExperimentConfig) -> None:
     _range("pse.lr", cfg.pse.lr, 0.0, 1.0, lo_open=True)
     _range("pse.spec_weight", cfg.pse.spec_weight, 0.0, 1e4)
     _choice("pse.lr_schedule", cfg.pse.lr_schedule, ("constant", "cosine"))
+    for k in ("emb_degraded", "emb_mix", "emb_mix_max", "emb_drop", "refine_train", "refine_alpha_max"):
+        _range(f"pse.{k}", getattr(cfg.pse, k), 0.0, 1.0)
+    _choice("pse.source", cfg.pse.source, PSE_SOURCES)
+    if cfg.pse.source == "local" and not cfg.pse.path:
+        raise ConfigError("pse.path is empty but pse.source='local' needs a checkpoint path")
     _range("pse.warmup_steps", cfg.pse.warmup_steps, 0, 10**7)
     if not cfg.pse.spec_ffts or any(int(n) < 16 or int(n) % 4 for n in cfg.pse.spec_ffts):
         raise ConfigError(
@@ -366,8 +423,20 @@ def validate(cfg: ExperimentConfig) -> None:
     _range("refine.alpha", cfg.refine.alpha, 0.0, 1.0)
     _range("refine.block_s", cfg.refine.block_s, 0.05, 10.0)
     _choice("refine.gate", cfg.refine.gate, ("none", "energy", "agreement"))
+    _choice("refine.rule", cfg.refine.rule, ("ema", "anchored", "reliability"))
+    _range("refine.n0", cfg.refine.n0, 0.0, 1e4, lo_open=True)
+    _range("refine.rel_lo", cfg.refine.rel_lo, -1.0, 1.0)
+    _range("refine.rel_hi", cfg.refine.rel_hi, -1.0, 1.0)
+    if cfg.refine.rule == "reliability" and not cfg.refine.rel_hi > cfg.refine.rel_lo:
+        raise ConfigError(f"refine.rel_hi={cfg.refine.rel_hi!r} must be above refine.rel_lo={cfg.refine.rel_lo!r}")
     _range("refine.context_s", cfg.refine.context_s, 0.0, 30.0)
-    _choice("eval.split", cfg.eval.split, ("val", "test"))
+    if cfg.test_corpus.name:
+        _choice("test_corpus.name", cfg.test_corpus.name, registry.names("dataset"))
+        _choice("test_corpus.size", cfg.test_corpus.size, ("smoke", "default", "large"))
+    _choice("eval.split", cfg.eval.split, ("val", "test", "all"))
+    if cfg.eval.split == "all" and not cfg.test_corpus.name:
+        raise ConfigError("eval.split='all' scores every speaker of the test corpus, so it needs a corpus "
+                          "that trained nothing: set test_corpus.name (and test_corpus.path)")
     _range("eval.n_test", cfg.eval.n_test, 1, 10**6)
     _range("eval.n_val", cfg.eval.n_val, 1, 10**6)
     if not cfg.eval.conditions:
@@ -375,6 +444,11 @@ def validate(cfg: ExperimentConfig) -> None:
     for i, c in enumerate(cfg.eval.conditions):
         _choice(f"eval.conditions[{i}]", c, CONDITIONS)
     _range("eval.test_s", cfg.eval.test_s, 0.5, 60.0)
+    _range("eval.stream_s", cfg.eval.stream_s, 6.0, 120.0)
+    for key in ("stream_sir_db", "stream_snr_db"):
+        rng = getattr(cfg.eval, key)
+        if len(rng) != 2 or not -30.0 <= float(rng[0]) <= float(rng[1]) <= 60.0:
+            raise ConfigError(f"eval.{key}={rng!r} is not allowed; give [lo, hi] with -30 <= lo <= hi <= 60 (dB)")
     c_sir = cfg.eval.competing_sir_db
     if len(c_sir) != 2 or not -30.0 <= float(c_sir[0]) <= float(c_sir[1]) <= 30.0:
         raise ConfigError(

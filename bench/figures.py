@@ -46,16 +46,23 @@ def _pooled(board: pd.DataFrame) -> pd.DataFrame:
     return board[board["condition"] == "all"]
 
 
+def _role(board: pd.DataFrame, role: str) -> pd.DataFrame:
+    """Rows whose refiner has ``role`` (``system``: the refiners under test; ``ceiling``; ``reference``;
+    ``control``; ``baseline``), from the leaderboard's ``role`` column (see ``bench.refine``)."""
+    if "role" not in board:
+        return board.iloc[0:0]
+    return board[board["role"] == role]
+
+
 def delta_vs_alpha(board: pd.DataFrame, path: Path) -> Path:
     plt = _plt()
-    sub = _pooled(board)
-    sub = sub[sub["system"].str.startswith("student-") | (sub["system"] == "oracle")]
+    sub = _role(_pooled(board), "system")
     fig, ax = plt.subplots(figsize=(6, 4))
     for system, g in sub.groupby("system"):
         agg = g.groupby("alpha").agg(m=("d_si_sdr_mean", "mean"), lo=("d_si_sdr_ci_lo", "mean"),
                                      hi=("d_si_sdr_ci_hi", "mean")).reset_index().sort_values("alpha")
         ax.errorbar(agg["alpha"], agg["m"], yerr=[agg["m"] - agg["lo"], agg["hi"] - agg["m"]], marker="o",
-                    capsize=3, label=system, linestyle="--" if system == "oracle" else "-")
+                    capsize=3, label=system, linestyle="-" if str(system).startswith("student") else "--")
     ax.axhline(0.0, color="grey", lw=0.8)
     return _finish(fig, ax, path, "Refinement gain vs rate (95 % CI; seeds averaged)",
                    "SI-SDR gain over static embedding (dB)", "refinement rate alpha", legend=8)
@@ -64,14 +71,14 @@ def delta_vs_alpha(board: pd.DataFrame, path: Path) -> Path:
 def headroom(board: pd.DataFrame, path: Path) -> Path:
     plt = _plt()
     per_cond = board[board["condition"] != "all"]
-    sub = per_cond[per_cond["system"].str.startswith("student-") | (per_cond["system"] == "oracle")]
-    upper = per_cond[per_cond["system"] == "oracle_clean"]
+    sub = _role(per_cond, "system")
+    upper = _role(per_cond, "ceiling")
     conds = list(dict.fromkeys(per_cond["condition"]))
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(conds)), 4))
     x = np.arange(len(conds))
     # headroom = the clean-target oracle's paired gain over static
     head = [upper[upper["condition"] == c]["d_si_sdr_mean"].max() for c in conds]
-    ax.bar(x, head, width=0.8, color="lightgrey", label="headroom (oracle_clean - static)")
+    ax.bar(x, head, width=0.8, color="lightgrey", label="headroom (oracle_target - static, best rate)")
     systems = sorted(set(sub["system"]))
     w = 0.8 / max(1, len(systems))
     for i, s in enumerate(systems):

@@ -12,6 +12,7 @@ interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,54 +20,41 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import registry
 from bench.audio import SR
 from bench.cache import Cache, atomic_path, config_hash
-from bench.config import COMPETING_CONDITIONS, ExperimentConfig
+from bench.config import COMPETING_CONDITIONS, STREAM_CONDITIONS, ExperimentConfig
+from bench.refine import make_refiner, system_name, updates_embedding, uses_student
 
 log = logging.getLogger("bench")
 
 # The evaluation mixtures do not depend on the cell's seed: every system and seed is scored on
 # the same utterances, so differences are paired.
 EVAL_SEED_OFFSET = 1000
-STAGE_VERSION = {"evalset": 1, "eval": 1}
+# Bump a stage's version when its code changes what a given config produces (its cache key).
+STAGE_VERSION = {"evalset": 2, "eval": 2}
 SPK_CROP_S = 1.0  # speaker-verification crops: about two refinement blocks
 SPK_PER_SPEAKER = 8
+EVAL_BATCH = 16
 
 
-# refiners that never update the embedding (their refine.alpha and block settings are irrelevant)
-FIXED_EMBEDDING = ("static", "oracle_clean")
-
-
-def updates_embedding(cfg: ExperimentConfig) -> bool:
-    """Whether the cell's refiner re-embeds the enhanced output (``ema``, ``oracle``)."""
-    return cfg.pse.personalized and cfg.refine.name not in FIXED_EMBEDDING
-
-
-def system_name(cfg: ExperimentConfig) -> str:
-    """Leaderboard system label of a cell."""
-    if not cfg.pse.personalized:
-        return "nonpersonalized"
-    if cfg.refine.name in FIXED_EMBEDDING:
-        return cfg.refine.name
-    if cfg.refine.name == "ema":
-        return f"student-{cfg.distill.loss}"
-    return cfg.refine.name
-
-
-def uses_student(cfg: ExperimentConfig) -> bool:
-    return cfg.pse.personalized and cfg.refine.name == "ema"
+def eval_split(cfg: ExperimentConfig) -> str | None:
+    """The split the eval sets are drawn from (None: every speaker of the test corpus)."""
+    return None if cfg.eval.split == "all" else cfg.eval.split
 
 
 def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
     """The part of a cell's config its evaluation depends on (its cache key)."""
+    from bench.pse.train import training_slice
+
     s: dict[str, Any] = {
         "v": STAGE_VERSION["eval"],
         "corpus": cfg.corpus,
+        "test_corpus": cfg.test_corpus if cfg.test_corpus.name else "",
         "mix": cfg.mix,
         "eval": {k: v for k, v in vars(cfg.eval).items() if k not in ("workers",)},
         "teacher": cfg.teacher,
-        "pse": cfg.pse,
+        "pse": training_slice(cfg.pse),
+        "pse_source": [cfg.pse.source, cfg.pse.path],
     }
     if cfg.pse.personalized:
         s["refine"] = cfg.refine if updates_embedding(cfg) else {"name": cfg.refine.name}
@@ -115,10 +103,22 @@ class Pipeline:
             "teacher", key, lambda: load_teacher(cfg.teacher, self.cache, corpus, self.device)
         )
 
+    def test_corpus(self, cfg: ExperimentConfig):
+        """The corpus the evaluation mixtures come from: ``test_corpus`` when one is named
+        (cross-corpus evaluation), else the training corpus itself."""
+        from bench.data.corpus import load_corpus
+
+        if not cfg.test_corpus.name:
+            return self.corpus(cfg)
+        return self._memoised("corpus", config_hash("test", cfg.test_corpus),
+                              lambda: load_corpus(cfg.test_corpus, self.cache))
+
     def _evalset_key(self, cfg: ExperimentConfig, condition: str) -> str:
         """Content key of one condition's fixed test mixtures (everything they depend on)."""
-        extra = [cfg.eval.competing_sir_db] if condition in COMPETING_CONDITIONS else []
-        return config_hash(STAGE_VERSION["evalset"], self.corpus(cfg).key, cfg.mix, cfg.eval.n_test,
+        extra: list[Any] = [cfg.eval.competing_sir_db] if condition in COMPETING_CONDITIONS else []
+        if condition in STREAM_CONDITIONS:
+            extra.append(["stream", cfg.eval.stream_s, cfg.eval.stream_sir_db, cfg.eval.stream_snr_db])
+        return config_hash(STAGE_VERSION["evalset"], self.test_corpus(cfg).key, cfg.mix, cfg.eval.n_test,
                            cfg.eval.test_s, condition, cfg.corpus.seed + EVAL_SEED_OFFSET, cfg.eval.split,
                            *extra)
 
@@ -126,7 +126,7 @@ class Pipeline:
         """Fixed test mixtures of one condition (cached on disk)."""
         from bench.data.mix import load_eval_set, make_eval_set, save_eval_set
 
-        corpus = self.corpus(cfg)
+        corpus = self.test_corpus(cfg)
         seed = cfg.corpus.seed + EVAL_SEED_OFFSET
         key = self._evalset_key(cfg, condition)
 
@@ -134,8 +134,9 @@ class Pipeline:
             path = self.cache.stage_dir("evalset", key) / "set.npz"
             if self.cache.is_done("evalset", key):
                 return load_eval_set(path)
-            mixtures = make_eval_set(corpus, cfg.eval.split, cfg.mix, condition, cfg.eval.n_test, seed,
-                                     cfg.eval.test_s, cfg.eval.competing_sir_db)
+            mixtures = make_eval_set(corpus, eval_split(cfg), cfg.mix, condition, cfg.eval.n_test, seed,
+                                     cfg.eval.test_s, cfg.eval.competing_sir_db, cfg.eval.stream_s,
+                                     (cfg.eval.stream_sir_db, cfg.eval.stream_snr_db))
             save_eval_set(path, mixtures)
             self.cache.mark_done("evalset", key, {"condition": condition, "n": len(mixtures)})
             return mixtures
@@ -177,9 +178,24 @@ class Pipeline:
         return self._memoised("student", key, make)
 
     # ------------------------------------------------------------------ evaluation
+    def weights_identity(self, cfg: ExperimentConfig) -> str:
+        """What the backbone's weights are, for cache keys: the zoo entry's or the local file's
+        SHA-256, or ``trained`` (the stage key then covers the training config)."""
+        from bench import zoo
+        from bench.pse.train import stage_key
+
+        pc = cfg.pse
+        if pc.source == "local":
+            return "local:" + self._memoised("sha", pc.path, lambda: zoo.sha256(pc.path) if
+                                             os.path.isfile(pc.path) else "missing")
+        if pc.source == "zoo":
+            rec = zoo.find(stage_key(cfg, self.corpus(cfg), self.teacher(cfg)))
+            return f"zoo:{rec['sha256']}" if rec else "trained"
+        return "trained"
+
     def evaluate(self, cfg: ExperimentConfig) -> CellResult:
         """Score one cell on every condition of ``cfg.eval.conditions`` (cached per cell)."""
-        key = config_hash(eval_slice(cfg))
+        key = config_hash(eval_slice(cfg), self.weights_identity(cfg))
         stage_dir = self.cache.stage_dir("eval", key)
         csv = stage_dir / "rows.csv"
         if self.cache.is_done("eval", key):
@@ -193,122 +209,145 @@ class Pipeline:
 
     def mixture_rows(self, cfg: ExperimentConfig) -> pd.DataFrame:
         """Metrics of the unprocessed mixture on every condition (cached)."""
-        from bench.metrics.quality import evaluate_utterances
-
-        key = config_hash("mixture", cfg.corpus, cfg.mix, cfg.eval.n_test, cfg.eval.test_s, cfg.eval.split,
-                          cfg.eval.conditions, cfg.eval.pesq, STAGE_VERSION["eval"])
+        key = config_hash("mixture", STAGE_VERSION["eval"], self.test_corpus(cfg).key, cfg.mix, cfg.eval.n_test,
+                          cfg.eval.test_s, cfg.eval.stream_s, cfg.eval.stream_sir_db, cfg.eval.stream_snr_db,
+                          cfg.eval.split, cfg.eval.conditions, cfg.eval.pesq, cfg.eval.competing_sir_db)
         csv = self.cache.stage_dir("eval", key) / "rows.csv"
         if self.cache.is_done("eval", key):
             return pd.read_csv(csv)
         sets = {cond: self.eval_set(cfg, cond) for cond in cfg.eval.conditions}
-        items = [(m.mixture, m.target, m.mixture) for ms in sets.values() for m in ms]
-        df = evaluate_utterances(items, workers=cfg.eval.workers, pesq=cfg.eval.pesq)
-        rows = _annotate_conditions(df, sets)
+        outs = {cond: [m.mixture for m in ms] for cond, ms in sets.items()}
+        rows = _score(cfg, sets, outs)
         with atomic_path(csv) as tmp:
             rows.to_csv(tmp, index=False)
         self.cache.mark_done("eval", key, {})
         return rows
 
     def _evaluate(self, cfg: ExperimentConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
-        import torch
-
-        from bench.harness import measure
         from bench.metrics.complexity import count_params
-        from bench.metrics.quality import evaluate_utterances
-        from bench.refine import enhance_streaming
 
         teacher = self.teacher(cfg)
         model, pse_info = self.pse(cfg)
-        student = None
-        student_info: dict[str, Any] = {}
-        if uses_student(cfg):
-            student, student_info = self.student(cfg)
+        student, student_info = self.student(cfg) if uses_student(cfg) else (None, {})
         refine_cfg = cfg.refine if cfg.pse.personalized else _static(cfg)
-        refiner = registry.get("refiner", refine_cfg.name)(refine_cfg, student, teacher)
+        refiner = make_refiner(refine_cfg, student, teacher)
+        if refiner.needs_mean_embedding:
+            refiner.bind(mean_embedding=self.mean_embedding(cfg))
         complexity = self.complexity(cfg, model, refiner, student, teacher)
-
-        lat = int(getattr(model, "latency_samples", 0))
         sets: dict[str, list] = {}
-        items: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        spk_cos: list[float] = []
-        skip_frac: list[float] = []  # per utterance: share of its refinement updates the gate skipped
-        refining = updates_embedding(cfg)
-        wall = 0.0
-        audio = 0.0
-        peak = 0.0
-        n_updates = 0
-        n_skipped = 0
-        batch = 16
+        outs: dict[str, list[np.ndarray]] = {}
+        acc = _Accumulator()
+        trajectories: dict[str, list[float]] = {}
         for cond in cfg.eval.conditions:
-            mixtures = sets[cond] = self.eval_set(cfg, cond)
-            enroll_all = self.enrollment_embeddings(cfg, cond)
-            if getattr(refiner, "embeds_clean_target", False):
-                e0_all = self.enrollment_embeddings(cfg, cond, clean_target=True)
-            else:
-                e0_all = enroll_all
-            enhanced: list[np.ndarray] = []
-            for i in range(0, len(mixtures), batch):
-                chunk = mixtures[i : i + batch]
-                mix = torch.from_numpy(np.stack([m.mixture for m in chunk])).to(self.device)
-                e0 = torch.from_numpy(e0_all[i : i + batch]).to(self.device) if cfg.pse.personalized else None
-                with measure(self.device, audio_s=mix.numel() / SR) as t, torch.no_grad():
-                    res = enhance_streaming(model, mix, e0, refiner, refine_cfg.block_s)
-                wall += t.wall_s
-                audio += t.audio_s
-                peak = max(peak, t.peak_mem_mb)
-                n_updates += int(res.n_updates)
-                n_skipped += int(res.n_skipped)
-                if refining and res.skipped is not None and res.n_updates:
-                    skip_frac.extend(res.skipped.float().mean(0).cpu().tolist())
-                else:
-                    skip_frac.extend([float("nan")] * len(chunk))
-                # The backbone's output lags its input by `latency_samples` (overlap-add): score the
-                # time-aligned signals, est[L:] against target[:T-L] (and mixture[:T-L]).
-                out = res.enhanced.float().cpu()[:, lat:]
-                enhanced.extend(out.numpy())
-                emb_out = teacher.embed(out.to(self.device)).float().cpu().numpy()
-                ref = enroll_all[i : i + batch]  # speaker cosine is always against the enrollment
-                spk_cos.extend((emb_out * ref).sum(axis=1).tolist())
-            n = len(enhanced[0]) if enhanced else 0
-            items += [(enh, m.target[:n], m.mixture[:n]) for enh, m in zip(enhanced, mixtures, strict=True)]
-        # one metric pool for every condition of the cell
-        df = evaluate_utterances(items, workers=cfg.eval.workers, pesq=cfg.eval.pesq)
-        df["spk_cos"] = spk_cos
-        df["skipped_frac"] = skip_frac
-        rows = _annotate_conditions(df, sets)
+            sets[cond] = self.eval_set(cfg, cond)
+            outs[cond], traj = self._stream_condition(cfg, cond, model, refiner, refine_cfg.block_s, acc)
+            if traj is not None:
+                trajectories[cond] = traj
+        rows = _score(cfg, sets, outs, acc.columns())
         pse_params = count_params(model)
-        speaker = self.speaker_metrics(cfg, student)
         info: dict[str, Any] = {
             "system": system_name(cfg),
-            "wall_s": wall,
-            "rtf": wall / audio if audio else float("nan"),
-            "peak_mem_mb": peak,
-            "n_updates": n_updates,
-            "n_skipped": n_skipped,
+            "wall_s": acc.wall,
+            "rtf": acc.wall / acc.audio if acc.audio else float("nan"),
+            "peak_mem_mb": acc.peak,
+            "n_updates": acc.n_updates,
+            "n_skipped": acc.n_skipped,
             "pse_params": pse_params["learnable"],
             "pse_buffers": pse_params["buffers"],
             "pse_train": _jsonable(pse_info),
             "student_train": _jsonable(student_info),
+            "pse_source": pse_info.get("pse_source", "trained"),
             "teacher_identity": teacher.identity,
             "teacher_weights": teacher.weights_origin,
-            **speaker,
+            "trajectory": trajectories,
+            "block_s": float(acc.block_s),
+            **self.speaker_metrics(cfg, student),
             **complexity,
         }
         return rows, info
 
-    def speaker_metrics(self, cfg: ExperimentConfig, student) -> dict[str, float]:
-        """EER / minDCF of the teacher (and the student) on the test speakers, and their agreement.
+    def _stream_condition(self, cfg: ExperimentConfig, cond: str, model, refiner, block_s: float,
+                          acc: _Accumulator) -> tuple[list[np.ndarray], list[float] | None]:
+        """Enhance one condition's mixtures block by block; record per-utterance speaker evidence
+        in ``acc``. Returns the latency-aligned outputs and the per-block mean cosine of the
+        embedding trajectory to the clean target's embedding (None without an embedding)."""
+        import torch
 
-        Crops of ``SPK_CROP_S`` seconds, ``SPK_PER_SPEAKER`` per test speaker, all pairs scored.
-        """
+        from bench.harness import measure
+        from bench.refine import enhance_streaming
+
+        teacher = self.teacher(cfg)
+        mixtures = self.eval_set(cfg, cond)
+        personalized = cfg.pse.personalized
+        e0_all = self.start_embeddings(cfg, cond, refiner.start) if personalized else None
+        tgt_all, late_all = self.target_embeddings(cfg, cond)
+        lat = int(getattr(model, "latency_samples", 0))
+        refining = refiner.updates_embedding and personalized
+        enhanced: list[np.ndarray] = []
+        block_cos: list[np.ndarray] = []
+        for i in range(0, len(mixtures), EVAL_BATCH):
+            chunk = mixtures[i : i + EVAL_BATCH]
+            mix = torch.from_numpy(np.stack([m.mixture for m in chunk])).to(self.device)
+            tgt = torch.from_numpy(np.stack([m.target for m in chunk])) if refiner.needs_target else None
+            e0 = torch.from_numpy(e0_all[i : i + EVAL_BATCH]).to(self.device) if personalized else None
+            with measure(self.device, audio_s=mix.numel() / SR) as t, torch.no_grad():
+                res = enhance_streaming(model, mix, e0, refiner, block_s, target=tgt)
+            acc.add_timing(t, res, refining, len(chunk))
+            # The backbone's output lags its input by `latency_samples` (overlap-add): score the
+            # time-aligned signals, est[L:] against target[:T-L] (and mixture[:T-L]).
+            out = res.enhanced.float().cpu()[:, lat:]
+            enhanced.extend(out.numpy())
+            tgt_e = tgt_all[i : i + EVAL_BATCH]
+            late_e = late_all[i : i + EVAL_BATCH]
+            acc.add_speaker(self._speaker_evidence(teacher, out, chunk, tgt_e, late_e, res))
+            if res.embeddings is not None:
+                block_cos.append(_cos(res.embeddings.float().cpu().numpy(), tgt_e[None]))  # [K+1, b]
+        traj = np.concatenate(block_cos, axis=1).mean(axis=1).tolist() if block_cos else None
+        return enhanced, traj
+
+    def _speaker_evidence(self, teacher, out, chunk: list, tgt_e: np.ndarray, late_e: np.ndarray,
+                          res) -> dict[str, list[float]]:
+        """Per utterance: cosine of the output's teacher embedding to the clean target's
+        (``out_cos``; ``late_out_cos`` on the late part), and of the embedding trajectory
+        (``traj_cos``: mean over blocks; ``late_traj_cos``: blocks starting after the late start)."""
+        emb_out = teacher.embed(out.to(self.device)).float().cpu().numpy()
+        ev: dict[str, list[float]] = {"out_cos": _cos(emb_out, tgt_e).tolist()}
+        late_out, late_traj = [], []
+        for j, m in enumerate(chunk):
+            start = _late_start(m)
+            if start is None:
+                late_out.append(float("nan"))
+                continue
+            seg = out[j : j + 1, start:]
+            late_out.append(float(_cos(teacher.embed(seg.to(self.device)).float().cpu().numpy(), late_e[j : j + 1])[0]))
+        ev["late_out_cos"] = late_out
+        if res.embeddings is None:
+            ev["traj_cos"] = [float("nan")] * len(chunk)
+            ev["late_traj_cos"] = [float("nan")] * len(chunk)
+            return ev
+        traj = res.embeddings.float().cpu().numpy()  # [K+1, b, D]
+        ev["traj_cos"] = _cos(traj, tgt_e[None]).mean(axis=0).tolist()
+        starts = np.arange(traj.shape[0]) * res.block_len
+        for j, m in enumerate(chunk):
+            start = _late_start(m)
+            sel = starts >= start if start is not None else np.zeros(len(starts), dtype=bool)
+            late_traj.append(float(_cos(traj[sel, j], late_e[j : j + 1]).mean()) if sel.any() else float("nan"))
+        ev["late_traj_cos"] = late_traj
+        return ev
+
+    def speaker_metrics(self, cfg: ExperimentConfig, student) -> dict[str, float]:
+        """EER / minDCF of the teacher (and the student) on the evaluation speakers, and their
+        agreement. Crops of ``SPK_CROP_S`` seconds, ``SPK_PER_SPEAKER`` per speaker of the eval
+        split (of the test corpus), all pairs scored."""
         import torch
 
         from bench.metrics.speaker import agreement, crop_audio, eval_crops, speaker_eval
 
         teacher = self.teacher(cfg)
-        corpus = self.corpus(cfg)
-        t = self._memoised("spk", teacher.identity + corpus.key, lambda: speaker_eval(
-            teacher.embed, corpus, "test", SPK_PER_SPEAKER, SPK_CROP_S, 0))
+        corpus = self.test_corpus(cfg)
+        split = eval_split(cfg)
+        t = self._memoised("spk", teacher.identity + corpus.key + str(split), lambda: speaker_eval(
+            teacher.embed, corpus, split, SPK_PER_SPEAKER, SPK_CROP_S, 0))
         out = {"teacher_eer": t["eer"], "teacher_min_dcf": t["min_dcf"]}
         if student is None:
             return out
@@ -318,38 +357,73 @@ class Pipeline:
             return torch.nn.functional.normalize(student(wav.to(dev)).float(), dim=-1).cpu()
 
         def make():  # a student serves several cells (one per alpha): score it once
-            s = speaker_eval(s_embed, corpus, "test", SPK_PER_SPEAKER, SPK_CROP_S, 0)
-            ids, crops, _ = eval_crops(corpus, "test", SPK_PER_SPEAKER, SPK_CROP_S, 0)
+            s = speaker_eval(s_embed, corpus, split, SPK_PER_SPEAKER, SPK_CROP_S, 0)
+            ids, crops, _ = eval_crops(corpus, split, SPK_PER_SPEAKER, SPK_CROP_S, 0)
             wav = torch.from_numpy(np.stack([crop_audio(corpus.audio(u), a, b)
                                              for u, (a, b) in zip(ids, crops, strict=True)]))
             with torch.no_grad():
                 agree = agreement(s_embed(wav), teacher.embed(wav.to(self.device)).float().cpu())
             return {"student_eer": s["eer"], "student_min_dcf": s["min_dcf"], "student_agreement": float(agree)}
 
-        out.update(self._memoised("spk_student", str(id(student)), make))
+        out.update(self._memoised("spk_student", f"{id(student)}{corpus.key}{split}", make))
         return out
 
-    def enrollment_embeddings(self, cfg: ExperimentConfig, condition: str, clean_target: bool = False) -> np.ndarray:
-        """Teacher embeddings ``[N, D]`` of the (degraded) enrollments of one eval set.
-
-        With ``clean_target`` the teacher embeds each test utterance's clean target instead (the
-        ``oracle_clean`` upper bound).
-        """
+    def _embed_each(self, cfg: ExperimentConfig, key: str, clips: list[np.ndarray]) -> np.ndarray:
+        """Teacher embeddings ``[N, D]`` of clips of any length (memoised by ``key``)."""
         import torch
 
         teacher = self.teacher(cfg)
-        mixtures = self.eval_set(cfg, condition)
-        key = config_hash(teacher.identity, self._evalset_key(cfg, condition), clean_target)
 
         def make():
             out = []
-            for m in mixtures:  # enrollments differ in length (short condition): one at a time
-                audio = m.target if clean_target else m.enrollment
-                wav = torch.from_numpy(np.asarray(audio, dtype=np.float32))[None].to(self.device)
+            for x in clips:  # lengths differ (short condition, late parts): one at a time
+                wav = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None].to(self.device)
                 out.append(teacher.embed(wav).float().cpu().numpy()[0])
             return np.stack(out)
 
-        return self._memoised("enroll", key, make)
+        return self._memoised("embed", key, make)
+
+    def start_embeddings(self, cfg: ExperimentConfig, condition: str, start: str = "enrollment") -> np.ndarray:
+        """Teacher embeddings ``[N, D]`` the streams of one eval set start from: of the (degraded)
+        ``enrollment``, of the whole ``clean_target`` or of the ``clean_enrollment``."""
+        mixtures = self.eval_set(cfg, condition)
+        audio = {"enrollment": lambda m: m.enrollment, "clean_target": lambda m: m.target,
+                 "clean_enrollment": lambda m: m.enrollment_clean}
+        if start not in audio:
+            raise ValueError(f"unknown start embedding {start!r}; choices: {', '.join(audio)}")
+        key = config_hash(self.teacher(cfg).identity, self._evalset_key(cfg, condition), start)
+        return self._embed_each(cfg, key, [audio[start](m) for m in mixtures])
+
+    def enrollment_embeddings(self, cfg: ExperimentConfig, condition: str, clean_target: bool = False) -> np.ndarray:
+        """Teacher embeddings of the enrollments (or, with ``clean_target``, of the clean targets)."""
+        return self.start_embeddings(cfg, condition, "clean_target" if clean_target else "enrollment")
+
+    def target_embeddings(self, cfg: ExperimentConfig, condition: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(whole, late)``: teacher embeddings of each clean target, and of its late part (after
+        ``late_start_s``; the whole target again where a condition has no change)."""
+        mixtures = self.eval_set(cfg, condition)
+        whole = self.start_embeddings(cfg, condition, "clean_target")
+        key = config_hash(self.teacher(cfg).identity, self._evalset_key(cfg, condition), "late_target")
+        lat = [m.target[_late_start(m) or 0 :] for m in mixtures]
+        return whole, self._embed_each(cfg, key, lat)
+
+    def mean_embedding(self, cfg: ExperimentConfig) -> np.ndarray:
+        """The mean teacher embedding of the training split's utterances, L2-normalised: the
+        speaker-agnostic target of the ``shrink`` control."""
+        from bench.pse.train import enrollment_embeddings
+
+        teacher = self.teacher(cfg)
+        corpus = self.corpus(cfg)
+
+        def make():
+            ids = [u.utt_id for u in corpus.utterances if u.split == "train"]
+            table = enrollment_embeddings(teacher, corpus, ids, self.cache)
+            import torch
+
+            m = torch.nn.functional.normalize(torch.stack(list(table.values())).float(), dim=-1).mean(0)
+            return torch.nn.functional.normalize(m, dim=0).numpy()
+
+        return self._memoised("mean_emb", teacher.identity + corpus.key, make)
 
     def complexity(self, cfg: ExperimentConfig, model, refiner, student, teacher) -> dict[str, Any]:
         """Params and MACs per second of audio of backbone, teacher, student and refiner.
@@ -400,10 +474,88 @@ def _safe(fn, what: str) -> float:
         return float("nan")
 
 
+class _Accumulator:
+    """Timing, refinement counts and per-utterance speaker evidence of one cell's streams."""
+
+    def __init__(self) -> None:
+        self.wall = 0.0
+        self.audio = 0.0
+        self.peak = 0.0
+        self.n_updates = 0
+        self.n_skipped = 0
+        self.block_s = float("nan")
+        self.cols: dict[str, list[float]] = {"skipped_frac": []}
+
+    def add_timing(self, t, res, refining: bool, n: int) -> None:
+        self.wall += t.wall_s
+        self.audio += t.audio_s
+        self.peak = max(self.peak, t.peak_mem_mb)
+        self.n_updates += int(res.n_updates)
+        self.n_skipped += int(res.n_skipped)
+        self.block_s = res.block_len / SR
+        if refining and res.skipped is not None and res.n_updates:
+            # per utterance: share of its refinement updates the gate skipped
+            self.cols["skipped_frac"].extend(res.skipped.float().mean(0).cpu().tolist())
+        else:
+            self.cols["skipped_frac"].extend([float("nan")] * n)
+
+    def add_speaker(self, ev: dict[str, list[float]]) -> None:
+        for k, v in ev.items():
+            self.cols.setdefault(k, []).extend(v)
+
+    def columns(self) -> dict[str, list[float]]:
+        return self.cols
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine along the last axis (broadcasting), NaN where a vector is zero."""
+    na = np.linalg.norm(a, axis=-1)
+    nb = np.linalg.norm(b, axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (a * b).sum(-1) / (na * nb)
+
+
+def _late_start(m) -> int | None:
+    """Sample where a stream's late part starts (None when the condition has no change)."""
+    t = (m.meta or {}).get("late_start_s")
+    if t is None:
+        return None
+    start = int(round(float(t) * SR))
+    return start if start < len(m.target) - SR // 2 else None
+
+
+def _score(cfg: ExperimentConfig, sets: dict[str, list], outs: dict[str, list[np.ndarray]],
+           extra: dict[str, list[float]] | None = None) -> pd.DataFrame:
+    """Per-utterance metrics of ``outs`` (latency-aligned, per condition) against the clean
+    targets, on the whole utterance and (``late_*``) on the part after a stream's change."""
+    from bench.metrics.quality import evaluate_utterances
+
+    items, late_items, late_pos = [], [], []
+    for cond, ms in sets.items():
+        for m, est in zip(ms, outs[cond], strict=True):
+            n = len(est)
+            items.append((est, m.target[:n], m.mixture[:n]))
+            start = _late_start(m)
+            if start is not None and start < n:
+                late_pos.append(len(items) - 1)
+                late_items.append((est[start:], m.target[start:n], m.mixture[start:n]))
+    df = evaluate_utterances(items, workers=cfg.eval.workers, pesq=cfg.eval.pesq)
+    if late_items:
+        late = evaluate_utterances(late_items, workers=cfg.eval.workers, pesq=cfg.eval.pesq, estoi=False)
+        for col in late.columns:
+            full = np.full(len(df), np.nan) if late[col].dtype != bool else np.zeros(len(df), dtype=bool)
+            full[late_pos] = late[col].to_numpy()
+            df[f"late_{col}"] = full
+    for k, v in (extra or {}).items():
+        df[k] = v
+    return _annotate_conditions(df, sets)
+
+
 def _static(cfg: ExperimentConfig):
     from bench.config import RefineConfig
+    from bench.refine import baseline_name
 
-    return RefineConfig(name="static", alpha=0.0, block_s=cfg.refine.block_s)
+    return RefineConfig(name=baseline_name(), alpha=0.0, block_s=cfg.refine.block_s)
 
 
 def _annotate_conditions(df: pd.DataFrame, sets: dict[str, list]) -> pd.DataFrame:

@@ -17,8 +17,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-METRICS = ("si_sdr", "si_sdri", "pesq", "stoi", "estoi", "spk_cos")
-DELTA_METRICS = ("si_sdr", "pesq", "stoi", "estoi")
+from bench.metrics.stats import (
+    bootstrap_mean,
+    bootstrap_ratio,
+    cluster_bootstrap_mean,
+    holm,
+    paired_p,
+)
+
+METRICS = ("si_sdr", "si_sdri", "pesq", "stoi", "estoi", "out_cos", "traj_cos",
+           "late_si_sdr", "late_si_sdri", "late_pesq", "late_stoi", "late_out_cos", "late_traj_cos")
+DELTA_METRICS = ("si_sdr", "pesq", "stoi", "estoi", "late_si_sdr", "traj_cos", "late_traj_cos")
+SHRINK_METRICS = ("si_sdr", "late_si_sdr")
 PACKAGES = ("torch", "numpy", "pesq", "pystoi", "fvcore", "resemblyzer", "speechbrain", "nemo_toolkit",
             "transformers", "optuna")
 
@@ -59,46 +69,54 @@ def versions() -> str:
     return " ".join(out)
 
 
-def bootstrap_mean(x: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and 95 % percentile-bootstrap CI of ``x`` (NaN ignored); see ``bootstrap_ci``."""
-    from bench.metrics.quality import bootstrap_ci
 
-    x = np.asarray(x, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    lo, hi = bootstrap_ci(x, n_boot=n_boot, seed=seed)
-    return float(x.mean()), lo, hi
+# cells.csv columns that point at another cell (not copied into leaderboard rows)
+LINK_COLS = ("static_id", "upper_id", "control_id", "clean_id")
 
 
-def bootstrap_ratio(num: np.ndarray, den: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """Ratio of means ``mean(num)/mean(den)`` over paired items, with a paired bootstrap CI."""
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    ok = np.isfinite(num) & np.isfinite(den)
-    num, den = num[ok], den[ok]
-    if num.size == 0 or den.mean() == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, num.size, size=(n_boot, num.size))
-    d = den[idx].mean(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = num[idx].mean(axis=1) / d
-    r = r[np.isfinite(r)]
-    lo, hi = (np.percentile(r, 2.5), np.percentile(r, 97.5)) if r.size else (np.nan, np.nan)
-    return float(num.mean() / den.mean()), float(lo), float(hi)
-
-
-def _stats(prefix: str, x: np.ndarray, n_boot: int, seed: int) -> dict[str, float]:
-    m, lo, hi = bootstrap_mean(x, n_boot, seed)
+def _stats(prefix: str, x: np.ndarray, n_boot: int, seed: int, clusters: np.ndarray | None = None) -> dict[str, float]:
+    if clusters is None:
+        m, lo, hi = bootstrap_mean(x, n_boot, seed)
+    else:
+        m, lo, hi = cluster_bootstrap_mean(x, clusters, n_boot, seed)
     return {f"{prefix}_mean": m, f"{prefix}_ci_lo": lo, f"{prefix}_ci_hi": hi}
 
 
-def _paired(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> np.ndarray:
-    """Per-utterance ``a - b`` aligned on (condition, utt)."""
+def _paired(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-utterance ``a - b`` aligned on (condition, utt), and the cluster (mixture) of each."""
     j = a[["condition", "utt", metric]].merge(b[["condition", "utt", metric]], on=["condition", "utt"],
                                                suffixes=("_a", "_b"))
-    return (j[f"{metric}_a"] - j[f"{metric}_b"]).to_numpy()
+    return (j[f"{metric}_a"] - j[f"{metric}_b"]).to_numpy(), _clusters(j)
+
+
+def _clusters(df: pd.DataFrame) -> np.ndarray:
+    """The test mixture each row belongs to: the short-utterance conditions share mixture ``utt``,
+    the stream conditions share stream ``utt``; the pooled row resamples these whole."""
+    from bench.config import STREAM_CONDITIONS
+
+    fam = np.where(df["condition"].isin(STREAM_CONDITIONS).to_numpy(), "stream", "short")
+    return np.char.add(np.char.add(fam.astype(str), ":"), df["utt"].astype(str).to_numpy())
+
+
+def _sub(df: pd.DataFrame | None, cond: str) -> pd.DataFrame | None:
+    if df is None:
+        return None
+    out = df if cond == "all" else df[df["condition"] == cond]
+    return None if out.empty else out
+
+
+def _delta_block(row: dict[str, Any], prefix: str, sub: pd.DataFrame, other: pd.DataFrame, metrics: tuple[str, ...],
+                 n_boot: int, seed: int, pooled: bool) -> None:
+    """Paired differences ``sub - other`` of ``metrics``: mean, CI and Wilcoxon p-value."""
+    for m in metrics:
+        if m not in sub or m not in other:
+            continue
+        d, cl = _paired(sub, other, m)
+        if not np.isfinite(d).any():
+            continue
+        row.update(_stats(f"{prefix}_{m}", d, n_boot, seed, cl if pooled else None))
+        # the pooled row repeats each mixture once per condition: no independent-sample test there
+        row[f"p_{prefix}_{m}"] = float("nan") if pooled else paired_p(d)
 
 
 def leaderboard(per_utt: pd.DataFrame, cells: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -106,14 +124,21 @@ def leaderboard(per_utt: pd.DataFrame, cells: pd.DataFrame, n_boot: int = 1000, 
 
     Args:
         per_utt: per-utterance rows with columns ``cell_id, condition, utt`` and the metrics.
-        cells: one row per cell: ``cell_id, system, static_id, upper_id`` (ids of the matching
-            static baseline and clean-target oracle cells, may be empty) plus descriptive columns
-            (teacher, loss, alpha, params, MACs, provenance ...) copied into the rows.
+        cells: one row per cell: ``cell_id`` and the ids of its matched cells (may be empty):
+            ``static_id`` (the static baseline), ``control_id`` (``shrink`` with the same refine
+            settings), ``upper_id`` (``oracle_target`` with the same settings: the ceiling),
+            ``clean_id`` (``oracle_clean``); other columns (teacher, loss, alpha, params, MACs,
+            provenance ...) are copied into the rows.
         n_boot: bootstrap resamples.
         seed: bootstrap seed.
 
     Returns:
-        One row per (cell, condition) plus a pooled ``all`` condition per cell.
+        One row per (cell, condition) plus a pooled ``all`` condition per cell: mean and 95 %
+        bootstrap CI of every metric; ``d_<m>`` (vs static) and ``ds_<m>`` (vs shrink) paired
+        differences with CI and Wilcoxon p-value, Holm-corrected across the grid's comparisons
+        (``p_d_<m>_holm``); ``headroom_si_sdr`` (ceiling - static) and ``recovered_frac``;
+        ``headroom_clean_si_sdr`` (oracle_clean - static); the spread between training seeds.
+        The pooled row resamples whole test mixtures across conditions.
     """
     out: list[dict[str, Any]] = []
     by_cell = {cid: df for cid, df in per_utt.groupby("cell_id", sort=False)}
@@ -122,39 +147,75 @@ def leaderboard(per_utt: pd.DataFrame, cells: pd.DataFrame, n_boot: int = 1000, 
         df = by_cell.get(cell["cell_id"])
         if df is None:
             continue
-        static = by_cell.get(cell.get("static_id") or "")
-        oracle = by_cell.get(cell.get("upper_id") or "")
+        links = {k: by_cell.get(str(cell.get(k) or "")) for k in LINK_COLS}
         for cond in [*conditions, "all"]:
-            sub = df if cond == "all" else df[df["condition"] == cond]
-            if sub.empty:
+            sub = _sub(df, cond)
+            if sub is None:
                 continue
-            row: dict[str, Any] = {k: cell[k] for k in cells.columns if k not in ("static_id", "upper_id")}
-            row["condition"] = cond
-            row["n"] = int(len(sub))
-            if "skipped_frac" in sub:  # share of refinement updates the gate skipped (NaN: no refiner)
-                row["skipped_frac"] = float(sub["skipped_frac"].mean())
-            for m in METRICS:
-                if m not in sub:
-                    continue
-                row.update(_stats(m, sub[m].to_numpy(), n_boot, seed))
-                fail_col = f"{m}_failed"
-                row[f"{m}_failures"] = int(sub[fail_col].sum()) if fail_col in sub else int(sub[m].isna().sum())
-            st = None if static is None else (static if cond == "all" else static[static["condition"] == cond])
-            if st is not None and not st.empty and cell["cell_id"] != cell.get("static_id"):
-                for m in DELTA_METRICS:
-                    row.update(_stats(f"d_{m}", _paired(sub, st, m), n_boot, seed))
-            orc = None if oracle is None else (oracle if cond == "all" else oracle[oracle["condition"] == cond])
-            if st is not None and not st.empty and orc is not None and not orc.empty:
-                head = _paired(orc, st, "si_sdr")
-                row.update(_stats("headroom_si_sdr", head, n_boot, seed))
-                if cell["cell_id"] not in (cell.get("static_id"), cell.get("upper_id")):
-                    gain = _paired(sub, st, "si_sdr")
-                    # A fraction of a headroom whose CI includes 0 is a ratio of noise: NaN.
-                    if gain.shape == head.shape and row["headroom_si_sdr_ci_lo"] > 0:
-                        r, lo, hi = bootstrap_ratio(gain, head, n_boot, seed)
-                        row.update({"recovered_frac": r, "recovered_ci_lo": lo, "recovered_ci_hi": hi})
-            out.append(row)
-    return pd.DataFrame(out)
+            out.append(_row(cell, cells.columns, cond, sub, {k: _sub(v, cond) for k, v in links.items()},
+                            n_boot, seed))
+    board = pd.DataFrame(out)
+    _holm_columns(board)
+    _seed_spread(board)
+    return board
+
+
+def _row(cell: pd.Series, columns: Any, cond: str, sub: pd.DataFrame, links: dict[str, pd.DataFrame | None],
+         n_boot: int, seed: int) -> dict[str, Any]:
+    pooled = cond == "all"
+    clusters = _clusters(sub) if pooled else None
+    row: dict[str, Any] = {k: cell[k] for k in columns if k not in LINK_COLS}
+    row["condition"] = cond
+    row["n"] = int(len(sub))
+    if "skipped_frac" in sub:  # share of refinement updates the gate skipped (NaN: no refiner)
+        row["skipped_frac"] = float(sub["skipped_frac"].mean())
+    for m in METRICS:
+        if m not in sub or not sub[m].notna().any():
+            continue
+        row.update(_stats(m, sub[m].to_numpy(), n_boot, seed, clusters))
+        fail_col = f"{m}_failed"
+        row[f"{m}_failures"] = int(sub[fail_col].sum()) if fail_col in sub else int(sub[m].isna().sum())
+    cid = cell["cell_id"]
+    st, ctl, up, clean = links["static_id"], links["control_id"], links["upper_id"], links["clean_id"]
+    if st is not None and cid != cell.get("static_id"):
+        _delta_block(row, "d", sub, st, DELTA_METRICS, n_boot, seed, pooled)
+    if ctl is not None and cid != cell.get("control_id"):
+        _delta_block(row, "ds", sub, ctl, SHRINK_METRICS, n_boot, seed, pooled)
+    if st is not None and clean is not None:
+        head, cl = _paired(clean, st, "si_sdr")
+        row.update(_stats("headroom_clean_si_sdr", head, n_boot, seed, cl if pooled else None))
+    if st is not None and up is not None:
+        head, cl = _paired(up, st, "si_sdr")
+        row.update(_stats("headroom_si_sdr", head, n_boot, seed, cl if pooled else None))
+        if cid not in (cell.get("static_id"), cell.get("upper_id")):
+            gain, _ = _paired(sub, st, "si_sdr")
+            # A fraction of a headroom whose CI includes 0 is a ratio of noise: NaN.
+            if gain.shape == head.shape and row["headroom_si_sdr_ci_lo"] > 0:
+                r, lo, hi = bootstrap_ratio(gain, head, n_boot, seed)
+                row.update({"recovered_frac": r, "recovered_ci_lo": lo, "recovered_ci_hi": hi})
+    return row
+
+
+def _holm_columns(board: pd.DataFrame) -> None:
+    """``p_<x>_holm``: Holm correction of every ``p_<x>`` column across the grid's rows."""
+    for col in [c for c in board.columns if c.startswith("p_") and not c.endswith("_holm")]:
+        board[f"{col}_holm"] = holm(board[col].to_numpy(dtype=np.float64))
+
+
+def _seed_spread(board: pd.DataFrame) -> None:
+    """``d_si_sdr_seed_sd`` / ``n_seeds``: the standard deviation, between the training seeds of
+    otherwise identical cells, of the mean paired SI-SDR gain (the training variance that the
+    mixture CIs do not cover). NaN where a system has a single seed."""
+    if board.empty or "d_si_sdr_mean" not in board or "seed" not in board:
+        return
+    ignore = {"cell_id", "seed", "config_hash", "date", "git_commit", "versions", "device", "n"}
+    keys = [c for c in board.columns if c in ("system", "condition", "teacher", "loss", "tau", "alpha", "rule", "block_s",
+                                              "context_s", "gate", "gate_threshold", "student_inputs",
+                                              "distill_steps", "pse", "pse_tag") and c not in ignore]
+    filled = board[keys].astype(str)
+    grp = board.groupby([filled[k] for k in keys], sort=False)["d_si_sdr_mean"]
+    board["d_si_sdr_seed_sd"] = grp.transform(lambda x: x.std(ddof=1) if x.notna().sum() > 1 else np.nan)
+    board["n_seeds"] = grp.transform(lambda x: int(x.notna().sum()))
 
 
 SUMMARY_COLS = [
@@ -165,8 +226,12 @@ SUMMARY_COLS = [
     ("si_sdr_mean", "SI-SDR"),
     ("si_sdri_mean", "SI-SDRi"),
     ("d_si_sdr_mean", "dSI-SDR vs static"),
+    ("p_d_si_sdr_holm", "p (Holm)"),
+    ("ds_si_sdr_mean", "vs shrink"),
+    ("late_si_sdri_mean", "late SI-SDRi"),
     ("pesq_mean", "PESQ"),
     ("stoi_mean", "STOI"),
+    ("traj_cos_mean", "traj cos"),
     ("headroom_si_sdr_mean", "headroom"),
     ("recovered_frac", "recovered"),
     ("total_macs_per_s", "MMAC/s"),
@@ -181,6 +246,8 @@ def _fmt(col: str, v: Any, plain_int: bool = False) -> str:
         return f"{v / 1e6:.1f}"
     if col in ("student_params", "distill_steps") and finite:
         return f"{int(v)}"
+    if col.startswith("p_") and finite:
+        return f"{v:.2g}"
     if isinstance(v, float):
         if not np.isfinite(v):
             return ""
@@ -192,6 +259,8 @@ def _fmt(col: str, v: Any, plain_int: bool = False) -> str:
 # differing in, say, the gate threshold never look like duplicates
 AXIS_COLS = [
     ("teacher", "teacher"),
+    ("test_corpus", "test corpus"),
+    ("rule", "rule"),
     ("tau", "tau"),
     ("student_inputs", "inputs"),
     ("distill_steps", "distill steps"),

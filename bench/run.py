@@ -75,58 +75,82 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _variant(cfg, name: str):
+    """``cfg`` with refiner ``name`` and the same refine settings (a fixed refiner's alpha is 0)."""
+    from bench.refine import refiner_class
+
+    alpha = cfg.refine.alpha if refiner_class(name).updates_embedding else 0.0
+    return replace(cfg, refine=replace(cfg.refine, name=name, alpha=alpha))
+
+
 def _with_baselines(cells: list) -> list:
-    """Add the static-embedding baseline and the clean-target oracle (the headroom reference) of
-    every personalized cell when the grid lacks them."""
+    """Add what every personalized cell is compared with, when the grid lacks it: the baseline
+    (``static``) and the fixed references (``oracle_clean``, ``oracle_enroll_clean``) once, and
+    for every refining cell its ``control`` (``shrink``) and ``ceiling`` (``oracle_target``) with
+    the same rate, rule, block, context and gate."""
     from bench.cache import config_hash
     from bench.config import Cell
-    from bench.pipeline import FIXED_EMBEDDING, eval_slice
+    from bench.pipeline import eval_slice
+    from bench.refine import names_with_role, refiner_class
 
     have = {config_hash(eval_slice(c.config)) for c in cells}
+    fixed = names_with_role("baseline") + names_with_role("reference")
+    matched = names_with_role("control") + names_with_role("ceiling")
     extra = []
+
+    def add(cfg, name: str) -> None:
+        k = config_hash(eval_slice(cfg))
+        if k not in have:
+            have.add(k)
+            extra.append(Cell(config=cfg, axes={"refine.name": name, "implicit": True}))
+
     for c in cells:
         if not c.config.pse.personalized:
             continue
-        for name in FIXED_EMBEDDING:
-            base = replace(c.config, refine=replace(c.config.refine, name=name, alpha=0.0))
-            k = config_hash(eval_slice(base))
-            if k not in have:
-                have.add(k)
-                extra.append(Cell(config=base, axes={"refine.name": name, "implicit": True}))
+        for name in fixed:
+            add(_variant(c.config, name), name)
+        cls = refiner_class(c.config.refine.name)
+        if cls.role == "system" and cls.updates_embedding and c.config.refine.alpha > 0:
+            for name in matched:
+                add(_variant(c.config, name), name)
     return extra + cells
 
 
 def _describe(cfg) -> str:
-    from bench.pipeline import system_name, updates_embedding, uses_student
+    from bench.refine import system_name, updates_embedding, uses_student
 
     parts = [f"system={system_name(cfg)}", f"teacher={cfg.teacher.name}/{cfg.teacher.source}"]
     if uses_student(cfg):
         parts += [f"loss={cfg.distill.loss}", f"tau={cfg.distill.tau}", f"seed={cfg.seed}",
                   f"inputs={'+'.join(cfg.distill.inputs)}", f"steps={cfg.distill.steps}"]
     if updates_embedding(cfg):
-        parts += [f"alpha={cfg.refine.alpha}", f"block_s={cfg.refine.block_s}", f"context_s={cfg.refine.context_s}"]
+        parts += [f"alpha={cfg.refine.alpha}", f"rule={cfg.refine.rule}", f"block_s={cfg.refine.block_s}",
+                  f"context_s={cfg.refine.context_s}"]
         if cfg.refine.gate != "none":
             parts += [f"gate={cfg.refine.gate}>{cfg.refine.gate_threshold}"]
     return " ".join(parts)
 
 
-def _cell_row(cfg, cell_id: str, info: dict[str, Any], static_id: str, upper_id: str, common: dict[str, Any]) -> dict:
+def _cell_row(cfg, cell_id: str, info: dict[str, Any], links: dict[str, str], common: dict[str, Any]) -> dict:
     from bench.cache import config_hash
-    from bench.pipeline import system_name, updates_embedding, uses_student
+    from bench.refine import refiner_class, system_name, updates_embedding, uses_student
 
     stu = uses_student(cfg)
     refining = updates_embedding(cfg)
+    cls = refiner_class(cfg.refine.name) if cfg.pse.personalized else None
     return {
         "cell_id": cell_id,
-        "static_id": static_id,
-        "upper_id": upper_id,
+        **links,
         "system": system_name(cfg),
+        "role": cls.role if cls is not None else "backbone",
         "teacher": cfg.teacher.name,
         "teacher_source": cfg.teacher.source,
         "teacher_weights": info.get("teacher_weights", ""),
         "loss": cfg.distill.loss if stu else "",
         "tau": cfg.distill.tau if stu and cfg.distill.loss == "contrastive" else float("nan"),
         "alpha": cfg.refine.alpha if refining else 0.0,
+        "rule": cfg.refine.rule if refining else "",
+        "n0": cfg.refine.n0 if refining and cfg.refine.rule == "anchored" else float("nan"),
         "block_s": cfg.refine.block_s if refining else float("nan"),
         "gate": cfg.refine.gate if refining else "",
         "gate_threshold": cfg.refine.gate_threshold if refining and cfg.refine.gate != "none" else float("nan"),
@@ -135,6 +159,11 @@ def _cell_row(cfg, cell_id: str, info: dict[str, Any], static_id: str, upper_id:
         "student_inputs": "+".join(cfg.distill.inputs) if stu else "",
         "distill_steps": cfg.distill.steps if stu else float("nan"),
         "pse": f"{cfg.pse.name}/{cfg.pse.size}",
+        "pse_source": info.get("pse_source", cfg.pse.source),
+        "train_corpus": cfg.corpus.name if not cfg.corpus.path else f"{cfg.corpus.name}:{cfg.corpus.path}",
+        "test_corpus": (cfg.test_corpus.name if not cfg.test_corpus.path
+                        else f"{cfg.test_corpus.name}:{cfg.test_corpus.path}") if cfg.test_corpus.name else "(same)",
+        "eval_split": cfg.eval.split,
         "pse_params": info.get("pse_params"),
         "pse_buffers": info.get("pse_buffers"),
         "pse_macs_per_s": info.get("pse_macs_per_s"),
@@ -145,10 +174,12 @@ def _cell_row(cfg, cell_id: str, info: dict[str, Any], static_id: str, upper_id:
         "rtf": info.get("rtf"),
         "peak_mem_mb": info.get("peak_mem_mb"),
         "teacher_eer": info.get("teacher_eer"),
+        "teacher_min_dcf": info.get("teacher_min_dcf"),
         "student_eer": info.get("student_eer") if stu else float("nan"),
+        "student_min_dcf": info.get("student_min_dcf") if stu else float("nan"),
         "student_agreement": info.get("student_agreement") if stu else float("nan"),
         "student_val_agreement": (info.get("student_train") or {}).get("val_agreement", float("nan")),
-        "config_hash": config_hash(cfg.to_dict()),
+        "config_hash": config_hash({k: v for k, v in cfg.to_dict().items() if k != "cache_dir"}),
         **common,
     }
 
@@ -182,13 +213,29 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
     by_key = {ids[id(c)]: c for c in cells}
 
     def match(cfg, refine_name: str) -> str:
-        want = replace(cfg, refine=replace(cfg.refine, name=refine_name,
-                                            alpha=0.0 if refine_name == "static" else cfg.refine.alpha))
-        k = config_hash(eval_slice(want))
+        k = config_hash(eval_slice(_variant(cfg, refine_name)))
         return k if k in by_key else ""
+
+    def links(cfg) -> dict[str, str]:
+        """Ids of the cells this one is compared with (see ``bench.report.leaderboard``)."""
+        from bench.refine import baseline_name, names_with_role, reference_name, refiner_class
+
+        if not cfg.pse.personalized:  # compared with the static personalized backbone it pairs with
+            cfg = replace(cfg, pse=replace(cfg.pse, personalized=True))
+            return {"static_id": match(cfg, baseline_name()), "control_id": "", "upper_id": "", "clean_id": ""}
+        cls = refiner_class(cfg.refine.name)
+        matched = cls.updates_embedding and cfg.refine.alpha > 0
+        first = {role: (names_with_role(role) or [""])[0] for role in ("control", "ceiling")}
+        return {
+            "static_id": match(cfg, baseline_name()),
+            "control_id": match(cfg, first["control"]) if matched and first["control"] else "",
+            "upper_id": match(cfg, first["ceiling"]) if matched and first["ceiling"] else "",
+            "clean_id": match(cfg, reference_name("clean_target")) if reference_name("clean_target") else "",
+        }
 
     per_utt: list[pd.DataFrame] = []
     cell_rows: list[dict] = []
+    traj_rows: list[dict] = []
     failures: list[tuple[str, str]] = []
     t0 = time.time()
 
@@ -198,6 +245,9 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
                 pd.concat(per_utt, ignore_index=True).to_csv(tmp, index=False)
         with atomic_path(out / "cells.csv") as tmp:
             pd.DataFrame(cell_rows).to_csv(tmp, index=False)
+        if traj_rows:
+            with atomic_path(out / "trajectory.csv") as tmp:
+                pd.DataFrame(traj_rows).to_csv(tmp, index=False)
 
     try:
         prefetch(pipe, cells, workers=_workers(first), progress=progress)
@@ -208,7 +258,8 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
         mix = pipe.mixture_rows(first)
         mix.insert(0, "cell_id", "mixture")
         per_utt.append(mix)
-        cell_rows.append({"cell_id": "mixture", "static_id": "", "upper_id": "", "system": "mixture",
+        cell_rows.append({"cell_id": "mixture", "static_id": "", "upper_id": "", "control_id": "", "clean_id": "",
+                          "system": "mixture", "role": "input",
                           "teacher": "", "teacher_source": "", "loss": "", "alpha": float("nan"), **common})
         flush()
     except Exception as exc:  # noqa: BLE001 - reported, run continues with the systems
@@ -230,11 +281,8 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
         rows = res.rows.copy()
         rows.insert(0, "cell_id", cid)
         per_utt.append(rows)
-        # the non-personalized backbone is compared with the static personalized one it is paired with
-        static_id = match(cfg, "static") if cfg.pse.personalized else match(
-            replace(cfg, pse=replace(cfg.pse, personalized=True)), "static")
-        upper_id = match(cfg, "oracle_clean") if cfg.pse.personalized else ""
-        cell_rows.append(_cell_row(cfg, cid, res.info, static_id, upper_id, common))
+        cell_rows.append(_cell_row(cfg, cid, res.info, links(cfg), common))
+        traj_rows.extend(_trajectory_rows(cid, cell_rows[-1], res.info))
         flush()
     bar.close()
 
@@ -295,8 +343,8 @@ def prefetch(pipe, cells: list, workers: int, progress: bool = True) -> None:
     from tqdm import tqdm
 
     from bench.distill import distill_key, warm_targets
-    from bench.pipeline import uses_student
     from bench.pse.train import stage_key
+    from bench.refine import uses_student
 
     if pipe.device != "cpu" or workers <= 1:
         return
@@ -339,27 +387,50 @@ def prefetch(pipe, cells: list, workers: int, progress: bool = True) -> None:
             bar.close()
 
 
+def _trajectory_rows(cell_id: str, cell: dict[str, Any], info: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of ``trajectory.csv``: per cell, condition and block, the mean cosine between the
+    embedding used for that block and the teacher embedding of the clean target."""
+    block_s = float(info.get("block_s", float("nan")))
+    keep = ("system", "role", "loss", "alpha", "rule", "seed")
+    return [{"cell_id": cell_id, **{k: cell.get(k) for k in keep}, "condition": cond, "block": k,
+             "t_s": k * block_s, "cos_to_target": float(c)}
+            for cond, series in (info.get("trajectory") or {}).items() for k, c in enumerate(series)]
+
+
 def _print_headroom(board) -> None:
-    """Per condition: headroom (clean-target oracle minus static) and each refiner's paired gain."""
+    """Per condition: the headroom (ceiling refiner, i.e. the teacher on the clean target's blocks,
+    minus static; and the clean-target reference minus static) and the best system's paired gain
+    over static and over the shrink control."""
     import numpy as np
 
     per = board[board["condition"] != "all"]
-    head = per[per["system"] == "oracle_clean"]
-    if head.empty or "d_si_sdr_mean" not in per:
+    if "role" not in per or "d_si_sdr_mean" not in per:
         return
-    ref = per[per["system"].str.startswith("student-") | (per["system"] == "oracle")]
-    print("\nper condition, SI-SDR dB vs static [95 % CI]: headroom = oracle_clean (teacher on the clean target);")
-    print("best refiner = the largest mean paired gain among teacher-oracle and student cells")
-    for _, r in head.iterrows():
-        cond = r["condition"]
-        line = f"  {cond:<12} headroom {r['d_si_sdr_mean']:+.2f} [{r['d_si_sdr_ci_lo']:+.2f}, {r['d_si_sdr_ci_hi']:+.2f}]"
-        sub = ref[ref["condition"] == cond].dropna(subset=["d_si_sdr_mean"])
+    ceil = per[per["role"] == "ceiling"]
+    refs = per[per["role"] == "reference"]
+    systems = per[per["role"] == "system"].dropna(subset=["d_si_sdr_mean"])
+    if ceil.empty and refs.empty:
+        return
+    print("\nper condition, SI-SDR dB vs static [95 % CI]; ceiling = teacher on the clean target's blocks")
+    print("(per rate), reference = fixed embedding of the clean target; best system = largest mean gain")
+
+    def fmt(r, col="d_si_sdr"):
+        return f"{r[col + '_mean']:+.2f} [{r[col + '_ci_lo']:+.2f}, {r[col + '_ci_hi']:+.2f}]"
+
+    for cond in dict.fromkeys(per["condition"]):
+        parts = [f"  {cond:<15}"]
+        for _, r in refs[refs["condition"] == cond].iterrows():
+            if np.isfinite(r["d_si_sdr_mean"]):
+                parts.append(f"{r['system']} {fmt(r)}")
+        for _, r in ceil[ceil["condition"] == cond].iterrows():
+            parts.append(f"ceiling a={r['alpha']} {fmt(r)}")
+        sub = systems[systems["condition"] == cond]
         if not sub.empty:
             b = sub.loc[sub["d_si_sdr_mean"].idxmax()]
             tag = f"{b['system']} a={b['alpha']}" + (f" seed={b['seed']}" if str(b.get("seed", "")) not in ("", "nan") else "")
-            line += f"   best refiner {tag}: {b['d_si_sdr_mean']:+.2f} [{b['d_si_sdr_ci_lo']:+.2f}, {b['d_si_sdr_ci_hi']:+.2f}]"
-        if np.isfinite(r["d_si_sdr_mean"]):
-            print(line)
+            vs = f" vs shrink {fmt(b, 'ds_si_sdr')}" if "ds_si_sdr_mean" in b and np.isfinite(b["ds_si_sdr_mean"]) else ""
+            parts.append(f"best {tag}: {fmt(b)}{vs}")
+        print("; ".join(parts))
 
 
 def _markdown_report(name: str, board, common: dict[str, Any], argv: list[str] | None) -> str:

@@ -92,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         params = [Param.parse(p) for p in (args.params or ["refine.alpha=0.0:1.0", "distill.tau=0.02:1.0:log"])]
         # the grid's base config (with --set applied), not its first cell (often a baseline)
         base = ExperimentConfig.from_dict({**grid.base, "name": grid.name}).to_dict()
-        if base["refine"]["name"] == "static":  # a sweep over alpha needs a refiner that uses it
-            base["refine"]["name"] = "ema"
+        from bench.refine import default_system, refiner_class
+
+        if not refiner_class(base["refine"]["name"]).updates_embedding:  # a sweep over alpha needs a refiner
+            base["refine"]["name"] = default_system()
         base["eval"]["split"] = "val"
         base["eval"]["n_test"] = base["eval"].get("n_val", 20)
         probe = ExperimentConfig.from_dict(base)

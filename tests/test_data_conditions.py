@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench.audio import SR
-from bench.config import CONDITIONS
+from bench.config import ENROLL_CONDITIONS as CONDITIONS
 from bench.data.conditions import apply_condition, bandlimit, colored_noise, drift, scale_to_ratio
 from tests._data_helpers import make_corpus, voice
 

@@ -9,11 +9,14 @@ from bench import figures
 def _board() -> pd.DataFrame:
     rows = []
     for cond in ("clean", "competing", "all"):
-        for system, alpha, loss in [("static", 0.0, ""), ("oracle", 0.5, ""), ("oracle_clean", 0.0, ""), ("student-mse", 0.2, "mse"),
-                                    ("student-mse", 0.5, "mse"), ("student-contrastive", 0.5, "contrastive")]:
+        for system, role, alpha, loss in [
+            ("static", "baseline", 0.0, ""), ("oracle", "system", 0.5, ""), ("oracle_target", "ceiling", 0.5, ""),
+            ("student-mse", "system", 0.2, "mse"), ("student-mse", "system", 0.5, "mse"),
+            ("student-contrastive", "system", 0.5, "contrastive"),
+        ]:
             d = 0.0 if system == "static" else alpha
             rows.append({
-                "system": system, "alpha": alpha, "loss": loss, "condition": cond, "si_sdr_mean": 5 + d,
+                "system": system, "role": role, "alpha": alpha, "loss": loss, "condition": cond, "si_sdr_mean": 5 + d,
                 "si_sdri_mean": 3 + d, "d_si_sdr_mean": d, "d_si_sdr_ci_lo": d - 0.1, "d_si_sdr_ci_hi": d + 0.1,
                 "headroom_si_sdr_mean": 1.0, "total_macs_per_s": 5e7 + (1e8 if system == "oracle" else 1e6),
             })

@@ -284,3 +284,131 @@ def test_streaming_on_cuda_matches_cpu():
     assert gpu.enhanced.is_cuda
     torch.testing.assert_close(gpu.enhanced.cpu(), cpu.enhanced, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(gpu.embeddings.cpu(), cpu.embeddings, rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- references, control, rules
+class WindowTeacher(nn.Module):
+    """Records every window it embeds; its embedding is the window's last sample on axis 0."""
+
+    dim = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.windows: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def embed(self, wav: torch.Tensor) -> torch.Tensor:
+        self.windows.append(wav.clone())
+        out = torch.zeros(wav.shape[0], 3)
+        out[:, 0] = 1.0
+        out[:, 1] = wav[:, -1]
+        return out
+
+
+def test_roles_labels_and_what_refiners_declare():
+    from bench.config import ExperimentConfig
+    from bench.refine import (
+        baseline_name,
+        names_with_role,
+        reference_name,
+        refiner_class,
+        system_name,
+    )
+
+    assert baseline_name() == "static"
+    assert set(names_with_role("reference")) >= {"oracle_clean", "oracle_enroll_clean"}
+    assert names_with_role("control") == ["shrink"] and names_with_role("ceiling") == ["oracle_target"]
+    assert reference_name("clean_target") == "oracle_clean"
+    assert refiner_class("ema").uses_student and not refiner_class("oracle").uses_student
+    assert refiner_class("oracle_target").needs_target and refiner_class("shrink").needs_mean_embedding
+    cfg = ExperimentConfig.from_dict({"refine": {"name": "ema", "alpha": 0.1}, "distill": {"loss": "mse"}})
+    assert system_name(cfg) == "student-mse"
+    cfg.pse.personalized = False
+    assert system_name(cfg) == "nonpersonalized"
+    with pytest.raises(ValueError, match="unknown refiner role"):
+        names_with_role("boss")
+
+
+def test_shrink_with_rate_zero_is_static_bit_for_bit():
+    from bench.refine import ShrinkRefiner
+
+    model = FakeCausalPSE()
+    mix, e0 = _mixture(3, 203), _unit(3)
+    static = enhance_streaming(model, mix, e0, StaticRefiner(RefineConfig()), block_s=0.001)
+    r = ShrinkRefiner(RefineConfig(name="shrink", alpha=0.0))
+    r.bind(mean_embedding=torch.tensor([0.0, 0.0, 1.0]))
+    shrink = enhance_streaming(model, mix, e0, r, block_s=0.001)
+    assert torch.equal(static.enhanced, shrink.enhanced)
+    assert torch.equal(static.embeddings, shrink.embeddings)
+
+
+def test_shrink_moves_toward_the_mean_embedding_only():
+    from bench.refine import ShrinkRefiner
+
+    r = ShrinkRefiner(RefineConfig(name="shrink", alpha=0.5))
+    with pytest.raises(ValueError, match="mean training embedding"):
+        r.update(_unit(1), torch.randn(1, 32))
+    r.bind(mean_embedding=torch.tensor([0.0, 0.0, 2.0]))
+    e = torch.tensor([[1.0, 0.0, 0.0]])
+    a = r.update(e, torch.randn(1, 32))
+    b = r.update(e, torch.zeros(1, 32))  # what the block holds does not matter
+    h = 1 / math.sqrt(2)
+    torch.testing.assert_close(a, torch.tensor([[h, 0.0, h]]))
+    torch.testing.assert_close(a, b)
+    assert r.count_extra_macs(64) == 0.0
+
+
+def test_oracle_target_sees_only_the_current_block_and_past_context():
+    from bench.refine import TargetOracleRefiner
+
+    teacher = WindowTeacher()
+    cfg = RefineConfig(name="oracle_target", alpha=0.5, context_s=0.001)  # 16 samples of context
+    r = TargetOracleRefiner(cfg, None, teacher)
+    total = 96
+    target = torch.arange(total, dtype=torch.float32).repeat(2, 1)  # value = sample index
+    mix = _mixture(2, total)
+    with pytest.raises(ValueError, match="clean target"):
+        enhance_streaming(FakeCausalPSE(), mix, _unit(2), r, block_s=0.001)
+    res = enhance_streaming(FakeCausalPSE(), mix, _unit(2), r, block_s=0.001, target=target)
+    assert res.block_len == 16 and len(teacher.windows) == res.n_updates == 5
+    for k, w in enumerate(teacher.windows):
+        stop = (k + 1) * 16
+        start = max(0, stop - 16 - 16)
+        # exactly the target's samples [start, stop): the block and its past context, nothing later
+        torch.testing.assert_close(w[0], torch.arange(start, stop, dtype=torch.float32))
+
+
+def test_anchored_rule_is_a_running_mean_with_the_enrollment_weighing_n0():
+    s = torch.tensor([[0.0, 1.0]])
+    r = EMARefiner(RefineConfig(name="ema", alpha=0.1, rule="anchored", n0=3.0), ConstStudent(s))
+    e = torch.tensor([[1.0, 0.0]])
+    r.reset()
+    e1 = r.update(e, torch.randn(1, 8))  # rate 1/(1+3)
+    v = torch.tensor([[0.75, 0.25]])
+    torch.testing.assert_close(e1, v / v.norm())
+    e2 = r.update(e1, torch.randn(1, 8))  # rate 1/(2+3)
+    v2 = 0.8 * e1 + 0.2 * s
+    torch.testing.assert_close(e2, v2 / v2.norm())
+    r.reset()
+    assert r.k == 0
+
+
+def test_reliability_rule_weights_by_agreement_with_the_start_embedding():
+    vec = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])  # cos with e0: 1.0, 0.6, 0.0
+
+    class PerItem(nn.Module):
+        def forward(self, wav):
+            return vec
+
+    cfg = RefineConfig(name="ema", alpha=0.5, rule="reliability", rel_lo=0.2, rel_hi=0.8)
+    r = EMARefiner(cfg, PerItem())
+    e0 = torch.tensor([[1.0, 0.0]]).repeat(3, 1)
+    r.reset()
+    new = r.update(e0, torch.randn(3, 8))
+    # weights: 1 (clipped), (0.6 - 0.2) / 0.6 = 2/3, 0 -> rates 0.5, 1/3, 0
+    torch.testing.assert_close(new[0], torch.tensor([1.0, 0.0]))
+    want = F.normalize((1 - 1 / 3) * e0[1] + (1 / 3) * vec[1], dim=-1)
+    torch.testing.assert_close(new[1], want)
+    torch.testing.assert_close(new[2], e0[2])
+    with pytest.raises(ValueError, match="rel_hi"):
+        EMARefiner(RefineConfig(name="ema", alpha=0.5, rule="reliability", rel_lo=0.5, rel_hi=0.5), PerItem())

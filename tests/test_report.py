@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from bench.report import bootstrap_mean, bootstrap_ratio, leaderboard, summary_table
 
@@ -117,3 +118,31 @@ def test_leaderboard_reports_the_gates_skipped_share():
     board = leaderboard(per, cells, n_boot=50).set_index("condition")
     assert board.loc["a", "skipped_frac"] == 0.25 and board.loc["b", "skipped_frac"] == 1.0
     assert board.loc["all", "skipped_frac"] == 0.625
+
+
+def test_leaderboard_gain_over_shrink_holm_and_seed_spread():
+    rng = np.random.default_rng(3)
+    base = rng.normal(5.0, 1.0, 30)
+    rows = [_rows("st", base), _rows("sh", base + 0.2), _rows("up", base + 1.5),
+            _rows("s0", base + 0.5 + rng.normal(0, 0.1, 30)), _rows("s1", base + 0.7 + rng.normal(0, 0.1, 30))]
+    per_utt = pd.concat(rows, ignore_index=True)
+    link = {"static_id": "st", "control_id": "sh", "upper_id": "up", "clean_id": ""}
+    cells = pd.DataFrame([
+        {"cell_id": "st", "system": "static", "static_id": "st", "control_id": "", "upper_id": "", "clean_id": "",
+         "alpha": 0.0, "seed": ""},
+        {"cell_id": "sh", "system": "shrink", **link, "alpha": 0.3, "seed": ""},
+        {"cell_id": "up", "system": "oracle_target", **link, "alpha": 0.3, "seed": ""},
+        {"cell_id": "s0", "system": "student-mse", **link, "alpha": 0.3, "seed": 0},
+        {"cell_id": "s1", "system": "student-mse", **link, "alpha": 0.3, "seed": 1},
+    ])
+    board = leaderboard(per_utt, cells, n_boot=200).set_index(["cell_id", "condition"])
+    s0 = board.loc[("s0", "clean")]
+    assert s0["ds_si_sdr_mean"] == pytest.approx(0.3, abs=0.05)  # gain over shrink, paired
+    assert s0["ds_si_sdr_ci_lo"] > 0
+    assert s0["headroom_si_sdr_mean"] == pytest.approx(1.5)
+    assert s0["p_d_si_sdr"] < 1e-3 and s0["p_d_si_sdr_holm"] >= s0["p_d_si_sdr"]
+    # the spread between the two training seeds of the same system
+    assert s0["n_seeds"] == 2 and s0["d_si_sdr_seed_sd"] == pytest.approx(np.std(
+        [board.loc[("s0", "clean"), "d_si_sdr_mean"], board.loc[("s1", "clean"), "d_si_sdr_mean"]], ddof=1))
+    assert np.isnan(board.loc[("sh", "clean"), "d_si_sdr_seed_sd"])
+    assert np.isnan(board.loc[("s0", "all"), "p_d_si_sdr"])  # the pooled row repeats mixtures: no test

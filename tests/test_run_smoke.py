@@ -21,6 +21,10 @@ REQUIRED = [
     "recovered_frac", "pse_params", "student_params", "pse_macs_per_s", "extra_macs_per_s",
     "total_macs_per_s", "rtf", "peak_mem_mb", "config_hash", "git_commit", "versions", "device", "date",
     "gate", "gate_threshold", "context_s", "student_inputs", "distill_steps", "skipped_frac",
+    # the regime issue: references, control, late metrics, speaker evidence, statistics
+    "role", "rule", "ds_si_sdr_mean", "ds_si_sdr_ci_lo", "ds_si_sdr_ci_hi", "p_d_si_sdr", "p_d_si_sdr_holm",
+    "headroom_clean_si_sdr_mean", "late_si_sdr_mean", "late_si_sdri_mean", "traj_cos_mean", "out_cos_mean",
+    "late_traj_cos_mean", "d_si_sdr_seed_sd", "n_seeds", "train_corpus", "test_corpus", "pse_source",
 ]
 
 
@@ -40,16 +44,27 @@ def test_smoke_completes_with_schema(smoke_run):
     missing = [c for c in REQUIRED if c not in board.columns]
     assert not missing, missing
     systems = set(board["system"])
-    assert {"mixture", "nonpersonalized", "static", "oracle", "oracle_clean", "student-contrastive", "student-mse",
-            "student-cosine"} <= systems
-    assert set(board["condition"]) == {"clean", "competing", "all"}
+    assert {"mixture", "nonpersonalized", "static", "oracle", "oracle_clean", "oracle_enroll_clean", "shrink",
+            "oracle_target", "student-contrastive", "student-mse", "student-cosine"} <= systems
+    assert set(board["condition"]) == {"clean", "competing", "voice_change", "all"}
     assert (board["teacher_source"].dropna() != "").all()
     # no gate in the smoke grid: refiners skip nothing, systems without a refiner have no value
     per = pd.read_csv(out / "per_utterance.csv").merge(pd.read_csv(out / "cells.csv")[["cell_id", "system"]])
     assert (per.loc[per["system"].str.startswith("student-"), "skipped_frac"] == 0.0).all()
     assert per.loc[per["system"] == "static", "skipped_frac"].isna().all()
-    for f in ("per_utterance.csv", "cells.csv", "leaderboard.md", "provenance.json"):
+    for f in ("per_utterance.csv", "cells.csv", "leaderboard.md", "provenance.json", "trajectory.csv"):
         assert (out / f).is_file()
+    # late metrics exist exactly on the stream condition; the trajectory on personalized systems
+    late = per.groupby("condition")["late_si_sdr"].apply(lambda x: x.notna().all())
+    assert late["voice_change"] and not per.loc[per["condition"] != "voice_change", "late_si_sdr"].notna().any()
+    assert per.loc[per["system"] == "static", "traj_cos"].notna().all()
+    assert per.loc[per["system"] == "nonpersonalized", "traj_cos"].isna().all()
+    # every refining system is matched with its control and ceiling at the same rate
+    refining = board[(board["role"] == "system") & (board["alpha"] > 0) & (board["condition"] == "clean")]
+    assert refining["ds_si_sdr_mean"].notna().all() and refining["headroom_si_sdr_mean"].notna().all()
+    traj = pd.read_csv(out / "trajectory.csv")
+    assert {"system", "condition", "block", "t_s", "cos_to_target"} <= set(traj.columns)
+    assert traj["cos_to_target"].between(-1, 1).all()
 
 
 def test_alpha_zero_reproduces_static_exactly(smoke_run):
@@ -96,6 +111,27 @@ def test_failing_cell_keeps_the_others(smoke_run, monkeypatch, capsys):
     assert "injected failure" in capsys.readouterr().err
     board = pd.read_csv(out2 / "leaderboard.csv")
     assert "oracle" not in set(board["system"]) and "static" in set(board["system"])
+
+
+def test_cross_corpus_evaluation_scores_another_corpus(smoke_run, tmp_path):
+    """Backbones and students trained on the smoke corpus, scored on every speaker of another corpus
+    (a manifest) through ``test_corpus``: nothing is retrained, every row says which corpus is which."""
+    from ._data_helpers import make_corpus
+
+    _, _, cache, _ = smoke_run
+    other = make_corpus(tmp_path / "other", n_speakers=5, n_utts=3, seconds=2.5, derived=False)
+    out = tmp_path / "xcorpus"
+    args = ["--grid", SMOKE, "--out", str(out), "--cache-dir", str(cache), "--no-progress",
+            "--set", "test_corpus.name=manifest", "--set", f"test_corpus.path={other.manifest_path}",
+            "--set", "eval.split=all"]
+    assert run.main(args) == 0
+    board = pd.read_csv(out / "leaderboard.csv")
+    per = pd.read_csv(out / "per_utterance.csv")
+    assert set(per["speaker"]) <= set(other.speakers()) and len(set(per["speaker"])) == 5
+    sys_rows = board[board["system"] != "mixture"]
+    assert (sys_rows["train_corpus"] == "embedded").all()
+    assert sys_rows["test_corpus"].str.startswith("manifest:").all()
+    assert board["d_si_sdr_mean"].notna().any()
 
 
 def test_bad_grid_value_is_a_clear_error(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """Evaluation conditions: how the enrollment (or, for ``drift``, the test target) is degraded.
 
-Names come from :data:`bench.config.CONDITIONS`:
+Names come from :data:`bench.config.ENROLL_CONDITIONS` (the stream conditions of the paper's
+regime are built by :mod:`bench.data.streams`):
 
 - ``clean``: first ``enroll_s`` seconds of a different clean utterance of the target speaker.
 - ``short``: a 0.5-2 s clean enrollment.
@@ -27,7 +28,12 @@ from typing import Any
 import numpy as np
 
 from bench.audio import SR, resample
-from bench.config import COMPETING_CONDITIONS, COMPETING_SIR_DB, CONDITIONS
+from bench.config import (
+    COMPETING_CONDITIONS,
+    COMPETING_SIR_DB,
+    ENROLL_CONDITIONS,
+    STREAM_CONDITIONS,
+)
 
 EPS = 1e-12
 
@@ -245,7 +251,7 @@ def apply_condition(name: str, parts: dict[str, Any], rng: np.random.Generator, 
     """Apply evaluation condition ``name``.
 
     Args:
-        name: one of :data:`bench.config.CONDITIONS`.
+        name: one of :data:`bench.config.ENROLL_CONDITIONS`.
         parts: ``enroll_source`` (clean enrollment utterance ``[Ts]``), ``target``
             (dry clean test-target segment ``[T]``), ``speaker``; for ``drift`` also
             ``target_source`` (full target utterance) and ``target_offset`` (sample index);
@@ -264,8 +270,11 @@ def apply_condition(name: str, parts: dict[str, Any], rng: np.random.Generator, 
     Raises:
         ValueError: unknown condition name (the message lists the choices).
     """
-    if name not in CONDITIONS:
-        raise ValueError(f"unknown condition {name!r}; choices: {', '.join(CONDITIONS)}")
+    if name in STREAM_CONDITIONS:
+        raise ValueError(f"{name!r} is a stream condition: build it with bench.data.streams.make_stream_set "
+                         "(or bench.data.mix.make_eval_set)")
+    if name not in ENROLL_CONDITIONS:
+        raise ValueError(f"unknown condition {name!r}; choices: {', '.join(ENROLL_CONDITIONS)}")
     speaker = parts["speaker"]
     exclude = set(parts.get("exclude", ())) | {speaker}
     target = np.asarray(parts["target"], dtype=np.float32)

@@ -262,6 +262,7 @@ class MixtureSampler:
 # --------------------------------------------------------------------------- eval sets
 def make_eval_set(corpus, split: str, mix_cfg, condition: str, n: int, seed: int,
                   test_s: float, competing_sir_db: tuple[float, float] | list[float] = COMPETING_SIR_DB,
+                  stream_s: float = 16.0, stream_levels: tuple[list[float], list[float]] | None = None,
                   ) -> list[Mixture]:
     """A fixed evaluation set of ``n`` mixtures under ``condition``.
 
@@ -281,17 +282,32 @@ def make_eval_set(corpus, split: str, mix_cfg, condition: str, n: int, seed: int
         test_s: mixture length in seconds.
         competing_sir_db: ``[lo, hi]`` dB of the other voice in ``competing`` / ``combined``
             enrollments.
+        stream_s: length of the long streams of the stream conditions (``voice_change``,
+            ``channel_change``, ``drift_long``; see :mod:`bench.data.streams`), seconds.
+        stream_levels: ``(sir_db, snr_db)`` ranges of the streams' interferer and noise (default:
+            those of ``mix_cfg``).
+
+    ``split`` ``all`` (or None) draws from every speaker of the corpus (cross-corpus tests).
 
     Returns:
         list of :class:`Mixture`, ``meta["index"]`` is the position in the set.
     """
-    from bench.config import CONDITIONS
+    from bench.config import CONDITIONS, STREAM_CONDITIONS
 
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; choices: {', '.join(CONDITIONS)}")
+    split = None if split in (None, "all") else split
+    if condition in STREAM_CONDITIONS:
+        from bench.data.streams import make_stream_set
+
+        if stream_levels is not None:
+            from dataclasses import replace
+
+            mix_cfg = replace(mix_cfg, sir_db=list(stream_levels[0]), snr_db=list(stream_levels[1]))
+        return make_stream_set(corpus, split, mix_cfg, condition, n, seed, stream_s)
     sampler = MixtureSampler(corpus, split, mix_cfg, seed)
     length = int(round(test_s * SR))
-    split_tag = int(config_hash(split, length=8), 16)
+    split_tag = int(config_hash(split or "all", length=8), 16)
     cond_tag = int(config_hash(condition, length=8), 16)
     out = []
     for i in range(n):

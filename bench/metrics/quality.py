@@ -162,12 +162,12 @@ def _worker_init() -> None:
             pass
 
 
-def _slow_metrics(est: Any, ref: Any, sr: int, do_pesq: bool) -> dict[str, float]:
+def _slow_metrics(est: Any, ref: Any, sr: int, do_pesq: bool, do_estoi: bool = True) -> dict[str, float]:
     """PESQ / STOI / ESTOI of one item (runs in a worker process)."""
     return {
         "pesq": pesq_wb(est, ref, sr) if do_pesq else float("nan"),
         "stoi": stoi(est, ref, sr),
-        "estoi": estoi(est, ref, sr),
+        "estoi": estoi(est, ref, sr) if do_estoi else float("nan"),
     }
 
 
@@ -183,6 +183,7 @@ def _run_pool(
     workers: int,
     ctx: Any,
     results: dict[int, dict[str, float]],
+    do_estoi: bool = True,
 ) -> list[int]:
     """Compute items ``indices`` in one pool; return the indices lost to a broken pool."""
     lost: list[int] = []
@@ -191,7 +192,7 @@ def _run_pool(
         try:
             for i in indices:
                 est, ref, _ = items[i]
-                futures[i] = ex.submit(_slow_metrics, est, ref, sr, do_pesq)
+                futures[i] = ex.submit(_slow_metrics, est, ref, sr, do_pesq, do_estoi)
         except BrokenProcessPool:
             pass
         for i in indices:
@@ -227,12 +228,14 @@ def evaluate_utterances(
     pesq: bool = True,
     sr: int = 16_000,
     mp_context: str | None = None,
+    estoi: bool = True,
 ) -> pd.DataFrame:
     """Evaluate ``items`` = ``[(est, ref, mix), ...]`` (1-D numpy arrays) into a DataFrame.
 
     One row per item, in order, with columns ``si_sdr, si_sdri, pesq, stoi, estoi`` and a boolean
     ``<metric>_failed`` per metric. A metric that cannot be computed is NaN with its flag set; with
-    ``pesq=False`` the ``pesq`` column is NaN and ``pesq_failed`` False (not computed, not failed).
+    ``pesq=False`` the ``pesq`` column is NaN and ``pesq_failed`` False (not computed, not failed);
+    the same for ``estoi=False``.
 
     SI-SDR(i) is computed here; PESQ/STOI/ESTOI in ``workers`` processes
     (``ProcessPoolExecutor``; start method ``mp_context``, default ``"fork"`` where available, else
@@ -258,7 +261,7 @@ def evaluate_utterances(
     if n and workers <= 1:
         for i, (est, ref, _) in enumerate(items):
             try:
-                slow[i] = _slow_metrics(est, ref, sr, pesq)
+                slow[i] = _slow_metrics(est, ref, sr, pesq, estoi)
             except Exception:  # noqa: BLE001
                 slow[i] = _nan_slow()
     elif n:
@@ -271,7 +274,7 @@ def evaluate_utterances(
                     __import__(mod)
                 except Exception:  # noqa: BLE001 - the worker reports the failure as NaN
                     pass
-        lost = _run_pool(items, list(range(n)), sr, pesq, min(workers, n), ctx, slow)
+        lost = _run_pool(items, list(range(n)), sr, pesq, min(workers, n), ctx, slow, estoi)
         if lost and len(lost) == n and not _pool_works(ctx):
             warnings.warn(
                 f"evaluate_utterances: a {mp_context!r} process pool cannot run here; "
@@ -280,7 +283,7 @@ def evaluate_utterances(
                 stacklevel=2,
             )
             for i in lost:
-                slow[i] = _slow_metrics(items[i][0], items[i][1], sr, pesq)
+                slow[i] = _slow_metrics(items[i][0], items[i][1], sr, pesq, estoi)
         elif lost:
             warnings.warn(
                 f"evaluate_utterances: a worker died; retrying {len(lost)} item(s) one per pool",
@@ -288,7 +291,7 @@ def evaluate_utterances(
                 stacklevel=2,
             )
             for i in lost:  # isolate the culprit: one item per fresh pool
-                if _run_pool(items, [i], sr, pesq, 1, ctx, slow):
+                if _run_pool(items, [i], sr, pesq, 1, ctx, slow, estoi):
                     slow[i] = _nan_slow()
 
     for i, row in enumerate(rows):
@@ -296,7 +299,7 @@ def evaluate_utterances(
     df = pd.DataFrame(rows, columns=list(METRICS))
     for m in METRICS:
         failed = ~np.isfinite(df[m].to_numpy(dtype=np.float64))
-        if m == "pesq" and not pesq:
+        if (m == "pesq" and not pesq) or (m == "estoi" and not estoi):
             failed = np.zeros(n, dtype=bool)
         df[f"{m}_failed"] = failed
     return df

@@ -1,11 +1,20 @@
 """CLI: train a PSE backbone (personalized and/or not) and measure it on held-out speakers.
 
-``python -m bench.pse [--systems personalized,baseline] [--n-test 100] [--seed 12345] [-o key=value ...]``
+``python -m bench.pse [--systems personalized,baseline] [--n-test 100] [--seed 12345] [--quality]
+[-o key=value ...]``
 
 Trains (or loads from the cache) each system with :func:`bench.pse.train.train_pse`, then
-reports SI-SDRi (dB, mean and 95 % bootstrap CI) on ``--n-test`` random mixtures of the
-``test`` split (unseen speakers): personalized, personalized with the wrong speaker's
-embedding, non-personalized, and the mixture's own SI-SDR.
+reports on ``--n-test`` random mixtures of unseen speakers (``eval.split`` of ``test_corpus``
+when one is set, e.g. ``-o test_corpus.name=manifest -o test_corpus.path=DIR/manifest.csv
+-o eval.split=all``; else the ``test`` split of ``corpus``), mean and 95 % bootstrap CI:
+
+* SI-SDRi (dB) of the personalized model with the clean-enrollment embedding (``static``), with
+  the wrong speaker's embedding, with the zero embedding, and of the non-personalized model;
+* the paired gap static minus non-personalized;
+* with ``--quality``: PESQ-WB and STOI of the mixture and of each system, and each system's
+  paired difference to the mixture.
+
+The output is one JSON object (numbers only, so scripts can read it).
 """
 
 from __future__ import annotations
@@ -13,29 +22,66 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
 
 
 def _ci(x: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    means = [x[rng.integers(len(x), size=len(x))].mean() for _ in range(n)]
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    from bench.metrics.stats import bootstrap_ci
+
+    return bootstrap_ci(x, n_boot=n, seed=seed)
+
+
+def _summary(x: np.ndarray) -> dict[str, Any]:
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if not x.size:
+        return {"mean": float("nan"), "ci": [float("nan"), float("nan")], "n": 0}
+    return {"mean": float(x.mean()), "ci": list(_ci(x)), "n": int(x.size)}
 
 
 @torch.no_grad()
+def enhance(model, mixture: torch.Tensor, emb: torch.Tensor | None, chunk: int = 16) -> torch.Tensor:
+    """``model`` on ``mixture [N, T]`` in chunks, latency-aligned: ``[N, T - latency]``."""
+    outs = []
+    for i in range(0, mixture.shape[0], chunk):
+        e = emb[i : i + chunk] if emb is not None else None
+        outs.append(model(mixture[i : i + chunk], e)[:, model.latency_samples :])
+    return torch.cat(outs)
+
+
 def heldout_si_sdri(model, test: dict, emb: torch.Tensor | None, chunk: int = 16) -> np.ndarray:
     """Per-mixture SI-SDRi (dB) of ``model`` on ``test`` (latency-aligned)."""
-    from bench.pse.train import _align, si_sdr
+    from bench.pse.train import si_sdr
 
-    out = []
-    for i in range(0, test["mixture"].shape[0], chunk):
-        mix, tgt = test["mixture"][i : i + chunk], test["target"][i : i + chunk]
-        e = emb[i : i + chunk] if emb is not None else None
-        est, ref = _align(model(mix, e), tgt, model.latency_samples)
-        out.append(si_sdr(est, ref) - si_sdr(mix[:, : ref.shape[1]], ref))
-    return torch.cat(out).numpy()
+    est = enhance(model, test["mixture"], emb, chunk)
+    ref = test["target"][:, : est.shape[1]]
+    return (si_sdr(est, ref) - si_sdr(test["mixture"][:, : est.shape[1]], ref)).numpy()
+
+
+def _quality(est: torch.Tensor, test: dict, workers: int) -> dict[str, np.ndarray]:
+    from bench.metrics.quality import evaluate_utterances
+
+    n = est.shape[1]
+    items = [(e, t[:n], m[:n]) for e, t, m in zip(est.numpy(), test["target"].numpy(), test["mixture"].numpy(),
+                                                   strict=True)]
+    df = evaluate_utterances(items, workers=workers, pesq=True)
+    return {"pesq": df["pesq"].to_numpy(), "stoi": df["stoi"].to_numpy()}
+
+
+def test_mixtures(cfg, cache, n: int, test_s: float, seed: int) -> tuple[dict, Any]:
+    """``n`` random mixtures of the evaluation corpus/split of ``cfg`` (see the module doc)."""
+    from bench.data.corpus import load_corpus
+    from bench.data.mix import MixtureSampler
+
+    corpus_cfg = cfg.test_corpus if cfg.test_corpus.name else cfg.corpus
+    corpus = load_corpus(corpus_cfg, cache)
+    split = None if cfg.eval.split == "all" else ("test" if not cfg.test_corpus.name else cfg.eval.split)
+    sampler = MixtureSampler(corpus, split, cfg.mix, seed)
+    return sampler.batch(np.random.default_rng(seed), n, test_s), corpus
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-s", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=12345,
                    help="seed of the test-mixture draw (another seed: an independent draw, same speakers)")
+    p.add_argument("--quality", action="store_true", help="also PESQ-WB and STOI (slower)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument("--train-only", action="store_true", help="train (or load) the systems, score nothing")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -55,7 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     from bench.cache import Cache
     from bench.config import load_config
     from bench.data.corpus import load_corpus
-    from bench.data.mix import MixtureSampler
     from bench.pse.pdfnet2 import estimate_macs_per_second
     from bench.pse.train import train_pse
     from bench.teachers import load_teacher
@@ -64,45 +111,53 @@ def main(argv: list[str] | None = None) -> int:
     cache = Cache(cfg.cache_dir or None)
     corpus = load_corpus(cfg.corpus, cache)
     teacher = load_teacher(cfg.teacher, cache, corpus, "cpu")
-    sampler = MixtureSampler(corpus, "test", cfg.mix, args.seed)
-    test = sampler.batch(np.random.default_rng(args.seed), args.n_test, args.test_s)
-    emb = teacher.embed(test["enrollment"].float()).float()
-    wrong = emb.roll(1, 0)
-    results: dict[str, object] = {}
-    from bench.pse.train import _align, si_sdr
-
-    _, ref = _align(test["target"], test["target"], 160)
-    mix_sdr = si_sdr(test["mixture"][:, : ref.shape[1]], ref).numpy()
-    results["mixture_si_sdr"] = float(mix_sdr.mean())
+    models = {}
+    results: dict[str, Any] = {}
     for system in args.systems.split(","):
-        cfg.pse.personalized = system == "personalized"
+        c = replace(cfg, pse=replace(cfg.pse, personalized=system == "personalized"))
         t0 = time.time()
-        model, info = train_pse(cfg, corpus, teacher, cache)
+        model, info = train_pse(c, corpus, teacher, cache)
+        models[system] = model
         row = {k: info.get(k) for k in ("steps", "best_step", "best_val_si_sdri", "wall_s", "params", "cached")}
         row["train_call_s"] = time.time() - t0
         row["macs_per_s"] = estimate_macs_per_second(model)
-        x = heldout_si_sdri(model, test, emb if model.personalized else None)
-        row["si_sdri"], row["si_sdri_ci"] = float(x.mean()), _ci(x)
-        if model.personalized:
-            row["per_item"] = x
-            w = heldout_si_sdri(model, test, wrong)
-            row["si_sdri_wrong_emb"] = float(w.mean())
         results[system] = row
-    if "personalized" in results and "baseline" in results:
-        d = results["personalized"]["per_item"] - heldout_si_sdri(
-            train_pse(_np(cfg), corpus, teacher, cache)[0], test, None
-        )
-        results["paired_gap"] = {"mean": float(d.mean()), "ci": _ci(d)}
-    for r in results.values():
-        if isinstance(r, dict):
-            r.pop("per_item", None)
+    if args.train_only:
+        print(json.dumps(results, indent=2, default=float))
+        return 0
+
+    test, test_corpus = test_mixtures(cfg, cache, args.n_test, args.test_s, args.seed)
+    results["test_corpus"] = getattr(test_corpus, "key", "")
+    emb = teacher.embed(test["enrollment"].float()).float()
+    per: dict[str, np.ndarray] = {}
+    outs: dict[str, torch.Tensor] = {}
+    from bench.pse.train import si_sdr
+
+    lat = next(iter(models.values())).latency_samples
+    ref = test["target"][:, : test["target"].shape[1] - lat]
+    results["mixture_si_sdr"] = float(si_sdr(test["mixture"][:, : ref.shape[1]], ref).mean())
+    for model in models.values():
+        if model.personalized:
+            variants = {"static": emb, "wrong_emb": emb.roll(1, 0), "zero_emb": torch.zeros_like(emb)}
+        else:
+            variants = {"nonpersonalized": None}
+        for name, e in variants.items():
+            outs[name] = enhance(model, test["mixture"], e)
+            per[name] = heldout_si_sdri(model, test, e)
+            results.setdefault("si_sdri", {})[name] = _summary(per[name])
+    if "static" in per and "nonpersonalized" in per:
+        results["static_minus_nonpersonalized"] = _summary(per["static"] - per["nonpersonalized"])
+    if args.quality:
+        mix = test["mixture"][:, : ref.shape[1]]
+        q_mix = _quality(mix, test, cfg.eval.workers)
+        results["quality"] = {"mixture": {m: _summary(v) for m, v in q_mix.items()}}
+        for name in ("static", "nonpersonalized"):
+            if name in outs:
+                q = _quality(outs[name], test, cfg.eval.workers)
+                results["quality"][name] = {m: _summary(v) for m, v in q.items()}
+                results["quality"][f"{name}_minus_mixture"] = {m: _summary(q[m] - q_mix[m]) for m in q}
     print(json.dumps(results, indent=2, default=float))
     return 0
-
-
-def _np(cfg):
-    cfg.pse.personalized = False
-    return cfg
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -23,6 +24,8 @@ import torch
 from bench.cache import Cache, atomic_path, atomic_write_json, config_hash
 from bench.config import ExperimentConfig
 from bench.pse.base import PSEModel
+
+log = logging.getLogger("bench")
 
 STAGE = "pse"
 DEFAULT_FFTS = (512, 256, 1024)
@@ -107,10 +110,29 @@ def _make_sampler(corpus: Any, split: str, mix_cfg: Any, seed: int) -> Any:
     return MixtureSampler(corpus, split, mix_cfg, seed)
 
 
+# Bump when the training code changes what a given config produces (the stage's cache key).
+STAGE_VERSION = 2
+# PSEConfig fields that say where weights come from, not how they are trained
+_SOURCE_FIELDS = ("source", "path")
+
+
+# PSEConfig fields about the embedding, meaningless for a non-personalized backbone
+_EMBEDDING_FIELDS = ("emb_degraded", "emb_mix", "emb_mix_max", "emb_drop", "refine_train", "refine_alpha_max")
+
+
+def training_slice(pc: Any) -> dict[str, Any]:
+    """The part of ``cfg.pse`` that shapes trained weights: everything but ``source``/``path``, and
+    for a non-personalized backbone nothing about the embedding either."""
+    skip = _SOURCE_FIELDS + (() if pc.personalized else _EMBEDDING_FIELDS)
+    return {k: v for k, v in vars(pc).items() if k not in skip}
+
+
 def stage_key(cfg: ExperimentConfig, corpus: Any, teacher: Any) -> str:
-    """Cache key of the PSE stage: (pse config, teacher identity, corpus key, mix config)."""
+    """Cache key of the PSE stage: (code version, pse training config, teacher identity, corpus
+    key, mix config, validation size)."""
     ident = teacher.identity if (cfg.pse.personalized and teacher is not None) else "none"
-    return config_hash(cfg.pse, ident, getattr(corpus, "key", ""), cfg.mix)
+    return config_hash(STAGE_VERSION, training_slice(cfg.pse), ident, getattr(corpus, "key", ""), cfg.mix,
+                       max(int(cfg.eval.n_val), VAL_MIN))
 
 
 def build_model(cfg: ExperimentConfig, teacher: Any) -> PSEModel:
@@ -158,6 +180,52 @@ def _batch_emb(
             table[uid] = e
         rows.append(e)
     return torch.stack(rows)
+
+
+def _shipped(cfg: ExperimentConfig, teacher: Any, key: str, device: str) -> tuple[PSEModel, dict[str, Any]] | None:
+    """The backbone from the zoo (``pse.source: zoo``, when an entry has this key) or from a
+    user's checkpoint (``local``); None when it has to be trained (or read from the cache)."""
+    from bench import zoo
+
+    pc = cfg.pse
+    if pc.source == "train":
+        return None
+    if pc.source == "local":
+        state, source, info = zoo.load_local(pc.path), f"local:{pc.path}", {}
+    else:
+        rec = zoo.find(key)
+        if rec is None:
+            log.warning("no zoo entry for backbone %s (%s/%s, %s, key %s): training it here (pse.source=zoo falls "
+                        "back to training; the zoo was built for another corpus or training config)",
+                        zoo.entry_name(cfg), pc.name, pc.size, "personalized" if pc.personalized else
+                        "non-personalized", key)
+            return None
+        state = zoo.load_state(rec)
+        source = f"zoo:{rec['file']}@{rec['sha256'][:12]}"
+        info = {k: rec.get(k) for k in ("steps", "best_step", "best_val_si_sdri", "params")}
+        info["wall_s"] = rec.get("train_wall_s")
+    model = build_model(cfg, teacher)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise zoo.ZooError(f"checkpoint {source} does not fit pse {pc.name}/{pc.size} "
+                           f"({'personalized' if pc.personalized else 'non-personalized'}): {exc}") from None
+    model.to(device).eval()
+    return model, {**info, "key": key, "pse": pc.name, "size": pc.size, "personalized": pc.personalized,
+                   "cached": True, "pse_source": source}
+
+
+def _augmenter(cfg: ExperimentConfig, corpus: Any, teacher: Any, cache: Cache, table: dict[str, torch.Tensor],
+               train_ids: list[str], progress: bool) -> Any:
+    """The embedding augmenter of ``cfg.pse`` (None when every ``emb_*`` switch is off)."""
+    from bench.pse.embaug import EmbeddingAugmenter, degraded_pool
+
+    pc = cfg.pse
+    if not (pc.emb_degraded or pc.emb_mix or pc.emb_drop):
+        return None
+    pool = degraded_pool(teacher, corpus, train_ids, cache, cfg.mix.enroll_s, progress) if pc.emb_degraded else None
+    speaker_of = {u.utt_id: u.speaker for u in corpus.utterances}
+    return EmbeddingAugmenter(pc, table, speaker_of, pool)
 
 
 def _val_set(cfg: ExperimentConfig, corpus: Any, teacher: Any, personalized: bool) -> dict[str, Any]:
@@ -230,6 +298,9 @@ def train_pse(
     if personalized and teacher is None:
         raise ValueError("pse.personalized=true needs a teacher for the enrollment embeddings")
     key = stage_key(cfg, corpus, teacher)
+    shipped = _shipped(cfg, teacher, key, device)
+    if shipped is not None:
+        return shipped
     d = cache.stage_dir(STAGE, key)
     if cache.is_done(STAGE, key) and (d / "model.pt").exists():
         model = build_model(cfg, teacher).to(device)
@@ -237,6 +308,7 @@ def train_pse(
         model.eval()
         info = json.loads((d / "info.json").read_text())
         info["cached"] = True
+        info.setdefault("pse_source", "trained")
         return model, info
 
     pc = cfg.pse
@@ -248,9 +320,11 @@ def train_pse(
 
     t_start = time.time()
     table: dict[str, torch.Tensor] = {}
+    augment = None
     if personalized:
         train_ids = [u.utt_id for u in corpus.utterances if getattr(u, "split", "train") == "train"]
         table = enrollment_embeddings(teacher, corpus, train_ids, cache)
+        augment = _augmenter(cfg, corpus, teacher, cache, table, train_ids, progress)
     val = _val_set(cfg, corpus, teacher, personalized)
     t_prep = time.time() - t_start
 
@@ -289,6 +363,12 @@ def train_pse(
         )
         mix, tgt = (mix * gain).to(device), (tgt * gain).to(device)
         emb = _batch_emb(b, table, teacher).to(device) if personalized else None
+        if augment is not None:
+            emb = augment(emb, b["enroll_ids"], rng)
+        if personalized and pc.refine_train and rng.random() < pc.refine_train:
+            from bench.pse.embaug import refine_embedding
+
+            emb = refine_embedding(model, teacher, mix, emb, lat, pc.refine_alpha_max, rng)
         loss = pse_loss(model(mix, emb), tgt, lat, pc.spec_ffts, pc.spec_weight)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, pc)
@@ -353,6 +433,7 @@ def train_pse(
         "history": history,
         "resumed": resumed,
         "cached": False,
+        "pse_source": "trained",
     }
     with atomic_path(d / "model.pt") as tmp:
         torch.save(model.state_dict(), tmp)

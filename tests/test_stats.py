@@ -1,0 +1,59 @@
+"""bench.metrics.stats: bootstrap (plain and by cluster), paired test, Holm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.metrics.stats import bootstrap_ci, bootstrap_mean, cluster_bootstrap_mean, holm, paired_p
+
+
+def test_bootstrap_is_seeded_and_brackets_the_mean():
+    x = np.random.default_rng(0).normal(2.0, 1.0, 80)
+    m, lo, hi = bootstrap_mean(x, 500, seed=3)
+    assert lo < m < hi and m == pytest.approx(x.mean())
+    assert bootstrap_mean(x, 500, seed=3) == (m, lo, hi)
+
+
+def test_no_resamples_or_one_value_gives_no_interval():
+    assert all(np.isnan(v) for v in bootstrap_ci([1.0, 2.0, 3.0], n_boot=0))
+    assert all(np.isnan(v) for v in bootstrap_ci([1.0]))
+    assert bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    assert np.isnan(bootstrap_mean([np.nan, np.nan])[0])
+
+
+def test_cluster_bootstrap_is_wider_when_rows_repeat_a_mixture():
+    rng = np.random.default_rng(1)
+    per_mix = rng.normal(0.0, 1.0, 40)
+    # every mixture appears in 3 conditions with nearly the same value: 120 rows, 40 clusters
+    values = np.concatenate([per_mix + rng.normal(0, 0.01, 40) for _ in range(3)])
+    clusters = np.tile(np.arange(40), 3)
+    _, lo_c, hi_c = cluster_bootstrap_mean(values, clusters, 2000, 0)
+    _, lo_i, hi_i = bootstrap_mean(values, 2000, 0)
+    assert (hi_c - lo_c) > 1.4 * (hi_i - lo_i)  # ~sqrt(3) wider: the rows were never independent
+
+
+def test_holm_hand_example_and_nan():
+    # sorted 0.01, 0.03, 0.04 -> 3*0.01, max(.03, 2*.03), max(.06, .04)
+    assert holm([0.01, 0.04, np.nan, 0.03]) == pytest.approx([0.03, 0.06, np.nan, 0.06], nan_ok=True)
+    assert holm([]) == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=12))
+def test_holm_is_monotone_and_never_below_raw(ps):
+    adj = np.array(holm(ps))
+    raw = np.array(ps)
+    assert np.all(adj >= raw - 1e-12) and np.all(adj <= 1.0)
+    order = np.argsort(raw, kind="stable")
+    assert np.all(np.diff(adj[order]) >= -1e-12)
+
+
+def test_paired_p_detects_a_shift_and_not_noise():
+    rng = np.random.default_rng(2)
+    assert paired_p(rng.normal(1.0, 1.0, 60)) < 1e-4
+    assert paired_p(rng.normal(0.0, 1.0, 60)) > 0.01
+    assert paired_p(np.zeros(10)) == 1.0
+    assert np.isnan(paired_p([1.0]))

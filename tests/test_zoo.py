@@ -1,0 +1,177 @@
+"""The model zoo (pse.source: zoo), users' checkpoints (pse.source: local), embedding augmentation."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from bench import zoo
+from bench.cache import Cache
+from bench.config import ConfigError, ExperimentConfig, PSEConfig
+from bench.pse import train as pse_train
+from bench.pse.embaug import EmbeddingAugmenter, degraded_pool, refine_embedding
+
+from .test_pse import FakeSampler, FakeTeacher, _fake_corpus, _train_cfg, _wave
+
+
+@pytest.fixture
+def fake_world(monkeypatch):
+    monkeypatch.setattr(pse_train, "_make_sampler", FakeSampler)
+    monkeypatch.setattr(pse_train, "VAL_MIN", 2)
+    return _fake_corpus(), FakeTeacher()
+
+
+def _zoo_entry(tmp_path, corpus, teacher, cfg):
+    model, info = pse_train.train_pse(cfg, corpus, teacher, Cache(tmp_path / "build"), progress=False)
+    key = pse_train.stage_key(cfg, corpus, teacher)
+    state = tmp_path / "build" / "pse" / key / "model.pt"
+    rec = zoo.add("tiny-test", state, {**info, "key": key}, cfg, corpus, teacher, "pytest",
+                  zoo_dir=tmp_path / "zoo")
+    return model, rec
+
+
+def test_zoo_entry_is_loaded_verified_and_keyed(fake_world, tmp_path, monkeypatch):
+    corpus, teacher = fake_world
+    corpus.speakers = lambda split=None: corpus.spk.get(split, [])
+    cfg = _train_cfg()
+    model, rec = _zoo_entry(tmp_path, corpus, teacher, cfg)
+    assert rec["sha256"] == zoo.sha256(tmp_path / "zoo" / "tiny-test.pt") and rec["steps"] == 4
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    cfg.pse.source = "zoo"
+    empty = Cache(tmp_path / "empty")
+    got, info = pse_train.train_pse(cfg, corpus, teacher, empty, progress=False)
+    assert info["pse_source"].startswith("zoo:tiny-test.pt@") and not any((empty.root / "pse").glob("*/model.pt"))
+    x = _wave(1, 1600)
+    with torch.no_grad():
+        assert torch.equal(got(x, teacher.embed(x)), model(x, teacher.embed(x)))
+    # a damaged file is an error that names it, never silently used
+    (tmp_path / "zoo" / "tiny-test.pt").write_bytes(b"broken")
+    with pytest.raises(zoo.ZooError, match="tiny-test.pt is damaged"):
+        pse_train.train_pse(cfg, corpus, teacher, empty, progress=False)
+
+
+def test_zoo_without_entry_trains_here_with_a_warning(fake_world, tmp_path, monkeypatch, caplog):
+    corpus, teacher = fake_world
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "nozoo")
+    cfg = _train_cfg()
+    cfg.pse.source = "zoo"
+    with caplog.at_level(logging.WARNING, logger="bench"):
+        _, info = pse_train.train_pse(cfg, corpus, teacher, Cache(tmp_path / "c"), progress=False)
+    assert info["pse_source"] == "trained" and info["steps"] == 4
+    assert "no zoo entry" in caplog.text
+
+
+def test_local_checkpoint_is_evaluated_without_training(fake_world, tmp_path):
+    corpus, teacher = fake_world
+    cfg = _train_cfg()
+    model, _ = pse_train.train_pse(cfg, corpus, teacher, Cache(tmp_path / "a"), progress=False)
+    path = tmp_path / "mine.pt"
+    torch.save({"state_dict": model.state_dict(), "epoch": 3}, path)
+    cfg.pse.source, cfg.pse.path = "local", str(path)
+    c = Cache(tmp_path / "b")
+    got, info = pse_train.train_pse(cfg, corpus, teacher, c, progress=False)
+    assert info["pse_source"] == f"local:{path}" and not (c.root / "pse").exists()
+    x = _wave(1, 1600)
+    with torch.no_grad():
+        assert torch.equal(got(x, teacher.embed(x)), model(x, teacher.embed(x)))
+    cfg.pse.size = "cpu"  # another architecture: a clear error, not a traceback from torch
+    with pytest.raises(zoo.ZooError, match="does not fit pse pdfnet2/cpu"):
+        pse_train.train_pse(cfg, corpus, teacher, c, progress=False)
+    cfg.pse.path = str(tmp_path / "missing.pt")
+    with pytest.raises(zoo.ZooError, match="does not exist"):
+        pse_train.train_pse(cfg, corpus, teacher, c, progress=False)
+
+
+def test_config_checks_sources_and_augmentation_ranges():
+    with pytest.raises(ConfigError, match="pse.path is empty"):
+        ExperimentConfig.from_dict({"pse": {"source": "local"}})
+    with pytest.raises(ConfigError, match="pse.source='hub'"):
+        ExperimentConfig.from_dict({"pse": {"source": "hub"}})
+    with pytest.raises(ConfigError, match=r"pse.emb_drop=1.5 is out of range"):
+        ExperimentConfig.from_dict({"pse": {"emb_drop": 1.5}})
+
+
+def test_stage_key_ignores_where_weights_come_from_and_embedding_switches_without_embedding(fake_world):
+    corpus, teacher = fake_world
+    a, b = _train_cfg(), _train_cfg()
+    b.pse.source, b.pse.path = "local", "x.pt"
+    assert pse_train.stage_key(a, corpus, teacher) == pse_train.stage_key(b, corpus, teacher)
+    b.pse.emb_drop = 0.2
+    assert pse_train.stage_key(a, corpus, teacher) != pse_train.stage_key(b, corpus, teacher)
+    a.pse.personalized = b.pse.personalized = False
+    assert pse_train.stage_key(a, corpus, None) == pse_train.stage_key(b, corpus, None)
+
+
+def test_embedding_augmenter_switches():
+    table = {f"u{i}": torch.nn.functional.normalize(torch.randn(4), dim=0) for i in range(6)}
+    speaker_of = {f"u{i}": f"s{i // 2}" for i in range(6)}
+    pool = {u: -e.repeat(3, 1) for u, e in table.items()}
+    ids = ["u0", "u3"]
+    clean = torch.stack([table[u] for u in ids])
+    rng = np.random.default_rng(0)
+    drop = EmbeddingAugmenter(PSEConfig(emb_drop=1.0), table, speaker_of)
+    assert torch.equal(drop(clean, ids, rng), torch.zeros_like(clean))
+    deg = EmbeddingAugmenter(PSEConfig(emb_degraded=1.0), table, speaker_of, pool)
+    assert torch.equal(deg(clean, ids, rng), -clean)
+    mix = EmbeddingAugmenter(PSEConfig(emb_mix=1.0, emb_mix_max=0.5), table, speaker_of)
+    out = mix(clean, ids, rng)
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(2))
+    assert torch.all((out * clean).sum(-1) > 0)  # pulled toward another speaker, not past it
+    assert not torch.equal(out, clean)
+    off = EmbeddingAugmenter(PSEConfig(), table, speaker_of)
+    assert not off.active and torch.equal(off(clean, ids, rng), clean)
+    with pytest.raises(ValueError, match="pool"):
+        EmbeddingAugmenter(PSEConfig(emb_degraded=0.5), table, speaker_of)
+
+
+def test_refinement_loop_step_moves_toward_the_output_and_keeps_dropped_items():
+    from bench.pse.pdfnet2 import make_pdfnet2
+
+    torch.manual_seed(0)
+    teacher = FakeTeacher()
+    model = make_pdfnet2(PSEConfig(size="tiny"), teacher.dim).train()
+    mix = _wave(3, 3200)
+    emb = teacher.embed(_wave(3, 3200, seed=9))
+    emb[2] = 0.0
+    moved = refine_embedding(model, teacher, mix, emb, model.latency_samples, 0.5, np.random.default_rng(1))
+    assert model.training  # restored
+    assert torch.equal(moved[2], emb[2])
+    torch.testing.assert_close(moved[:2].norm(dim=-1), torch.ones(2))
+    assert not torch.equal(moved[:2], emb[:2])
+
+
+def test_training_with_every_switch_runs_and_is_keyed(fake_world, tmp_path):
+    corpus, teacher = fake_world
+    for u in corpus.utterances:
+        u.speaker = u.utt_id
+    cfg = _train_cfg()
+    cfg.pse.emb_mix, cfg.pse.emb_drop, cfg.pse.refine_train = 0.5, 0.3, 0.5
+    model, info = pse_train.train_pse(cfg, corpus, teacher, Cache(tmp_path), progress=False)
+    assert info["steps"] == 4 and np.isfinite(info["best_val_si_sdri"])
+
+
+def test_degraded_pool_is_cached_and_deterministic(tmp_path):
+    from ._data_helpers import make_corpus
+
+    corpus = make_corpus(tmp_path / "corpus", n_speakers=6, n_utts=2, derived=False)
+    corpus.key = "k"
+
+    class AnyLength:  # any clip length (the pool holds short enrollments too)
+        dim = 4
+        identity = "fake:any-length"
+
+        def embed(self, wav):
+            w = torch.as_tensor(wav).float()
+            feats = torch.stack([w.mean(-1), w.std(-1), w.abs().mean(-1), w.diff(dim=-1).abs().mean(-1)], -1)
+            return torch.nn.functional.normalize(feats, dim=-1)
+
+    teacher = AnyLength()
+    ids = [u.utt_id for u in corpus.utterances if u.split == "train"]
+    cache = Cache(tmp_path / "cache")
+    a = degraded_pool(teacher, corpus, ids, cache, 1.0)
+    b = degraded_pool(teacher, corpus, ids, cache, 1.0)
+    assert set(a) == set(ids) and a[ids[0]].shape == (3, teacher.dim)
+    assert all(torch.equal(a[u], b[u]) for u in ids)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 DONE = "DONE"
+log = logging.getLogger("bench")
 
 
 def default_root(cache_dir: str = "") -> Path:
@@ -103,11 +105,18 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 class Cache:
-    """Stage directories under a root, keyed by config hashes."""
+    """Stage directories under a root, keyed by config hashes.
+
+    ``mark_done`` records the size and SHA-256 of the stage's artifacts in its ``DONE`` marker;
+    ``is_done`` believes a marker only while every recorded file is there with those bytes. A
+    missing, truncated or altered artifact (or an unreadable marker) is reported once, with its
+    path, and the stage counts as not done, so it is computed again.
+    """
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_root()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._verified: set[tuple[str, str]] = set()
 
     def stage_dir(self, stage: str, key: str) -> Path:
         d = self.root / stage / key
@@ -115,11 +124,53 @@ class Cache:
         return d
 
     def is_done(self, stage: str, key: str) -> bool:
-        return (self.root / stage / key / DONE).exists()
+        d = self.root / stage / key
+        if (stage, key) in self._verified:
+            if (d / DONE).exists():
+                return True
+            self._verified.discard((stage, key))
+        if not (d / DONE).exists():
+            return False
+        problem = self._check(d)
+        if problem:
+            log.warning("cache: %s; recomputing %s/%s", problem, stage, key)
+            (d / DONE).unlink(missing_ok=True)
+            return False
+        self._verified.add((stage, key))
+        return True
 
-    def mark_done(self, stage: str, key: str, meta: dict[str, Any] | None = None) -> None:
+    @staticmethod
+    def _check(d: Path) -> str:
+        """Why the artifacts of stage dir ``d`` cannot be trusted ("" when they can)."""
+        try:
+            meta = json.loads((d / DONE).read_text())
+        except (OSError, ValueError) as exc:
+            return f"marker {d / DONE} is unreadable ({type(exc).__name__})"
+        for name, (size, digest) in (meta.get("_files") or {}).items() if isinstance(meta, dict) else ():
+            f = d / name
+            if not f.is_file():
+                return f"artifact {f} is missing"
+            if f.stat().st_size != size:
+                return f"artifact {f} has {f.stat().st_size} bytes, {size} were written"
+            if file_hash(f, 64) != digest:
+                return f"artifact {f} does not match its checksum"
+        return ""
+
+    def mark_done(self, stage: str, key: str, meta: dict[str, Any] | None = None, verify: bool = True) -> None:
+        """Mark a stage complete. With ``verify`` the size and SHA-256 of every file in its directory
+        (not ``DONE``, temporary files or ``ckpt.pt`` resume checkpoints) are recorded."""
         d = self.stage_dir(stage, key)
-        atomic_write_json(d / DONE, meta or {})
+        meta = dict(meta or {})
+        if verify:
+            meta["_files"] = {
+                f.name: [f.stat().st_size, file_hash(f, 64)]
+                for f in sorted(d.iterdir())
+                if f.is_file() and f.name not in (DONE, "ckpt.pt") and not f.name.startswith(".")
+            }
+        atomic_write_json(d / DONE, meta)
+        self._verified.add((stage, key))
 
     def read_meta(self, stage: str, key: str) -> dict[str, Any]:
-        return json.loads((self.root / stage / key / DONE).read_text())
+        meta = json.loads((self.root / stage / key / DONE).read_text())
+        meta.pop("_files", None)
+        return meta

@@ -43,9 +43,12 @@ VAL_WINDOWS_PER_UTT = 2
 MAX_VAL = 384
 
 
+# Bump when the distillation code changes what a given config produces (the stage's cache key).
+STAGE_VERSION = 1
+
 def distill_key(cfg: Any, corpus: Any, teacher: Any, enhancer: Any = None) -> str:
     return config_hash(
-        "distill-v1", teacher.identity, cfg.student, cfg.distill, corpus.key, cfg.mix, cfg.seed, enhancer_identity(cfg, enhancer)
+        f"distill-v{STAGE_VERSION}", teacher.identity, cfg.student, cfg.distill, corpus.key, cfg.mix, cfg.seed, enhancer_identity(cfg, enhancer)
     )
 
 

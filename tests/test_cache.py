@@ -45,3 +45,32 @@ def test_file_hash_changes_with_content(tmp_path):
     h1 = file_hash(d)
     (d / "w.bin").write_bytes(b"abd")
     assert file_hash(d) != h1
+
+
+def test_done_marker_is_believed_only_while_artifacts_match(tmp_path, caplog):
+    import logging
+
+    from bench.cache import Cache
+
+    c = Cache(tmp_path)
+    d = c.stage_dir("eval", "k1")
+    (d / "rows.csv").write_text("a,b\n1,2\n3,4\n")
+    c.mark_done("eval", "k1", {"x": 1})
+    assert c.is_done("eval", "k1") and c.read_meta("eval", "k1") == {"x": 1}
+    fresh = Cache(tmp_path)  # a new process: nothing verified yet
+    (d / "rows.csv").write_text("a,b\n1,2\n")  # truncated
+    with caplog.at_level(logging.WARNING, logger="bench"):
+        assert not fresh.is_done("eval", "k1")
+    assert str(d / "rows.csv") in caplog.text and not (d / "DONE").exists()
+    # same size, other bytes
+    (d / "rows.csv").write_text("a,b\n1,2\n3,4\n")
+    c.mark_done("eval", "k1")
+    (d / "rows.csv").write_text("a,b\n1,2\n3,5\n")
+    assert not Cache(tmp_path).is_done("eval", "k1")
+    # a missing artifact and an unreadable marker
+    (d / "rows.csv").write_text("x")
+    c.mark_done("eval", "k1")
+    (d / "rows.csv").unlink()
+    assert not Cache(tmp_path).is_done("eval", "k1")
+    (d / "DONE").write_text("{not json")
+    assert not Cache(tmp_path).is_done("eval", "k1")

@@ -86,3 +86,26 @@ def test_loader_errors(tmp_path):
     (tmp_path / "bad.csv").write_text("file,who\nx.wav,a\n")
     with pytest.raises(ValueError, match="lacks column"):
         registry.get("dataset", "manifest")(CorpusConfig(name="manifest", path=str(tmp_path / "bad.csv")), cache)
+
+
+def test_replaced_audio_is_another_corpus(tmp_path):
+    """A user corpus is content-addressed: the same paths and durations with other bytes give
+    another key and freshly resampled audio (the cache never serves the old files' results)."""
+    rows = ["path,speaker"]
+    for s in range(4):
+        for k in range(2):
+            _write(tmp_path / f"w/s{s}_{k}.wav", 22050, f0=100 + 30 * s, seed=k)
+            rows.append(f"w/s{s}_{k}.wav,sp{s}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    cfg = CorpusConfig(name="manifest", path=str(tmp_path / "m.csv"))
+    cache = Cache(tmp_path / "cache")
+    load = registry.get("dataset", "manifest")
+    a = load(cfg, cache)
+    before = a.audio("sp0-s0_0")
+    assert load(cfg, cache).key == a.key  # unchanged files: same key (size + mtime fast path)
+    noise = np.random.default_rng(0).standard_normal(len(sf.read(str(tmp_path / "w/s0_0.wav"))[0])) * 0.1
+    sf.write(str(tmp_path / "w/s0_0.wav"), noise.astype(np.float32), 22050)
+    b = load(cfg, cache)
+    assert b.key != a.key
+    after = b.audio("sp0-s0_0")
+    assert after.shape == before.shape and not np.allclose(after, before)

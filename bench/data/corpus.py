@@ -3,7 +3,7 @@
 A corpus is a directory (``root``) with a ``manifest.csv``; every row is one
 :class:`Utterance`. Audio is read on demand with :meth:`Corpus.audio` (mono float32 at
 16 kHz, memoised in RAM). Files stored at another rate are resampled once and cached as
-16 kHz WAV under ``resample_dir`` (keyed by the hash of the source path).
+16 kHz WAV under ``resample_dir`` (keyed by the source's path, size and modification time).
 
 Splits are speaker-disjoint and grouped by *parent voice*: a derived speaker (speed / pitch
 perturbed copy of a voice, ``kind == "derived"``) always lands in the same split as its
@@ -279,8 +279,10 @@ class Corpus:
 
         src = self.path_of(utt_id)
         if self.resample_dir is not None and self._by_id[utt_id].native_sample_rate != SR:
-            # float WAV: the cached copy is bit-identical to the first resampling
-            cached = self.resample_dir / f"{config_hash(str(src.resolve()))}.wav"
+            # float WAV: the cached copy is bit-identical to the first resampling; keyed by the
+            # source's path, size and mtime, so a replaced file is resampled again
+            st = src.stat()
+            cached = self.resample_dir / f"{config_hash(str(src.resolve()), st.st_size, st.st_mtime_ns)}.wav"
             if cached.is_file():
                 return load(cached)
             x = load(src)

@@ -45,6 +45,35 @@ def _need_path(cfg, kind: str) -> Path:
     return p
 
 
+def content_digest(files: list[Path], cache: Cache) -> str:
+    """SHA-256 over the bytes of ``files`` (in order), cheaply: a file whose size and mtime are
+    unchanged since it was last hashed is not read again (``<cache>/filehash/index.json``)."""
+    import json
+
+    from bench.cache import atomic_write_json, file_hash
+
+    index_path = cache.root / "filehash" / "index.json"
+    try:
+        index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        index = {}  # a damaged index only costs re-hashing
+    parts, changed = [], False
+    for f in files:
+        st = f.stat()
+        k = str(f.resolve())
+        rec = index.get(k)
+        if rec and rec[0] == st.st_size and rec[1] == st.st_mtime_ns:
+            digest = rec[2]
+        else:
+            digest = file_hash(f, 64)
+            index[k] = [st.st_size, st.st_mtime_ns, digest]
+            changed = True
+        parts.append((k, digest))
+    if changed:
+        atomic_write_json(index_path, index)
+    return config_hash(parts, length=64)
+
+
 def _finish(name: str, cfg, cache: Cache, utts: list[Utterance], has_split: bool) -> Corpus:
     if not utts:
         raise ValueError(f"no audio found for the {name!r} dataset under {cfg.path!r}")
@@ -55,6 +84,11 @@ def _finish(name: str, cfg, cache: Cache, utts: list[Utterance], has_split: bool
     d = cache.root / "corpus_index" / key
     manifest = d / "manifest.csv"
     write_manifest(manifest, utts)
+    # the audio bytes are part of the corpus key: replaced files are another corpus
+    from bench.cache import atomic_write_text
+    from bench.data.corpus import CONTENT_STAMP
+
+    atomic_write_text(d / CONTENT_STAMP, content_digest([Path(u.path) for u in utts], cache) + "\n")
     return Corpus(d, manifest, utts, resample_dir=cache.root / "resampled")
 
 

@@ -21,6 +21,9 @@ from torch import nn
 OFFLINE_ENVS = ("PSE_KD_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
+# Bump when teacher code changes what an embedding is (every downstream cache key changes).
+STAGE_VERSION = 1
+
 class TeacherLoadError(RuntimeError):
     """A teacher's weights could not be found or loaded; the message says where it looked."""
 
@@ -54,7 +57,9 @@ class Teacher(nn.Module):
 
     @property
     def identity(self) -> str:
-        return f"{self.name}:{self.source}:{self.weights_hash}"
+        # the code version joins the identity from version 2 on (version 1 keys stay valid)
+        tag = f":v{STAGE_VERSION}" if STAGE_VERSION > 1 else ""
+        return f"{self.name}:{self.source}:{self.weights_hash}{tag}"
 
     @property
     def device(self) -> torch.device:

@@ -8,6 +8,7 @@ file atomically.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import torch
 from bench.cache import atomic_path, config_hash
 
 Crop = tuple[int, int] | None
+
+log = logging.getLogger("bench")
 
 
 def crop_key(utt_id: str, crop: Crop) -> str:
@@ -42,8 +45,15 @@ class EmbeddingCache:
         self._index: dict[str, int] = {}
         self._rows: list[np.ndarray] = []
         if self.path.is_file():
-            with np.load(self.path, allow_pickle=False) as z:
-                keys, emb = z["keys"], z["emb"]
+            try:
+                with np.load(self.path, allow_pickle=False) as z:
+                    keys, emb = z["keys"], z["emb"]
+                if len(keys) != len(emb):
+                    raise ValueError(f"{len(keys)} keys for {len(emb)} embeddings")
+            except Exception as exc:  # noqa: BLE001 - a damaged cache file is recomputed, never fatal
+                log.warning("cache: teacher embeddings %s are unreadable (%s: %s); recomputing them",
+                            self.path, type(exc).__name__, exc)
+                keys, emb = np.array([], dtype=str), np.zeros((0, 0), dtype=np.float32)
             self._rows = list(emb.astype(np.float32))
             self._index = {str(k): i for i, k in enumerate(keys)}
         self.hits = 0

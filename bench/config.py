@@ -45,6 +45,9 @@ class CorpusConfig:
     seed: int = 0
     val_speakers: float = 0.15
     test_speakers: float = 0.2
+    # leave out unreadable, non-finite, too short or silent files and speakers with too few
+    # usable utterances (one warning) instead of stopping with the list (bench/data/validate.py)
+    skip_bad: bool = False
 
 
 @dataclass
@@ -217,6 +220,7 @@ class EvalConfig:
     # drift_long), seconds, and the level ranges of their interfering talker (SIR) and noise (SNR),
     # dB over the whole stream
     stream_s: float = 16.0
+    n_stream: int = 30  # streams per stream condition (n_test counts the short mixtures)
     stream_sir_db: list[float] = field(default_factory=lambda: [-5.0, 5.0])
     stream_snr_db: list[float] = field(default_factory=lambda: [-5.0, 10.0])
     # level of the other voice in the `competing` and `combined` enrollments: target-to-competitor
@@ -438,6 +442,7 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError("eval.split='all' scores every speaker of the test corpus, so it needs a corpus "
                           "that trained nothing: set test_corpus.name (and test_corpus.path)")
     _range("eval.n_test", cfg.eval.n_test, 1, 10**6)
+    _range("eval.n_stream", cfg.eval.n_stream, 1, 10**6)
     _range("eval.n_val", cfg.eval.n_val, 1, 10**6)
     if not cfg.eval.conditions:
         raise ConfigError(f"eval.conditions is empty; choose from: {', '.join(CONDITIONS)}")
@@ -455,6 +460,7 @@ def validate(cfg: ExperimentConfig) -> None:
             f"eval.competing_sir_db={c_sir!r} is not allowed; give [lo, hi] with -30 <= lo <= hi <= 30 (dB)"
         )
     _range("eval.workers", cfg.eval.workers, 1, 256)
+    _range("eval.n_bootstrap", cfg.eval.n_bootstrap, 1, 10**7)
 
 
 # --------------------------------------------------------------------------- overrides

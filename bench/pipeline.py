@@ -42,6 +42,11 @@ def eval_split(cfg: ExperimentConfig) -> str | None:
     return None if cfg.eval.split == "all" else cfg.eval.split
 
 
+def n_items(cfg: ExperimentConfig, condition: str) -> int:
+    """Test items of a condition: ``eval.n_stream`` streams or ``eval.n_test`` short mixtures."""
+    return cfg.eval.n_stream if condition in STREAM_CONDITIONS else cfg.eval.n_test
+
+
 def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
     """The part of a cell's config its evaluation depends on (its cache key)."""
     from bench.pse.train import training_slice
@@ -90,9 +95,13 @@ class Pipeline:
 
     # ------------------------------------------------------------------ stages
     def corpus(self, cfg: ExperimentConfig):
+        """The training corpus, validated (``bench.data.validate``; CorpusError lists problems)."""
         from bench.data.corpus import load_corpus
+        from bench.data.validate import validate
 
-        return self._memoised("corpus", config_hash(cfg.corpus), lambda: load_corpus(cfg.corpus, self.cache))
+        splits = ("val",) if cfg.test_corpus.name else ("val", eval_split(cfg))
+        return self._memoised("corpus", config_hash(cfg.corpus, splits), lambda: validate(
+            load_corpus(cfg.corpus, self.cache), self.cache, "corpus", cfg.corpus.skip_bad, splits))
 
     def teacher(self, cfg: ExperimentConfig):
         from bench.teachers import load_teacher
@@ -107,18 +116,20 @@ class Pipeline:
         """The corpus the evaluation mixtures come from: ``test_corpus`` when one is named
         (cross-corpus evaluation), else the training corpus itself."""
         from bench.data.corpus import load_corpus
+        from bench.data.validate import validate
 
         if not cfg.test_corpus.name:
             return self.corpus(cfg)
-        return self._memoised("corpus", config_hash("test", cfg.test_corpus),
-                              lambda: load_corpus(cfg.test_corpus, self.cache))
+        return self._memoised("corpus", config_hash("test", cfg.test_corpus, cfg.eval.split), lambda: validate(
+            load_corpus(cfg.test_corpus, self.cache), self.cache, "test_corpus", cfg.test_corpus.skip_bad,
+            (eval_split(cfg),), train=False))
 
     def _evalset_key(self, cfg: ExperimentConfig, condition: str) -> str:
         """Content key of one condition's fixed test mixtures (everything they depend on)."""
         extra: list[Any] = [cfg.eval.competing_sir_db] if condition in COMPETING_CONDITIONS else []
         if condition in STREAM_CONDITIONS:
             extra.append(["stream", cfg.eval.stream_s, cfg.eval.stream_sir_db, cfg.eval.stream_snr_db])
-        return config_hash(STAGE_VERSION["evalset"], self.test_corpus(cfg).key, cfg.mix, cfg.eval.n_test,
+        return config_hash(STAGE_VERSION["evalset"], self.test_corpus(cfg).key, cfg.mix, n_items(cfg, condition),
                            cfg.eval.test_s, condition, cfg.corpus.seed + EVAL_SEED_OFFSET, cfg.eval.split,
                            *extra)
 
@@ -134,7 +145,7 @@ class Pipeline:
             path = self.cache.stage_dir("evalset", key) / "set.npz"
             if self.cache.is_done("evalset", key):
                 return load_eval_set(path)
-            mixtures = make_eval_set(corpus, eval_split(cfg), cfg.mix, condition, cfg.eval.n_test, seed,
+            mixtures = make_eval_set(corpus, eval_split(cfg), cfg.mix, condition, n_items(cfg, condition), seed,
                                      cfg.eval.test_s, cfg.eval.competing_sir_db, cfg.eval.stream_s,
                                      (cfg.eval.stream_sir_db, cfg.eval.stream_snr_db))
             save_eval_set(path, mixtures)
@@ -210,6 +221,7 @@ class Pipeline:
     def mixture_rows(self, cfg: ExperimentConfig) -> pd.DataFrame:
         """Metrics of the unprocessed mixture on every condition (cached)."""
         key = config_hash("mixture", STAGE_VERSION["eval"], self.test_corpus(cfg).key, cfg.mix, cfg.eval.n_test,
+                          cfg.eval.n_stream,
                           cfg.eval.test_s, cfg.eval.stream_s, cfg.eval.stream_sir_db, cfg.eval.stream_snr_db,
                           cfg.eval.split, cfg.eval.conditions, cfg.eval.pesq, cfg.eval.competing_sir_db)
         csv = self.cache.stage_dir("eval", key) / "rows.csv"

@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="expand and validate the grid, print the cells, run nothing")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: eval.n_bootstrap)")
+    p.add_argument("--no-figures", action="store_true", help="do not draw the figures at the end")
     return p
 
 
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         cells = grid.cells()
     except (ConfigError, RegistryError) as exc:
         return _fail(str(exc))
+    if args.bootstrap is not None and args.bootstrap < 1:
+        return _fail(f"--bootstrap={args.bootstrap} is out of range: give at least 1 resample (1000 is usual)")
     cells = _with_baselines(cells)
     out = Path(args.out or Path("results") / grid.name)
     if args.dry_run:
@@ -69,10 +72,48 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return run_grid(grid.name, cells, out, progress=not args.no_progress, n_boot=args.bootstrap,
-                        argv=["python -m bench.run", *(sys.argv[1:] if argv is None else argv)], grid_path=args.grid)
+                        argv=["python -m bench.run", *(sys.argv[1:] if argv is None else argv)], grid_path=args.grid,
+                        figures=not args.no_figures)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: completed cells are in {out} and in the cache; re-run to resume", file=sys.stderr)
+        print(f"\ninterrupted: completed cells are in {partial_dir(out)} and in the cache (the previous results "
+              f"in {out}, if any, are untouched); re-run to resume", file=sys.stderr)
         return 130
+
+
+def partial_dir(out: Path) -> Path:
+    """Where a run writes until it completes; then it is swapped in for ``out``."""
+    return out.parent / f".{out.name}.partial"
+
+
+def _writable(folder: Path) -> str:
+    """Why results cannot be written under ``folder`` ("" when they can)."""
+    import shutil
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        return f"cannot write results under {folder}: {exc.strerror or exc}"
+    if free < 20 * 2**20:
+        return f"cannot write results under {folder}: only {free / 2**20:.1f} MB free"
+    return ""
+
+
+def _swap_in(work: Path, out: Path) -> None:
+    """Replace ``out`` by the completed ``work`` folder (the old one only goes once the new is in)."""
+    import shutil
+
+    old = out.parent / f".{out.name}.previous"
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        out.rename(old)
+    work.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def _variant(cfg, name: str):
@@ -184,9 +225,22 @@ def _cell_row(cfg, cell_id: str, info: dict[str, Any], links: dict[str, str], co
     }
 
 
+def _draw(run_dir: Path) -> None:
+    """Figures of a run; a figure that cannot be drawn is a warning, never a lost run."""
+    try:
+        from bench.figures import draw_all
+
+        draw_all(run_dir)
+    except Exception as exc:  # noqa: BLE001
+        logging.warning("figures failed (%s: %s); redraw with python -m bench.figures --run %s",
+                        type(exc).__name__, exc, run_dir)
+
+
 def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: int | None = None,
-             argv: list[str] | None = None, grid_path: str = "") -> int:
-    """Run every cell, writing results after each one. Returns the process exit code."""
+             argv: list[str] | None = None, grid_path: str = "", figures: bool = True) -> int:
+    """Run every cell, writing results after each one into ``<out>/../.<name>.partial``, which
+    replaces ``out`` once the leaderboard is written (an interrupted run leaves ``out`` as it
+    was). Returns the process exit code."""
     import pandas as pd
     from tqdm import tqdm
 
@@ -201,9 +255,17 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
     except (RuntimeError, ValueError) as exc:
         return _fail(str(exc))
     set_threads()
+    problem = _writable(out.parent)
+    if problem:
+        return _fail(problem)
+    import shutil
+
+    final, out = out, partial_dir(out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
     cache = Cache(default_root(first.cache_dir))
     pipe = Pipeline(cache, device=device, progress=progress)
-    out.mkdir(parents=True, exist_ok=True)
     common = provenance(device)
     write_json(out / "provenance.json", {
         "grid": name, "grid_file": grid_path, "argv": argv, "cache_root": str(cache.root), "cells": len(cells),
@@ -249,6 +311,15 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
             with atomic_path(out / "trajectory.csv") as tmp:
                 pd.DataFrame(traj_rows).to_csv(tmp, index=False)
 
+    # every corpus is loaded and validated once, before any cell: a bad corpus is one message
+    from bench.data.validate import CorpusError
+
+    try:
+        for c in cells:
+            pipe.corpus(c.config)
+            pipe.test_corpus(c.config)
+    except (CorpusError, OSError, ValueError) as exc:
+        return _fail(str(exc))
     try:
         prefetch(pipe, cells, workers=_workers(first), progress=progress)
     except Exception as exc:  # noqa: BLE001 - the cells retry their stages serially and report
@@ -287,7 +358,8 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
     bar.close()
 
     if not per_utt:
-        return _fail("no cell completed; see the errors above", EXIT_CELL_FAILED)
+        return _fail(f"no cell completed; see the errors above (previous results in {final}, if any, are untouched)",
+                     EXIT_CELL_FAILED)
     all_rows = pd.concat(per_utt, ignore_index=True)
     cells_df = pd.DataFrame(cell_rows)
     board = leaderboard(all_rows, cells_df, n_boot=n_boot or first.eval.n_bootstrap, seed=0)
@@ -296,11 +368,14 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
     from bench.cache import atomic_write_text
 
     atomic_write_text(out / "leaderboard.md", _markdown_report(name, board, common, argv))
+    if figures:
+        _draw(out)
+    _swap_in(out, final)
     print()
     print(f"== {name}: pooled over conditions ({len(cells)} cells, {time.time() - t0:.0f} s) ==")
     print(summary_table(board, "all"))
     _print_headroom(board)
-    print(f"\nleaderboard: {out / 'leaderboard.csv'}")
+    print(f"\nleaderboard: {final / 'leaderboard.csv'}")
     if failures:
         print(f"\n{len(failures)} cell(s) failed; completed cells are saved:", file=sys.stderr)
         for what, err in failures:

@@ -1,0 +1,115 @@
+"""Corpus validation, once, before any cell runs.
+
+Checked for every utterance: the file reads, its samples are finite, it is at least
+:data:`MIN_UTT_S` long and not silent (RMS above :data:`SILENCE_DBFS`). Checked per speaker and
+split: every speaker that may be a test target has at least two usable utterances (one enrolls,
+another is the test target, so the target never leaks into its own enrollment), and every split
+has at least two speakers (a target and an interferer). Problems are grouped by kind and reported
+once, naming the files or speakers and counting them. ``corpus.skip_bad: true`` drops the bad
+files and speakers instead, with one warning. A corpus that passes is remembered by its key
+(``<cache>/validated/<key>``), so it is read once, not once per run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from bench.audio import SR
+
+log = logging.getLogger("bench")
+
+MIN_UTT_S = 0.5
+SILENCE_DBFS = -70.0
+MIN_SPEAKERS = 2
+SHOW = 5  # names listed per kind of problem
+
+
+class CorpusError(ValueError):
+    """The corpus cannot be used as it is; the message lists every problem found."""
+
+
+def _audio_problem(corpus: Any, utt_id: str) -> str:
+    try:
+        x = np.asarray(corpus.audio(utt_id), dtype=np.float64)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one reported problem
+        return f"unreadable ({type(exc).__name__})"
+    if x.size == 0:
+        return "empty"
+    if not np.isfinite(x).all():
+        return "non-finite samples (NaN or inf)"
+    if x.size < MIN_UTT_S * SR:
+        return f"too short (< {MIN_UTT_S} s)"
+    if 20 * np.log10(np.sqrt(np.mean(x**2)) + 1e-12) < SILENCE_DBFS:
+        return f"silent (RMS < {SILENCE_DBFS:.0f} dBFS)"
+    return ""
+
+
+def problems(corpus: Any, eval_splits: tuple[str | None, ...] = ("val", "test"),
+             train: bool = True) -> dict[str, list[str]]:
+    """Every problem of ``corpus``: ``{kind: [utterance or speaker ids]}`` (empty when usable).
+    ``eval_splits`` are the splits targets are drawn from (None: every speaker); ``train``: the
+    corpus also trains (its train split needs speakers)."""
+    out: dict[str, list[str]] = defaultdict(list)
+    good: dict[str, list[str]] = defaultdict(list)
+    for u in corpus.utterances:
+        why = _audio_problem(corpus, u.utt_id)
+        if why:
+            out[f"file {why}"].append(f"{u.utt_id} ({corpus.path_of(u.utt_id)})")
+        else:
+            good[u.speaker].append(u.utt_id)
+    for split in eval_splits:
+        for spk in corpus.speakers(split):
+            if len(good.get(spk, [])) < 2:
+                out["speaker with fewer than 2 usable utterances (enrollment + test target)"].append(spk)
+    for split in (("train",) if train else ()) + tuple(eval_splits):
+        usable = [s for s in corpus.speakers(split) if len(good.get(s, [])) >= (2 if split != "train" else 1)]
+        if len(usable) < MIN_SPEAKERS:
+            label = split or "all"
+            out[f"split {label!r} has {len(usable)} usable speaker(s), needs {MIN_SPEAKERS}"].append(label)
+    return dict(out)
+
+
+def report(found: dict[str, list[str]], name: str) -> str:
+    lines = [f"corpus {name!r} is not usable as it is:"]
+    for kind, items in found.items():
+        shown = ", ".join(items[:SHOW]) + (f", ... ({len(items) - SHOW} more)" if len(items) > SHOW else "")
+        lines.append(f"  - {len(items)} x {kind}: {shown}")
+    lines.append("  fix the files, or set corpus.skip_bad=true to leave them out (one warning)")
+    return "\n".join(lines)
+
+
+def validate(corpus: Any, cache: Any = None, name: str = "corpus", skip_bad: bool = False,
+             eval_splits: tuple[str | None, ...] = ("val", "test"), train: bool = True) -> Any:
+    """Check ``corpus`` (see the module docstring). Returns it, or with ``skip_bad`` a copy
+    without the bad files and speakers; raises :class:`CorpusError` otherwise."""
+    from bench.cache import config_hash
+    from bench.data.corpus import Corpus, Utterance
+
+    tag = config_hash(corpus.key, eval_splits, train, MIN_UTT_S, SILENCE_DBFS)
+    marker = cache.root / "validated" / tag if cache is not None else None
+    if marker is not None and marker.is_file():
+        return corpus
+    found = problems(corpus, eval_splits, train)
+    if not found:
+        if marker is not None:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text("ok\n")
+        return corpus
+    fatal = {k: v for k, v in found.items() if k.startswith("split ")}
+    if not skip_bad or fatal:
+        raise CorpusError(report(found if not skip_bad else fatal, name))
+    bad_files = {i.split(" ")[0] for k, v in found.items() if k.startswith("file ") for i in v}
+    bad_spk = {s for k, v in found.items() if k.startswith("speaker ") for s in v}
+    keep = [Utterance(**asdict(u)) for u in corpus.utterances if u.utt_id not in bad_files and u.speaker not in bad_spk]
+    log.warning("%s: left out %d file(s) and %d speaker(s) (corpus.skip_bad=true): %s", name, len(bad_files),
+                len(bad_spk), "; ".join(f"{len(v)} x {k}" for k, v in found.items()))
+    slim = Corpus(corpus.root, corpus.manifest_path, keep, corpus.resample_dir, corpus.noise_files)
+    still = problems(slim, eval_splits, train)
+    if still:
+        raise CorpusError(report(still, name))
+    return slim

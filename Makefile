@@ -5,7 +5,7 @@ GRID ?= ablations/losses.yaml
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: setup run test test-all lint corpus smoke figures clean-results
+.PHONY: setup run test test-all test-slow lint corpus smoke figures clean-results zoo
 
 setup:
 	@bash scripts/setup.sh
@@ -18,6 +18,9 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow"
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
 
 lint: setup
 	$(PY) -m ruff check bench tests scripts

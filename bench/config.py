@@ -405,8 +405,12 @@ def validate(cfg: ExperimentConfig) -> None:
     _range("distill.batch_size", cfg.distill.batch_size, 2, 4096)
     _range("distill.lr", cfg.distill.lr, 0.0, 1.0, lo_open=True)
     _choice("pse.name", cfg.pse.name, registry.names("pse"))
-    _choice("pse.size", cfg.pse.size, ("tiny", "cpu", "paper"))
-    _choice("pse.injection", cfg.pse.injection, ("join", "encoder", "decoder"))
+    # a backbone factory may declare its size presets and injection points (pdfnet2 does)
+    factory = registry.get("pse", cfg.pse.name)
+    if getattr(factory, "sizes", None):
+        _choice("pse.size", cfg.pse.size, tuple(factory.sizes))
+    if getattr(factory, "injections", None):
+        _choice("pse.injection", cfg.pse.injection, tuple(factory.injections))
     _range("pse.train_steps", cfg.pse.train_steps, 1, 10**7)
     _range("pse.batch_size", cfg.pse.batch_size, 1, 4096)
     _range("pse.lr", cfg.pse.lr, 0.0, 1.0, lo_open=True)

@@ -320,19 +320,11 @@ class Pipeline:
     def _speaker_evidence(self, teacher, out, chunk: list, tgt_e: np.ndarray, late_e: np.ndarray,
                           res) -> dict[str, list[float]]:
         """Per utterance: cosine of the output's teacher embedding to the clean target's
-        (``out_cos``; ``late_out_cos`` on the late part), and of the embedding trajectory
-        (``traj_cos``: mean over blocks; ``late_traj_cos``: blocks starting after the late start)."""
+        (``out_cos``), and of the embedding trajectory (``traj_cos``: mean over blocks;
+        ``late_traj_cos``: blocks that start after the late start, against the embedding of the
+        clean target's late part)."""
         emb_out = teacher.embed(out.to(self.device)).float().cpu().numpy()
         ev: dict[str, list[float]] = {"out_cos": _cos(emb_out, tgt_e).tolist()}
-        late_out, late_traj = [], []
-        for j, m in enumerate(chunk):
-            start = _late_start(m)
-            if start is None:
-                late_out.append(float("nan"))
-                continue
-            seg = out[j : j + 1, start:]
-            late_out.append(float(_cos(teacher.embed(seg.to(self.device)).float().cpu().numpy(), late_e[j : j + 1])[0]))
-        ev["late_out_cos"] = late_out
         if res.embeddings is None:
             ev["traj_cos"] = [float("nan")] * len(chunk)
             ev["late_traj_cos"] = [float("nan")] * len(chunk)
@@ -340,6 +332,7 @@ class Pipeline:
         traj = res.embeddings.float().cpu().numpy()  # [K+1, b, D]
         ev["traj_cos"] = _cos(traj, tgt_e[None]).mean(axis=0).tolist()
         starts = np.arange(traj.shape[0]) * res.block_len
+        late_traj = []
         for j, m in enumerate(chunk):
             start = _late_start(m)
             sel = starts >= start if start is not None else np.zeros(len(starts), dtype=bool)

@@ -51,12 +51,59 @@ def _check_kind(kind: str) -> None:
         raise RegistryError(f"unknown plugin kind {kind!r}; kinds are: {', '.join(KINDS)}")
 
 
+ENTRY_POINT_GROUP = "pse_kd_bench.plugins"
+_EXTERNAL_LOADED = False
+
+
 def _load_builtins(kind: str) -> None:
     if kind in _LOADED:
         return
     for module in _PLUGIN_MODULES.get(kind, ()):
         importlib.import_module(module)
     _LOADED.add(kind)
+    load_entry_points()
+
+
+def load_entry_points() -> list[str]:
+    """Import every module installed packages declare under the entry-point group
+    ``pse_kd_bench.plugins`` (once per process); their ``@register`` decorators add users'
+    teachers, students, losses, backbones, refiners and datasets. Returns the modules loaded.
+
+    A plugin that fails to import is an error naming it (a silently missing plugin would make
+    its name look unknown)."""
+    global _EXTERNAL_LOADED
+    if _EXTERNAL_LOADED:
+        return []
+    _EXTERNAL_LOADED = True
+    import os
+    from importlib import metadata
+
+    env = [m for m in os.environ.get("PSE_KD_PLUGINS", "").split(",") if m.strip()]
+    load_modules(env)  # --plugins modules, passed on to worker processes through the environment
+    loaded = list(env)
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:  # noqa: BLE001 - reported with the plugin's name
+            raise RegistryError(f"plugin entry point {ep.name!r} ({ep.value}) of group {ENTRY_POINT_GROUP!r} "
+                                f"failed to import: {type(exc).__name__}: {exc}") from None
+        loaded.append(ep.value)
+    return loaded
+
+
+def load_modules(modules: list[str]) -> None:
+    """Import users' plugin modules by name (``--plugins my_pkg.plugins``); worker processes
+    started later import them too (``$PSE_KD_PLUGINS``)."""
+    import os
+
+    if modules:
+        have = [m for m in os.environ.get("PSE_KD_PLUGINS", "").split(",") if m]
+        os.environ["PSE_KD_PLUGINS"] = ",".join(dict.fromkeys([*have, *modules]))
+    for m in modules:
+        try:
+            importlib.import_module(m)
+        except Exception as exc:  # noqa: BLE001
+            raise RegistryError(f"--plugins module {m!r} failed to import: {type(exc).__name__}: {exc}") from None
 
 
 def register(kind: str, name: str) -> Callable[[T], T]:

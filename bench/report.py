@@ -26,7 +26,7 @@ from bench.metrics.stats import (
 )
 
 METRICS = ("si_sdr", "si_sdri", "pesq", "stoi", "estoi", "out_cos", "traj_cos",
-           "late_si_sdr", "late_si_sdri", "late_pesq", "late_stoi", "late_out_cos", "late_traj_cos")
+           "late_si_sdr", "late_si_sdri", "late_pesq", "late_stoi", "late_traj_cos")
 DELTA_METRICS = ("si_sdr", "pesq", "stoi", "estoi", "late_si_sdr", "traj_cos", "late_traj_cos")
 SHRINK_METRICS = ("si_sdr", "late_si_sdr")
 PACKAGES = ("torch", "numpy", "pesq", "pystoi", "fvcore", "resemblyzer", "speechbrain", "nemo_toolkit",

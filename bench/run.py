@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: eval.n_bootstrap)")
     p.add_argument("--no-figures", action="store_true", help="do not draw the figures at the end")
+    p.add_argument("--plugins", action="append", default=[], metavar="MODULE",
+                   help="import a module that registers your own plugins (repeatable; installed packages can "
+                        "also declare them under the entry-point group pse_kd_bench.plugins)")
     return p
 
 
@@ -49,8 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from bench.config import ConfigError, Grid
-    from bench.registry import RegistryError
+    from bench.registry import RegistryError, load_modules
 
+    try:
+        load_modules(args.plugins)
+    except RegistryError as exc:
+        return _fail(str(exc))
     overrides = list(args.overrides)
     if args.device:
         overrides.append(f"device={args.device}")

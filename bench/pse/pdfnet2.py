@@ -403,6 +403,10 @@ def make_pdfnet2(cfg: PSEConfig, emb_dim: int) -> PDFNet2:
     )
 
 
+make_pdfnet2.sizes = tuple(PRESETS)  # type: ignore[attr-defined]  (read by config validation)
+make_pdfnet2.injections = ("join", "encoder", "decoder")  # type: ignore[attr-defined]
+
+
 def estimate_macs_per_second(model: PDFNet2) -> float:
     """Multiply-accumulates per second of 16 kHz audio (convs, linears, GRUs, STFT matmuls excluded)."""
     p = model.preset

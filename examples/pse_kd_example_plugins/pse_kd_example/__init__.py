@@ -1,0 +1,1 @@
+"""Example plugins for pse-kd-bench (see README.md)."""

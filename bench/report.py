@@ -261,6 +261,7 @@ AXIS_COLS = [
     ("teacher", "teacher"),
     ("test_corpus", "test corpus"),
     ("rule", "rule"),
+    ("n0", "n0"),
     ("tau", "tau"),
     ("student_inputs", "inputs"),
     ("distill_steps", "distill steps"),

@@ -174,6 +174,10 @@ def _describe(cfg) -> str:
     if updates_embedding(cfg):
         parts += [f"alpha={cfg.refine.alpha}", f"rule={cfg.refine.rule}", f"block_s={cfg.refine.block_s}",
                   f"context_s={cfg.refine.context_s}"]
+        if cfg.refine.rule == "anchored":
+            parts += [f"n0={cfg.refine.n0}"]
+        if cfg.refine.rule == "reliability":
+            parts += [f"rel={cfg.refine.rel_lo}..{cfg.refine.rel_hi}"]
         if cfg.refine.gate != "none":
             parts += [f"gate={cfg.refine.gate}>{cfg.refine.gate_threshold}"]
     return " ".join(parts)

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=20, help="trials to run in this process")
     p.add_argument("--study", default=None, help="study name (default: derived from grid and params)")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite in the cache)")
-    p.add_argument("--metric", default="si_sdr", choices=["si_sdr", "pesq", "stoi", "estoi"],
+    p.add_argument("--metric", default="si_sdr", choices=["si_sdr", "late_si_sdr", "pesq", "stoi", "estoi"],
                    help="validation metric to maximise (mean over utterances and conditions)")
     p.add_argument("--seed", type=int, default=0, help="TPE sampler seed")
     p.add_argument("--out", default=None, help="where trials.csv goes (default: results/sweep-<study>)")

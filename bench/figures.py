@@ -315,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for path in draw_all(run_dir, Path(args.out) if args.out else None):
         print(path)
+    if not args.out:
+        from bench.report_md import write_report
+
+        print(write_report(run_dir))
     return 0
 
 

@@ -237,11 +237,13 @@ def _cell_row(cfg, cell_id: str, info: dict[str, Any], links: dict[str, str], co
 
 
 def _draw(run_dir: Path) -> None:
-    """Figures of a run; a figure that cannot be drawn is a warning, never a lost run."""
+    """Figures and REPORT.md of a run; one that cannot be drawn is a warning, never a lost run."""
     try:
         from bench.figures import draw_all
+        from bench.report_md import write_report
 
         draw_all(run_dir)
+        write_report(run_dir)
     except Exception as exc:  # noqa: BLE001
         logging.warning("figures failed (%s: %s); redraw with python -m bench.figures --run %s",
                         type(exc).__name__, exc, run_dir)

@@ -43,3 +43,14 @@ def test_nan_values_do_not_crash(tmp_path):
     b.loc[b["system"] == "oracle", "total_macs_per_s"] = np.nan
     b.to_csv(tmp_path / "leaderboard.csv", index=False)
     assert len(figures.draw_all(tmp_path)) == 4
+
+
+def test_report_lists_figures_captions_and_tables(tmp_path):
+    from bench.report_md import write_report
+
+    _board().to_csv(tmp_path / "leaderboard.csv", index=False)
+    figures.draw_all(tmp_path)
+    text = write_report(tmp_path).read_text()
+    for name in ("gain_vs_rate", "headroom", "complexity", "conditions"):
+        assert f"figures/{name}.png" in text and (tmp_path / "figures" / f"{name}.png").is_file()
+    assert "## Condition: competing" in text and "student-mse" in text and "vs shrink" in text

@@ -1,0 +1,86 @@
+"""``REPORT.md`` of a finished run: provenance, the per-condition comparison with CIs, figures
+with their captions. Written by ``bench.run`` after the figures; redraw with
+``python -m bench.figures --run DIR`` (which rewrites it too)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def _ci(r: pd.Series, col: str, digits: int = 2) -> str:
+    m, lo, hi = (r.get(f"{col}_{k}") for k in ("mean", "ci_lo", "ci_hi"))
+    if m is None or not np.isfinite(m):
+        return ""
+    if lo is None or not np.isfinite(lo):
+        return f"{m:+.{digits}f}"
+    return f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def _p(r: pd.Series, col: str) -> str:
+    v = r.get(col)
+    return f"{v:.2g}" if v is not None and np.isfinite(v) else ""
+
+
+def comparison_table(board: pd.DataFrame, condition: str) -> str:
+    """Every cell on one condition: absolute SI-SDRi, PESQ and STOI, the paired SI-SDR gain over
+    static and over the shrink control with 95 % CIs and Holm-corrected p-values, the late-part
+    gain, the trajectory cosine and the headroom (ceiling - static)."""
+    sub = board[board["condition"] == condition]
+    head = ["system", "role", "alpha", "rule", "seed", "SI-SDRi", "PESQ", "STOI", "vs static", "p (Holm)",
+            "vs shrink", "late vs static", "traj cos", "headroom", "MMAC/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in sub.iterrows():
+        seed = r.get("seed")
+        seed = "" if seed is None or (isinstance(seed, float) and not np.isfinite(seed)) else str(seed).split(".")[0]
+        alpha = r.get("alpha")
+        cells = [str(r["system"]), str(r.get("role", "")), "" if alpha is None or not np.isfinite(alpha) else f"{alpha:g}",
+                 str(r.get("rule") or "") if isinstance(r.get("rule"), str) else "", seed,
+                 _ci(r, "si_sdri"), _ci(r, "pesq", 3), _ci(r, "stoi", 3), _ci(r, "d_si_sdr"), _p(r, "p_d_si_sdr_holm"),
+                 _ci(r, "ds_si_sdr"), _ci(r, "d_late_si_sdr"),
+                 f"{r['traj_cos_mean']:.3f}" if np.isfinite(r.get("traj_cos_mean", np.nan)) else "",
+                 _ci(r, "headroom_si_sdr"),
+                 f"{r['total_macs_per_s'] / 1e6:.1f}" if np.isfinite(r.get("total_macs_per_s", np.nan)) else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write ``<run_dir>/REPORT.md`` from the run's leaderboard, provenance and figures."""
+    from bench.cache import atomic_write_text
+    from bench.figures import CAPTIONS
+
+    board = pd.read_csv(run_dir / "leaderboard.csv")
+    prov: dict[str, Any] = {}
+    if (run_dir / "provenance.json").is_file():
+        prov = json.loads((run_dir / "provenance.json").read_text())
+    weights = sorted({str(w) for w in board.get("teacher_weights", pd.Series(dtype=str)).dropna() if str(w)})
+    sources = sorted({str(w) for w in board.get("pse_source", pd.Series(dtype=str)).dropna() if str(w)})
+    lines = [f"# Report: {prov.get('grid', run_dir.name)}", "",
+             f"Made by `{' '.join(prov.get('argv') or [])}` on {prov.get('date', '?')}, commit "
+             f"`{prov.get('git_commit', '?')}`, device `{prov.get('device', '?')}`.", "",
+             f"- Versions: `{prov.get('versions', '?')}`",
+             f"- Teacher weights: {'; '.join(weights) or '?'}",
+             f"- Backbone weights: {'; '.join(sources) or '?'}",
+             f"- Corpora: trained on {', '.join(sorted(set(board.get('train_corpus', pd.Series(dtype=str)).dropna())))}; "
+             f"tested on {', '.join(sorted(set(board.get('test_corpus', pd.Series(dtype=str)).dropna())))}",
+             "",
+             "Every number is a mean over test mixtures with its 95 % bootstrap CI; `vs static` / `vs shrink` are "
+             "paired differences of SI-SDR (dB) against the static embedding and against the shrink control at the "
+             "same rate; `p (Holm)` is the Wilcoxon signed-rank p-value of the gain over static, Holm-corrected across "
+             "every comparison of the grid; `late` scores the part of a stream after its change; `headroom` is the "
+             "ceiling (teacher on the clean target's blocks, same rate) minus static.", ""]
+    figs = run_dir / "figures"
+    for name, caption in CAPTIONS.items():
+        if (figs / f"{name}.png").is_file():
+            lines += [f"![{name}](figures/{name}.png)", "", f"*{name}.* {caption}", ""]
+    for cond in [c for c in dict.fromkeys(board["condition"]) if c != "all"] + ["all"]:
+        title = "Pooled over conditions (whole mixtures resampled)" if cond == "all" else f"Condition: {cond}"
+        lines += [f"## {title}", "", comparison_table(board, cond), ""]
+    path = run_dir / "REPORT.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

@@ -284,7 +284,8 @@ def conditions(board: pd.DataFrame, path: Path) -> Path:
 def draw_all(run_dir: Path, out: Path | None = None) -> list[Path]:
     """Draw every figure whose inputs the run has; returns the PNG paths."""
     board = pd.read_csv(run_dir / "leaderboard.csv")
-    for col in ("seed", "rule", "role", "alpha"):  # older or hand-made leaderboards may lack them
+    for col in ("seed", "rule", "role", "alpha", "d_si_sdr_mean", "d_si_sdr_ci_lo", "d_si_sdr_ci_hi",
+                "si_sdri_mean", "total_macs_per_s"):  # older, hand-made or all-failed leaderboards may lack them
         if col not in board:
             board[col] = np.nan
     out = out or run_dir / "figures"

@@ -71,8 +71,9 @@ def agreement(student_emb: Any, teacher_emb: Any) -> float:
 
 
 # --------------------------------------------------------------------------- corpus helpers
-def utt_ids_of(corpus: Any, speaker: str, split: str) -> list[str]:
-    """Utterance ids of ``speaker`` in ``split`` for any corpus following the Corpus contract.
+def utt_ids_of(corpus: Any, speaker: str, split: str | None) -> list[str]:
+    """Utterance ids of ``speaker`` in ``split`` (every split when None) for any corpus following
+    the Corpus contract.
 
     Accepts ``utts_of(speaker, split)`` or ``utts_of(speaker)`` returning ids or Utterance
     objects (with ``utt_id`` and optionally ``split``).
@@ -86,7 +87,7 @@ def utt_ids_of(corpus: Any, speaker: str, split: str) -> list[str]:
         if isinstance(u, str):
             out.append(u)
         else:
-            if getattr(u, "split", split) not in (split, None, ""):
+            if split is not None and getattr(u, "split", split) not in (split, None, ""):
                 continue
             out.append(u.utt_id)
     return sorted(out)

@@ -88,7 +88,13 @@ def names_with_role(role: str) -> list[str]:
 
     if role not in ROLES:
         raise ValueError(f"unknown refiner role {role!r}; choices: {', '.join(ROLES)}")
-    return [n for n in registry.names("refiner") if refiner_class(n).role == role]
+    out = []
+    for n in registry.names("refiner"):
+        cls = registry.get("refiner", n)
+        # a registration that is no Refiner class cannot declare a role (refiner_class says so when used)
+        if isinstance(cls, type) and issubclass(cls, Refiner) and cls.role == role:
+            out.append(n)
+    return out
 
 
 def baseline_name() -> str:

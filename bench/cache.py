@@ -170,6 +170,13 @@ class Cache:
         atomic_write_json(d / DONE, meta)
         self._verified.add((stage, key))
 
+    def lock(self, stage: str, key: str, timeout: float = -1):
+        """An inter-process lock on one stage (``filelock``; a context manager): workers sharing a
+        cache never compute the same stage twice and never read it half-written."""
+        from filelock import FileLock
+
+        return FileLock(str(self.stage_dir(stage, key) / ".lock"), timeout=timeout)
+
     def read_meta(self, stage: str, key: str) -> dict[str, Any]:
         meta = json.loads((self.root / stage / key / DONE).read_text())
         meta.pop("_files", None)

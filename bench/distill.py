@@ -137,7 +137,17 @@ class WindowMixer:
 
 # --------------------------------------------------------------------------- main entry
 def distill_student(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: Any = None, device: Any = "cpu", progress: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Distil ``teacher`` into the configured student; see the module docstring."""
+    """Distil ``teacher`` into the configured student; see the module docstring. One trainer per
+    stage across processes sharing the cache (a stage lock)."""
+    key = distill_key(cfg, corpus, teacher, enhancer)
+    if not hasattr(cache, "lock"):
+        return _distill_locked(cfg, corpus, teacher, cache, enhancer, device, progress)
+    with cache.lock(STAGE, key):
+        return _distill_locked(cfg, corpus, teacher, cache, enhancer, device, progress)
+
+
+def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: Any, device: Any,
+                    progress: bool) -> tuple[torch.nn.Module, dict[str, Any]]:
     dc = cfg.distill
     device = torch.device(str(device))
     key = distill_key(cfg, corpus, teacher, enhancer)

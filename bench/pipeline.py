@@ -143,6 +143,10 @@ class Pipeline:
 
         def make():
             path = self.cache.stage_dir("evalset", key) / "set.npz"
+            with self.cache.lock("evalset", key):
+                return load_or_make(path)
+
+        def load_or_make(path):
             if self.cache.is_done("evalset", key):
                 return load_eval_set(path)
             mixtures = make_eval_set(corpus, eval_split(cfg), cfg.mix, condition, n_items(cfg, condition), seed,
@@ -209,6 +213,10 @@ class Pipeline:
         key = config_hash(eval_slice(cfg), self.weights_identity(cfg))
         stage_dir = self.cache.stage_dir("eval", key)
         csv = stage_dir / "rows.csv"
+        with self.cache.lock("eval", key):
+            return self._evaluate_locked(cfg, key, csv)
+
+    def _evaluate_locked(self, cfg: ExperimentConfig, key: str, csv) -> CellResult:
         if self.cache.is_done("eval", key):
             return CellResult(pd.read_csv(csv), self.cache.read_meta("eval", key))
         rows, info = self._evaluate(cfg)

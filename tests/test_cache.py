@@ -74,3 +74,35 @@ def test_done_marker_is_believed_only_while_artifacts_match(tmp_path, caplog):
     assert not Cache(tmp_path).is_done("eval", "k1")
     (d / "DONE").write_text("{not json")
     assert not Cache(tmp_path).is_done("eval", "k1")
+
+
+def _hold_lock(root: str, ready, release) -> None:
+    from bench.cache import Cache
+
+    with Cache(root).lock("pse", "k"):
+        ready.set()
+        release.wait(10)
+
+
+def test_stage_lock_excludes_other_processes(tmp_path):
+    import multiprocessing as mp
+
+    import pytest
+    from filelock import Timeout
+
+    from bench.cache import Cache
+
+    ctx = mp.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
+    p.start()
+    try:
+        assert ready.wait(10)
+        with pytest.raises(Timeout):
+            with Cache(tmp_path).lock("pse", "k", timeout=0.2):
+                pass
+    finally:
+        release.set()
+        p.join(10)
+    with Cache(tmp_path).lock("pse", "k", timeout=2):  # free again
+        pass

@@ -175,3 +175,28 @@ def test_degraded_pool_is_cached_and_deterministic(tmp_path):
     b = degraded_pool(teacher, corpus, ids, cache, 1.0)
     assert set(a) == set(ids) and a[ids[0]].shape == (3, teacher.dim)
     assert all(torch.equal(a[u], b[u]) for u in ids)
+
+
+def _train_in_process(cache_root: str, out) -> None:
+    from bench.cache import Cache
+
+    from .test_pse import FakeSampler, FakeTeacher, _fake_corpus, _train_cfg
+
+    pse_train._make_sampler = FakeSampler
+    pse_train.VAL_MIN = 2
+    _, info = pse_train.train_pse(_train_cfg(), _fake_corpus(), FakeTeacher(), Cache(cache_root), progress=False)
+    out.put(bool(info["cached"]))
+
+
+def test_two_workers_on_one_cache_train_a_stage_once(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_train_in_process, args=(str(tmp_path), out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    cached = sorted(out.get(timeout=5) for _ in procs)
+    assert cached == [False, True]  # one trained, the other waited for the lock and loaded

@@ -301,6 +301,15 @@ def train_pse(
     shipped = _shipped(cfg, teacher, key, device)
     if shipped is not None:
         return shipped
+    # one trainer per stage, also across processes sharing the cache: a second one waits, then loads
+    with cache.lock(STAGE, key):
+        return _train_locked(cfg, corpus, teacher, cache, key, device, progress, stop_after)
+
+
+def _train_locked(cfg: ExperimentConfig, corpus: Any, teacher: Any, cache: Cache, key: str, device: str,
+                  progress: bool, stop_after: int | None) -> tuple[PSEModel, dict[str, Any]]:
+    """The body of :func:`train_pse` once the stage's lock is held: load it if done, else train."""
+    personalized = bool(cfg.pse.personalized)
     d = cache.stage_dir(STAGE, key)
     if cache.is_done(STAGE, key) and (d / "model.pt").exists():
         model = build_model(cfg, teacher).to(device)

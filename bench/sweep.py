@@ -69,7 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite in the cache)")
     p.add_argument("--metric", default="si_sdr", choices=["si_sdr", "late_si_sdr", "pesq", "stoi", "estoi"],
                    help="validation metric to maximise (mean over utterances and conditions)")
-    p.add_argument("--seed", type=int, default=0, help="TPE sampler seed")
+    p.add_argument("--seed", type=int, default=None,
+                   help="sampler seed (default: drawn per worker, so workers started together propose different "
+                        "trials; give one to reproduce a single-worker study)")
+    p.add_argument("--total-trials", type=int, default=None,
+                   help="a budget for the whole study, over every worker: a worker stops once the study holds this "
+                        "many finished or running trials")
+    p.add_argument("--multi-objective", action="store_true",
+                   help="maximise the metric and minimise total MACs per second (NSGA-II); prints the Pareto front")
     p.add_argument("--out", default=None, help="where trials.csv goes (default: results/sweep-<study>)")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -110,9 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     pipe = Pipeline(cache, device=device, progress=not args.no_progress)
     name = args.study or f"{grid.name}-{args.metric}-{config_hash(base, [p.key for p in params], length=8)}"
     storage = args.storage or f"sqlite:///{cache.root / 'optuna.db'}"
-    sampler = optuna.samplers.TPESampler(seed=args.seed)
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
-                                load_if_exists=True)
+    seed = args.seed if args.seed is not None else _worker_seed()
+    if args.multi_objective:
+        sampler = optuna.samplers.NSGAIISampler(seed=seed)
+        study = optuna.create_study(study_name=name + "-mo", storage=storage, directions=["maximize", "minimize"],
+                                    sampler=sampler, load_if_exists=True)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed)
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
+                                    load_if_exists=True)
 
     def objective(trial) -> float:
         from bench.config import set_dotted
@@ -130,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         trial.set_user_attr("teacher_weights", str(res.info.get("teacher_weights", "")))
         if values.isna().all():
             raise RuntimeError(f"every {args.metric} value of this trial failed")
+        macs = float(res.info.get("total_macs_per_s", float("nan")))
+        trial.set_user_attr("total_macs_per_s", macs)
+        if args.multi_objective:
+            return float(values.mean()), macs
         return float(values.mean())
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -145,9 +162,19 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_path(out / "trials.csv") as tmp:
             study.trials_dataframe().to_csv(tmp, index=False)
 
+    callbacks: list[Any] = [dump]
+    if args.total_trials is not None:
+        from optuna.study import MaxTrialsCallback
+        from optuna.trial import TrialState
+
+        callbacks.append(MaxTrialsCallback(args.total_trials, states=(TrialState.COMPLETE, TrialState.RUNNING,
+                                                                      TrialState.FAIL)))
     try:
-        study.optimize(objective, n_trials=args.trials, show_progress_bar=not args.no_progress,
-                       catch=(RuntimeError, ValueError, FloatingPointError), callbacks=[dump])
+        already = len(study.trials)
+        n = args.trials if args.total_trials is None else max(0, min(args.trials, args.total_trials - already))
+        if n:
+            study.optimize(objective, n_trials=n, show_progress_bar=not args.no_progress,
+                           catch=(RuntimeError, ValueError, FloatingPointError), callbacks=callbacks)
     except KeyboardInterrupt:
         print("interrupted: finished trials are kept in the study (re-run to resume) and in trials.csv",
               file=sys.stderr)
@@ -158,11 +185,50 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no trial of study {name!r} completed; see {out / 'trials.csv'} and the log above",
               file=sys.stderr)
         return 1
-    best = study.best_trial
-    print(f"best validation {args.metric}: {best.value:.3f} at " +
-          ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()))
+    def fmt(params: dict) -> str:
+        return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+    if args.multi_objective:
+        print(f"Pareto front (validation {args.metric} vs total MACs/s), {len(study.best_trials)} trial(s):")
+        for t in sorted(study.best_trials, key=lambda t: t.values[1]):
+            print(f"  {args.metric} {t.values[0]:.3f}, {t.values[1] / 1e6:.1f} MMAC/s: {fmt(t.params)}")
+        best = max(study.best_trials, key=lambda t: t.values[0])
+    else:
+        best = study.best_trial
+        print(f"best validation {args.metric}: {best.value:.3f} at {fmt(best.params)}")
+    grid_path = export_best(out / "best.yaml", grid, best.params, name, args.metric)
     print(f"trials: {out / 'trials.csv'}")
+    print(f"best config (tuned on validation; report it on test once): python -m bench.run --grid {grid_path}")
     return 0
+
+
+def _worker_seed() -> int:
+    """A sampler seed that differs between workers started at the same moment (pid, host, time)."""
+    import os
+    import socket
+    import time
+
+    mixed = int.from_bytes(os.urandom(4), "little") ^ (os.getpid() << 8) ^ hash(socket.gethostname()) ^ time.time_ns()
+    return mixed & 0xFFFFFFFF
+
+
+def export_best(path: Path, grid: Any, params: dict[str, Any], study: str, metric: str) -> Path:
+    """A grid file holding the study's base config with the best trial's values, evaluated on the
+    test split by ``bench.run`` (its static baseline, control and ceiling are added as usual)."""
+    import yaml
+
+    from bench.cache import atomic_write_text
+    from bench.config import set_dotted
+
+    base = _copy(grid.base)
+    for k, v in params.items():
+        set_dotted(base, k, v)
+    base.setdefault("eval", {})["split"] = "test"
+    text = (f"# Best trial of study {study!r} (maximising validation {metric}); tuned on the validation split,\n"
+            f"# to be reported once on test: python -m bench.run --grid {path}\n")
+    text += yaml.safe_dump({"name": f"{grid.name}-tuned", "base": base, "systems": [{}]}, sort_keys=False)
+    atomic_write_text(path, text)
+    return path
 
 
 def _probe_value(base: dict, p: Param) -> None:

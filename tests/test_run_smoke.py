@@ -172,6 +172,15 @@ def test_sweep_runs_resumes_and_records_provenance(smoke_run, tmp_path, capsys):
     again = pd.read_csv(out / "trials.csv")
     assert len(again) == 3
     pd.testing.assert_series_equal(again["value"].iloc[:2], trials["value"])
+    # a total budget over workers: another worker asking for 5 more trials stops at 4 in all
+    assert sweep.main([*args, "--trials", "5", "--total-trials", "4"]) == 0
+    assert len(pd.read_csv(out / "trials.csv")) == 4
+    # the best trial as a grid bench.run accepts, on the test split
+    from bench.config import Grid
+
+    best = Grid.load(out / "best.yaml")
+    cfg = best.cells()[0].config
+    assert cfg.eval.split == "test" and 0.0 <= cfg.refine.alpha <= 1.0 and cfg.distill.loss == "mse"
 
 
 @pytest.mark.parametrize("param", ["refine.alpha=1:0", "refine.alpha=0:7", "refine.alpha", "nope.key=0:1"])

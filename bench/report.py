@@ -209,7 +209,7 @@ def _seed_spread(board: pd.DataFrame) -> None:
     if board.empty or "d_si_sdr_mean" not in board or "seed" not in board:
         return
     ignore = {"cell_id", "seed", "config_hash", "date", "git_commit", "versions", "device", "n"}
-    keys = [c for c in board.columns if c in ("system", "condition", "teacher", "loss", "tau", "alpha", "rule", "block_s",
+    keys = [c for c in board.columns if c in ("system", "condition", "pse_key", "teacher", "loss", "tau", "alpha", "rule", "block_s",
                                               "context_s", "gate", "gate_threshold", "student_inputs",
                                               "distill_steps", "pse", "pse_tag") and c not in ignore]
     filled = board[keys].astype(str)
@@ -258,6 +258,7 @@ def _fmt(col: str, v: Any, plain_int: bool = False) -> str:
 # config axes shown (after "seed") only when they vary between the table's rows, so that cells
 # differing in, say, the gate threshold never look like duplicates
 AXIS_COLS = [
+    ("pse_key", "backbone"),
     ("teacher", "teacher"),
     ("test_corpus", "test corpus"),
     ("rule", "rule"),

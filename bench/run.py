@@ -167,7 +167,11 @@ def _with_baselines(cells: list) -> list:
 def _describe(cfg) -> str:
     from bench.refine import system_name, updates_embedding, uses_student
 
-    parts = [f"system={system_name(cfg)}", f"teacher={cfg.teacher.name}/{cfg.teacher.source}"]
+    from bench.cache import config_hash
+    from bench.pse.train import training_slice
+
+    parts = [f"system={system_name(cfg)}", f"teacher={cfg.teacher.name}/{cfg.teacher.source}",
+             f"backbone={cfg.pse.name}/{cfg.pse.size}#{config_hash(training_slice(cfg.pse), length=6)}"]
     if uses_student(cfg):
         parts += [f"loss={cfg.distill.loss}", f"tau={cfg.distill.tau}", f"seed={cfg.seed}",
                   f"inputs={'+'.join(cfg.distill.inputs)}", f"steps={cfg.distill.steps}"]
@@ -212,6 +216,7 @@ def _cell_row(cfg, cell_id: str, info: dict[str, Any], links: dict[str, str], co
         "distill_steps": cfg.distill.steps if stu else float("nan"),
         "pse": f"{cfg.pse.name}/{cfg.pse.size}",
         "pse_source": info.get("pse_source", cfg.pse.source),
+        "pse_key": str((info.get("pse_train") or {}).get("key", ""))[:8],
         "train_corpus": cfg.corpus.name if not cfg.corpus.path else f"{cfg.corpus.name}:{cfg.corpus.path}",
         "test_corpus": (cfg.test_corpus.name if not cfg.test_corpus.path
                         else f"{cfg.test_corpus.name}:{cfg.test_corpus.path}") if cfg.test_corpus.name else "(same)",
@@ -285,6 +290,12 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
         **common,
     })
     ids = {id(c): config_hash(eval_slice(c.config)) for c in cells}
+    # cells whose evaluation is the same (a non-personalized backbone under two embedding switches,
+    # say) run once
+    unique: dict[str, Any] = {}
+    for c in cells:
+        unique.setdefault(ids[id(c)], c)
+    cells = list(unique.values())
     by_key = {ids[id(c)]: c for c in cells}
 
     def match(cfg, refine_name: str) -> str:

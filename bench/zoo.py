@@ -158,11 +158,12 @@ def _content_stamp(corpus: Any) -> str:
     return p.read_text().strip() if p.is_file() else ""
 
 
-def entry_name(cfg: Any) -> str:
-    """File stem of a backbone's zoo entry: ``<pse>-<size>-<teacher>-<personalized|nonpersonalized>``."""
+def entry_name(cfg: Any, key: str = "") -> str:
+    """File stem of a backbone's zoo entry:
+    ``<pse>-<size>-<teacher>-<personalized|nonpersonalized>[-<first 8 of the stage key>]``."""
     kind = "personalized" if cfg.pse.personalized else "nonpersonalized"
     teacher = cfg.teacher.name if cfg.pse.personalized else "none"
-    return f"{cfg.pse.name}-{cfg.pse.size}-{teacher}-{kind}"
+    return f"{cfg.pse.name}-{cfg.pse.size}-{teacher}-{kind}" + (f"-{key[:8]}" if key else "")
 
 
 # --------------------------------------------------------------------------- CLI
@@ -181,18 +182,20 @@ def _build(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     set_threads()
+    pipe = None
     todo: dict[str, Any] = {}
     for c in cells:
         if c.config.pse.source != "zoo":
             continue
+        if pipe is None:
+            pipe = Pipeline(Cache(default_root(c.config.cache_dir)), device="cpu", progress=not args.no_progress)
         for pers in (True, False):  # every personalized backbone is compared with its non-personalized twin
             cfg = replace(c.config, pse=replace(c.config.pse, personalized=pers, source="train"))
-            todo.setdefault(entry_name(cfg), cfg)
-    if not todo:
+            key = stage_key(cfg, pipe.corpus(cfg), pipe.teacher(cfg))
+            todo.setdefault(entry_name(cfg, key), cfg)
+    if not todo or pipe is None:
         print(f"error: no cell of {args.grid} uses pse.source=zoo", file=sys.stderr)
         return 2
-    first = next(iter(todo.values()))
-    pipe = Pipeline(Cache(default_root(first.cache_dir)), device="cpu", progress=not args.no_progress)
     from bench.config import Cell
     from bench.run import prefetch
 

@@ -197,7 +197,7 @@ def _shipped(cfg: ExperimentConfig, teacher: Any, key: str, device: str) -> tupl
         if rec is None:
             log.warning("no zoo entry for backbone %s (%s/%s, %s, key %s): training it here (pse.source=zoo falls "
                         "back to training; the zoo was built for another corpus or training config)",
-                        zoo.entry_name(cfg), pc.name, pc.size, "personalized" if pc.personalized else
+                        zoo.entry_name(cfg, key), pc.name, pc.size, "personalized" if pc.personalized else
                         "non-personalized", key)
             return None
         state = zoo.load_state(rec)

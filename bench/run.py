@@ -165,10 +165,9 @@ def _with_baselines(cells: list) -> list:
 
 
 def _describe(cfg) -> str:
-    from bench.refine import system_name, updates_embedding, uses_student
-
     from bench.cache import config_hash
     from bench.pse.train import training_slice
+    from bench.refine import system_name, updates_embedding, uses_student
 
     parts = [f"system={system_name(cfg)}", f"teacher={cfg.teacher.name}/{cfg.teacher.source}",
              f"backbone={cfg.pse.name}/{cfg.pse.size}#{config_hash(training_slice(cfg.pse), length=6)}"]

@@ -192,7 +192,7 @@ class FakeTeacher:
 
 def _fake_corpus():
     spk = {"train": [300, 500, 700, 900], "val": [400, 800]}
-    utts = [SimpleNamespace(utt_id=f"u{f}", split=s) for s, fs in spk.items() for f in fs]
+    utts = [SimpleNamespace(utt_id=f"u{f}", split=s, speaker=f"s{f}") for s, fs in spk.items() for f in fs]
 
     def audio(uid):
         f = int(uid[1:])

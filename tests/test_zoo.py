@@ -105,6 +105,11 @@ def test_stage_key_ignores_where_weights_come_from_and_embedding_switches_withou
     assert pse_train.stage_key(a, corpus, None) == pse_train.stage_key(b, corpus, None)
 
 
+def _only(**switches) -> PSEConfig:
+    """A PSEConfig with every embedding switch off except ``switches`` (the defaults turn some on)."""
+    return PSEConfig(**{"emb_mix": 0.0, "emb_drop": 0.0, "emb_degraded": 0.0, **switches})
+
+
 def test_embedding_augmenter_switches():
     table = {f"u{i}": torch.nn.functional.normalize(torch.randn(4), dim=0) for i in range(6)}
     speaker_of = {f"u{i}": f"s{i // 2}" for i in range(6)}
@@ -112,19 +117,19 @@ def test_embedding_augmenter_switches():
     ids = ["u0", "u3"]
     clean = torch.stack([table[u] for u in ids])
     rng = np.random.default_rng(0)
-    drop = EmbeddingAugmenter(PSEConfig(emb_drop=1.0), table, speaker_of)
+    drop = EmbeddingAugmenter(_only(emb_drop=1.0), table, speaker_of)
     assert torch.equal(drop(clean, ids, rng), torch.zeros_like(clean))
-    deg = EmbeddingAugmenter(PSEConfig(emb_degraded=1.0), table, speaker_of, pool)
+    deg = EmbeddingAugmenter(_only(emb_degraded=1.0), table, speaker_of, pool)
     assert torch.equal(deg(clean, ids, rng), -clean)
-    mix = EmbeddingAugmenter(PSEConfig(emb_mix=1.0, emb_mix_max=0.5), table, speaker_of)
+    mix = EmbeddingAugmenter(_only(emb_mix=1.0, emb_mix_max=0.5), table, speaker_of)
     out = mix(clean, ids, rng)
     torch.testing.assert_close(out.norm(dim=-1), torch.ones(2))
     assert torch.all((out * clean).sum(-1) > 0)  # pulled toward another speaker, not past it
     assert not torch.equal(out, clean)
-    off = EmbeddingAugmenter(PSEConfig(), table, speaker_of)
+    off = EmbeddingAugmenter(_only(), table, speaker_of)
     assert not off.active and torch.equal(off(clean, ids, rng), clean)
     with pytest.raises(ValueError, match="pool"):
-        EmbeddingAugmenter(PSEConfig(emb_degraded=0.5), table, speaker_of)
+        EmbeddingAugmenter(_only(emb_degraded=0.5), table, speaker_of)
 
 
 def test_refinement_loop_step_moves_toward_the_output_and_keeps_dropped_items():
@@ -145,8 +150,6 @@ def test_refinement_loop_step_moves_toward_the_output_and_keeps_dropped_items():
 
 def test_training_with_every_switch_runs_and_is_keyed(fake_world, tmp_path):
     corpus, teacher = fake_world
-    for u in corpus.utterances:
-        u.speaker = u.utt_id
     cfg = _train_cfg()
     cfg.pse.emb_mix, cfg.pse.emb_drop, cfg.pse.refine_train = 0.5, 0.3, 0.5
     model, info = pse_train.train_pse(cfg, corpus, teacher, Cache(tmp_path), progress=False)

@@ -239,6 +239,28 @@ class EvalConfig:
 
 
 @dataclass
+class TrainConfig:
+    """How the training stages (backbone, students) run on the device at hand (``bench.runtime``).
+
+    With the defaults they run as they always have: mixtures built in the training process, float32.
+    None of these fields is part of a config slice; what they change in a result enters the stage
+    cache keys through :func:`bench.runtime.key_extras` (nothing on a CPU with the defaults).
+
+    Attributes:
+        loader_workers: DataLoader worker processes that build the training mixtures off the
+            training loop (``bench.data.steps``). 0: in the training process, from one sequential
+            generator (the cached results). >= 1: each batch from a generator seeded by
+            (seed, step), so 1, 2 or 8 workers give the same batches (another stream than 0).
+        amp: autocast the forward passes of training (CUDA only; a no-op with a note on a CPU).
+        amp_dtype: ``bfloat16`` (no loss scaling needed) or ``float16`` (with a GradScaler).
+    """
+
+    loader_workers: int = 0
+    amp: bool = False
+    amp_dtype: str = "bfloat16"
+
+
+@dataclass
 class ExperimentConfig:
     """One cell of a grid: everything a run needs."""
 
@@ -255,13 +277,19 @@ class ExperimentConfig:
     pse: PSEConfig = field(default_factory=PSEConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        # `train` at its defaults is left out, so the dict (and every hash of it: the leaderboard's
+        # config_hash, sweep study names) is what it was before the section existed
+        if self.train == TrainConfig():
+            del out["train"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ExperimentConfig:
-        cfg = _build(cls, data or {}, prefix="")
+        cfg = _build(cls, expand_preset(data or {}), prefix="")
         validate(cfg)
         return cfg
 
@@ -472,6 +500,8 @@ def validate(cfg: ExperimentConfig) -> None:
         )
     _range("eval.workers", cfg.eval.workers, 1, 256)
     _range("eval.n_bootstrap", cfg.eval.n_bootstrap, 1, 10**7)
+    _range("train.loader_workers", cfg.train.loader_workers, 0, 256)
+    _choice("train.amp_dtype", cfg.train.amp_dtype, ("bfloat16", "float16"))
 
 
 # --------------------------------------------------------------------------- overrides
@@ -511,6 +541,31 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
+
+
+# --------------------------------------------------------------------------- size presets
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
+
+
+def preset_names() -> list[str]:
+    """The size presets in ``presets/`` (``cpu``: the defaults; ``paper``: GPU-sized)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def expand_preset(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its ``preset: NAME`` key replaced by the values of ``presets/NAME.yaml``
+    underneath: every value ``data`` sets itself (a grid's base, its axes, ``--set``) wins."""
+    if not isinstance(data, dict) or "preset" not in data:
+        return data
+    rest = {k: v for k, v in data.items() if k != "preset"}
+    name = data["preset"]
+    f = PRESETS_DIR / f"{name}.yaml"
+    if not isinstance(name, str) or not f.is_file():
+        raise ConfigError(f"preset={name!r} is not allowed; choices: {', '.join(preset_names())}")
+    loaded = yaml.safe_load(f.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"preset file {str(f)!r} must be a mapping of config sections")
+    return deep_merge(loaded, rest)
 
 
 # --------------------------------------------------------------------------- grids

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -34,7 +35,9 @@ import torch.nn.functional as F
 from bench import registry
 from bench.audio import SR
 from bench.cache import atomic_path, config_hash
+from bench.data.steps import STUDENT_TAG, step_batches
 from bench.metrics.speaker import agreement, crop_audio, utt_ids_of
+from bench.runtime import autocast, backward_step, grad_scaler
 from bench.teachers.emb_cache import EmbeddingCache
 
 STAGE = "student"
@@ -46,9 +49,14 @@ MAX_VAL = 384
 # Bump when the distillation code changes what a given config produces (the stage's cache key).
 STAGE_VERSION = 1
 
-def distill_key(cfg: Any, corpus: Any, teacher: Any, enhancer: Any = None) -> str:
+def distill_key(cfg: Any, corpus: Any, teacher: Any, enhancer: Any = None, device: Any = "cpu") -> str:
+    """Cache key of a student; the runtime's part (:func:`bench.runtime.key_extras`: device when not
+    the CPU, AMP, the step-seeded loader) is empty on a CPU with the defaults, so old keys hold."""
+    from bench.runtime import key_extras
+
     return config_hash(
-        f"distill-v{STAGE_VERSION}", teacher.identity, cfg.student, cfg.distill, corpus.key, cfg.mix, cfg.seed, enhancer_identity(cfg, enhancer)
+        f"distill-v{STAGE_VERSION}", teacher.identity, cfg.student, cfg.distill, corpus.key, cfg.mix, cfg.seed, enhancer_identity(cfg, enhancer),
+        *key_extras(device, getattr(cfg, "train", None)),
     )
 
 
@@ -135,11 +143,49 @@ class WindowMixer:
         return compose(clean, inters, noise, sir, snr)[0]
 
 
+def draw_inputs(idx: np.ndarray, inputs: list[str], rng: np.random.Generator, mixer: WindowMixer,
+                by_spk: dict[int, list[int]], spk: list[int]) -> tuple[np.ndarray, list[int], list[int]]:
+    """The numpy part of a batch's inputs: ``(x [B, T], enh, enroll)``; item ``j`` is of kind
+    ``inputs[j % len(inputs)]``: its clean pool window, or that window mixed (``noisy``, and
+    ``enhanced`` before the enhancer runs); ``enh`` lists the ``enhanced`` items, ``enroll`` the
+    pool index of each one's enrollment window (same speaker). Draws from ``rng`` in item order."""
+    kinds = [inputs[j % len(inputs)] for j in range(len(idx))]
+    wavs = []
+    for i, kind in zip(idx, kinds, strict=True):
+        wavs.append(mixer.window(int(i)) if kind == "clean" else mixer.noisy(int(i), rng))
+    enh = [j for j, k in enumerate(kinds) if k == "enhanced"]
+    enroll = []
+    for j in enh:
+        same = by_spk[spk[int(idx[j])]]
+        enroll.append(int(same[int(rng.integers(len(same)))]))
+    return np.stack(wavs), enh, enroll
+
+
+def finish_inputs(x: torch.Tensor, enh: list[int], enroll: list[int], enhancer: Any, pool_targets: torch.Tensor,
+                  device: Any) -> torch.Tensor:
+    """``x`` (on ``device``) with its ``enh`` items replaced by ``enhancer(x[enh], e)``, ``e`` the
+    teacher targets of the pool windows ``enroll``."""
+    if enh:
+        with torch.no_grad():
+            out = enhancer(x[enh], pool_targets[enroll].to(device))
+        x[enh] = out.to(x.dtype).reshape(len(enh), -1)[:, : x.shape[1]]
+    return x
+
+
+def _student_batch(n_pool: int, batch_size: int, inputs: list[str], mixer: WindowMixer, by_spk: dict[int, list[int]],
+                   spk: list[int], rng: np.random.Generator) -> dict[str, Any]:
+    """One training batch of the step-seeded loader (:mod:`bench.data.steps`), made in a worker:
+    pool indices, their input audio and the enrollment picks of the ``enhanced`` items."""
+    idx = rng.choice(n_pool, size=batch_size, replace=n_pool < batch_size)
+    x, enh, enroll = draw_inputs(idx, inputs, rng, mixer, by_spk, spk)
+    return {"idx": torch.from_numpy(idx), "x": torch.from_numpy(x), "enh": enh, "enroll": enroll}
+
+
 # --------------------------------------------------------------------------- main entry
 def distill_student(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: Any = None, device: Any = "cpu", progress: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Distil ``teacher`` into the configured student; see the module docstring. One trainer per
     stage across processes sharing the cache (a stage lock)."""
-    key = distill_key(cfg, corpus, teacher, enhancer)
+    key = distill_key(cfg, corpus, teacher, enhancer, device)
     if not hasattr(cache, "lock"):
         return _distill_locked(cfg, corpus, teacher, cache, enhancer, device, progress)
     with cache.lock(STAGE, key):
@@ -150,7 +196,7 @@ def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
                     progress: bool) -> tuple[torch.nn.Module, dict[str, Any]]:
     dc = cfg.distill
     device = torch.device(str(device))
-    key = distill_key(cfg, corpus, teacher, enhancer)
+    key = distill_key(cfg, corpus, teacher, enhancer, device)
     d = cache.stage_dir(STAGE, key)
     seed = int(cfg.seed)
     random.seed(seed)
@@ -185,21 +231,8 @@ def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
         by_spk.setdefault(s, []).append(i)
 
     def make_inputs(idx: np.ndarray, rng: np.random.Generator, pool_mixer: WindowMixer, pool_targets: torch.Tensor, pool_by_spk: dict[int, list[int]], pool_spk: list[int]) -> torch.Tensor:
-        kinds = [inputs[j % len(inputs)] for j in range(len(idx))]
-        wavs = []
-        for i, kind in zip(idx, kinds, strict=True):
-            wavs.append(pool_mixer.window(int(i)) if kind == "clean" else pool_mixer.noisy(int(i), rng))
-        x = torch.from_numpy(np.stack(wavs)).to(device)
-        enh = [j for j, k in enumerate(kinds) if k == "enhanced"]
-        if enh:
-            enroll = []
-            for j in enh:
-                same = pool_by_spk[pool_spk[int(idx[j])]]
-                enroll.append(int(same[int(rng.integers(len(same)))]))
-            with torch.no_grad():
-                out = enhancer(x[enh], pool_targets[enroll].to(device))
-            x[enh] = out.to(x.dtype).reshape(len(enh), -1)[:, : x.shape[1]]
-        return x
+        x, enh, enroll = draw_inputs(idx, inputs, rng, pool_mixer, pool_by_spk, pool_spk)
+        return finish_inputs(torch.from_numpy(x).to(device), enh, enroll, enhancer, pool_targets, device)
 
     # ---- fixed validation set
     v_ids, v_crops, v_spk, _ = window_pool(corpus, "val", dc.window_s, VAL_WINDOWS_PER_UTT, pool_seed(cfg) + 1)
@@ -248,6 +281,7 @@ def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, dc.steps - warm)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    scaler = grad_scaler(device, cfg.train)
     rng = np.random.default_rng(seed + 5)
     state = {"step": 0, "best": float("inf"), "best_agree": float("nan"), "best_step": 0, "bad": 0, "history": []}
     best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
@@ -262,13 +296,16 @@ def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
         state = ck["state"]
         rng.bit_generator.state = ck["np_rng"]
         torch.set_rng_state(ck["torch_rng"])
+        if scaler is not None and ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
         resumed = True
 
     def checkpoint() -> None:
         with atomic_path(ckpt_path) as tmp:
             torch.save({"model": student.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                         "best_state": best_state, "state": state, "np_rng": rng.bit_generator.state,
-                        "torch_rng": torch.get_rng_state()}, tmp)
+                        "torch_rng": torch.get_rng_state(),
+                        **({"scaler": scaler.state_dict()} if scaler is not None else {})}, tmp)
 
     # ---- training loop
     student.train()
@@ -279,15 +316,24 @@ def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
         bar = tqdm(total=dc.steps, initial=state["step"], desc=f"distill {cfg.student.name}<-{teacher.name} ({dc.loss})", leave=False)
     stopped_early = False
     train_losses: list[float] = []
+    # train.loader_workers > 0: batches made in DataLoader workers, batch s from a generator seeded
+    # by (seed, s) (the same for any number of workers); 0: here, from `rng` (the cached results)
+    batches = (step_batches(functools.partial(_student_batch, len(ids), dc.batch_size, inputs, mixer, by_spk, spk),
+                            seed, STUDENT_TAG, state["step"], dc.steps, cfg.train.loader_workers,
+                            pin_memory=device.type == "cuda") if cfg.train.loader_workers > 0 else None)
     while state["step"] < dc.steps:
-        idx = rng.choice(len(ids), size=dc.batch_size, replace=len(ids) < dc.batch_size)
-        x = make_inputs(idx, rng, mixer, targets, by_spk, spk)
-        s = student(x)
-        loss = loss_fn(s, targets[idx], spk_t[idx].to(device))
+        if batches is None:
+            idx = rng.choice(len(ids), size=dc.batch_size, replace=len(ids) < dc.batch_size)
+            x = make_inputs(idx, rng, mixer, targets, by_spk, spk)
+        else:
+            b = next(batches)
+            idx = b["idx"].numpy()
+            x = finish_inputs(b["x"].to(device, non_blocking=True), b["enh"], b["enroll"], enhancer, targets, device)
+        with autocast(device, cfg.train):  # train.amp: CUDA only; the loss in float32
+            s = student(x)
+        loss = loss_fn(s.float(), targets[idx], spk_t[idx].to(device))
         opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 5.0)
-        opt.step()
+        backward_step(loss, opt, student.parameters(), scaler)
         sched.step()
         state["step"] += 1
         train_losses.append(float(loss.detach()))
@@ -308,6 +354,8 @@ def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
                 break
     if bar is not None:
         bar.close()
+    if batches is not None:
+        batches.close()  # stops the loader's workers
     if have_val:
         student.load_state_dict(best_state)
         val_loss, val_agree = state["best"], state["best_agree"]

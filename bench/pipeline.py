@@ -24,6 +24,7 @@ from bench.audio import SR
 from bench.cache import Cache, atomic_path, config_hash
 from bench.config import COMPETING_CONDITIONS, STREAM_CONDITIONS, ExperimentConfig
 from bench.refine import make_refiner, system_name, updates_embedding, uses_student
+from bench.runtime import key_extras
 
 log = logging.getLogger("bench")
 
@@ -163,7 +164,7 @@ class Pipeline:
 
         teacher = self.teacher(cfg)
         corpus = self.corpus(cfg)
-        key = stage_key(cfg, corpus, teacher)
+        key = stage_key(cfg, corpus, teacher, self.device)
 
         def make():
             model, info = train_pse(cfg, corpus, teacher, self.cache, device=self.device, progress=self.progress)
@@ -181,8 +182,8 @@ class Pipeline:
         enhancer = None
         if "enhanced" in cfg.distill.inputs:
             pse_model, _ = self.pse(cfg)
-            enhancer = _Enhancer(pse_model, identity=stage_key(cfg, corpus, teacher))
-        key = distill_key(cfg, corpus, teacher, enhancer)
+            enhancer = _Enhancer(pse_model, identity=stage_key(cfg, corpus, teacher, self.device))
+        key = distill_key(cfg, corpus, teacher, enhancer, self.device)
 
         def make():
             student, info = distill_student(cfg, corpus, teacher, self.cache, enhancer=enhancer, device=self.device,
@@ -210,7 +211,10 @@ class Pipeline:
 
     def evaluate(self, cfg: ExperimentConfig) -> CellResult:
         """Score one cell on every condition of ``cfg.eval.conditions`` (cached per cell)."""
-        key = config_hash(eval_slice(cfg), self.weights_identity(cfg))
+        # the device (when not the CPU) and the training runtime (bench.runtime.key_extras): a cell
+        # scored on a GPU, or with stages trained another way, is another result; nothing on a CPU
+        # with the defaults, so cached cells stay valid
+        key = config_hash(eval_slice(cfg), self.weights_identity(cfg), *key_extras(self.device, cfg.train))
         stage_dir = self.cache.stage_dir("eval", key)
         csv = stage_dir / "rows.csv"
         with self.cache.lock("eval", key):

@@ -413,18 +413,34 @@ def _workers(cfg) -> int:
     return int(os.environ.get("PSE_KD_WORKERS", "0")) or max(1, min(cfg.eval.workers, os.cpu_count() or 1))
 
 
-def _stage_worker(kind: str, cfg_dict: dict, cache_root: str) -> str:
-    """Train one backbone or student in a worker process (one torch thread) into the cache."""
+def _stage_worker(kind: str, cfg_dict: dict, cache_root: str, device: str = "cpu", threads: int = 1) -> str:
+    """Train one backbone or student in a worker process (``threads`` torch threads; one on a CPU)
+    on ``device`` into the cache."""
     from bench.cache import Cache
     from bench.config import ExperimentConfig
     from bench.harness import set_threads
     from bench.pipeline import Pipeline
 
-    set_threads(1)
+    set_threads(threads)
     cfg = ExperimentConfig.from_dict(cfg_dict)
-    pipe = Pipeline(Cache(cache_root), device="cpu", progress=False)
+    pipe = Pipeline(Cache(cache_root), device=device, progress=False)
     getattr(pipe, kind)(cfg)
     return kind
+
+
+def _job_devices(device: str, n_jobs: int, workers: int) -> tuple[list[str], int]:
+    """Per job, the device its worker trains on, and the torch threads of a worker. On a CPU: the
+    CPU, one thread. On CUDA: the jobs spread over the visible GPUs (``cuda:i``; the keys only
+    carry the device type, so any GPU serves any job), the cores shared among the workers."""
+    import os
+
+    if device == "cpu":
+        return ["cpu"] * n_jobs, 1
+    import torch
+
+    n_gpu = torch.cuda.device_count()
+    devices = [f"cuda:{j % n_gpu}" for j in range(n_jobs)] if n_gpu > 1 else [device] * n_jobs
+    return devices, max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
 def prefetch(pipe, cells: list, workers: int, progress: bool = True) -> None:
@@ -432,8 +448,10 @@ def prefetch(pipe, cells: list, workers: int, progress: bool = True) -> None:
 
     Stages are independent given their inputs, so on a multi-core CPU they train in parallel
     processes of one thread each (faster than one process with all threads for models this
-    small). Everything lands in the cache; the cells then load it. On CUDA, or with one worker,
-    nothing is done here and the cells train their stages lazily.
+    small). On CUDA the workers share the GPU (or spread over several): models this small leave
+    one busy far below its capacity. Workers are spawned (never forked: a child of a process with
+    a CUDA context cannot use CUDA). Everything lands in the cache; the cells then load it. With
+    one worker nothing is done here and the cells train their stages lazily.
     """
     import concurrent.futures as cf
     import multiprocessing as mp
@@ -444,7 +462,7 @@ def prefetch(pipe, cells: list, workers: int, progress: bool = True) -> None:
     from bench.pse.train import stage_key
     from bench.refine import uses_student
 
-    if pipe.device != "cpu" or workers <= 1:
+    if workers <= 1:
         return
     pse_jobs: dict[str, Any] = {}
     stu_jobs: dict[str, Any] = {}
@@ -452,13 +470,13 @@ def prefetch(pipe, cells: list, workers: int, progress: bool = True) -> None:
         cfg = c.config
         corpus = pipe.corpus(cfg)
         teacher = pipe.teacher(cfg)
-        k = stage_key(cfg, corpus, teacher)
+        k = stage_key(cfg, corpus, teacher, pipe.device)
         if not pipe.cache.is_done("pse", k):
             pse_jobs.setdefault(k, cfg)
         if uses_student(cfg):
             # The enhancer's identity is the backbone's key; distill_key reads it off this stub.
-            stub = type("E", (), {"identity": stage_key(cfg, corpus, teacher)})()
-            sk = distill_key(cfg, corpus, teacher, stub if "enhanced" in cfg.distill.inputs else None)
+            stub = type("E", (), {"identity": k})()
+            sk = distill_key(cfg, corpus, teacher, stub if "enhanced" in cfg.distill.inputs else None, pipe.device)
             if not pipe.cache.is_done("student", sk):
                 stu_jobs.setdefault(sk, cfg)
     if stu_jobs:
@@ -473,8 +491,10 @@ def prefetch(pipe, cells: list, workers: int, progress: bool = True) -> None:
         if len(jobs) < 2:
             continue  # a single job runs in-process with all threads
         n = min(workers, len(jobs))
+        devices, threads = _job_devices(pipe.device, len(jobs), n)
         with cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx) as ex:
-            futs = [ex.submit(_stage_worker, kind, cfg.to_dict(), str(pipe.cache.root)) for cfg in jobs.values()]
+            futs = [ex.submit(_stage_worker, kind, cfg.to_dict(), str(pipe.cache.root), dev, threads)
+                    for cfg, dev in zip(jobs.values(), devices, strict=True)]
             bar = tqdm(total=len(futs), desc=f"training {kind} ({n} workers)", unit="model", disable=not progress)
             for f in cf.as_completed(futs):
                 try:

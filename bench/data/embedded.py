@@ -618,7 +618,12 @@ def _pool_run(jobs: list[Job], out_dir: Path, workers: int, desc: str, quiet: bo
                 errors[spk] = err
             bar.update(1)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as ex:
+        import multiprocessing as mp
+
+        from bench.runtime import pool_start_method
+
+        # spawn once CUDA is live in this process (a corpus built after a GPU teacher loaded)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(pool_start_method())) as ex:
             futs = [ex.submit(run_job, j, str(out_dir)) for j in jobs]
             for fut in futs:
                 spk, recs, err = fut.result()

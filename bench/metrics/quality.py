@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bench.runtime import pool_start_method
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -239,7 +241,9 @@ def evaluate_utterances(
 
     SI-SDR(i) is computed here; PESQ/STOI/ESTOI in ``workers`` processes
     (``ProcessPoolExecutor``; start method ``mp_context``, default ``"fork"`` where available, else
-    ``"spawn"``; one torch/OpenMP thread per worker). ``"fork"`` is the default because the
+    ``"spawn"``, and ``"spawn"`` whenever this process has initialised CUDA, which a forked child
+    cannot use safely: :func:`bench.runtime.pool_start_method`; one torch/OpenMP thread per
+    worker). ``"fork"`` is the default because the
     workers only run numpy/pesq/pystoi and it also works from interactive sessions and scripts
     whose ``__main__`` cannot be re-imported, which ``"spawn"`` needs. ``workers <= 1`` computes
     in this process. A worker that dies (e.g. a C-library crash) does not crash the run: its pool
@@ -265,8 +269,8 @@ def evaluate_utterances(
             except Exception:  # noqa: BLE001
                 slow[i] = _nan_slow()
     elif n:
-        if mp_context is None:
-            mp_context = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        if mp_context is None:  # fork, or spawn once CUDA is live here (bench.runtime)
+            mp_context = pool_start_method()
         ctx = mp.get_context(mp_context)
         if mp_context == "fork":  # import once here, not in every forked worker
             for mod in ("pesq", "pystoi"):

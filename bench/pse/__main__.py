@@ -45,11 +45,13 @@ def _summary(x: np.ndarray) -> dict[str, Any]:
 
 @torch.no_grad()
 def enhance(model, mixture: torch.Tensor, emb: torch.Tensor | None, chunk: int = 16) -> torch.Tensor:
-    """``model`` on ``mixture [N, T]`` in chunks, latency-aligned: ``[N, T - latency]``."""
+    """``model`` on ``mixture [N, T]`` in chunks (on the model's device), latency-aligned:
+    ``[N, T - latency]`` on the CPU."""
+    dev = next(model.parameters()).device
     outs = []
     for i in range(0, mixture.shape[0], chunk):
-        e = emb[i : i + chunk] if emb is not None else None
-        outs.append(model(mixture[i : i + chunk], e)[:, model.latency_samples :])
+        e = emb[i : i + chunk].to(dev) if emb is not None else None
+        outs.append(model(mixture[i : i + chunk].to(dev), e)[:, model.latency_samples :].cpu())
     return torch.cat(outs)
 
 
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="seed of the test-mixture draw (another seed: an independent draw, same speakers)")
     p.add_argument("--quality", action="store_true", help="also PESQ-WB and STOI (slower)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
+                   help="where to train and run the backbones (default: the config's device, auto: CUDA when present)")
     p.add_argument("--train-only", action="store_true", help="train (or load) the systems, score nothing")
     args = p.parse_args(argv)
     if args.threads:
@@ -103,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.cache import Cache
     from bench.config import load_config
     from bench.data.corpus import load_corpus
+    from bench.harness import pick_device
     from bench.pse.pdfnet2 import estimate_macs_per_second
     from bench.pse.train import train_pse
     from bench.teachers import load_teacher
@@ -110,13 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, args.override)
     cache = Cache(cfg.cache_dir or None)
     corpus = load_corpus(cfg.corpus, cache)
-    teacher = load_teacher(cfg.teacher, cache, corpus, "cpu")
+    device = pick_device(args.device or cfg.device)
+    teacher = load_teacher(cfg.teacher, cache, corpus, device)
     models = {}
     results: dict[str, Any] = {}
     for system in args.systems.split(","):
         c = replace(cfg, pse=replace(cfg.pse, personalized=system == "personalized"))
         t0 = time.time()
-        model, info = train_pse(c, corpus, teacher, cache)
+        model, info = train_pse(c, corpus, teacher, cache, device=device)
         models[system] = model
         row = {k: info.get(k) for k in ("steps", "best_step", "best_val_si_sdri", "wall_s", "params", "cached")}
         row["train_call_s"] = time.time() - t0

@@ -438,9 +438,10 @@ def estimate_macs_per_second(model: PDFNet2) -> float:
         elif isinstance(mod, nn.GRU):
             hooks.append(mod.register_forward_hook(gru))
     try:
-        with torch.no_grad():
-            x = torch.zeros(1, SR)
-            e = torch.zeros(1, model.emb_dim) if model.personalized else None
+        with torch.no_grad():  # inputs on the model's device (a CUDA model takes no CPU tensors)
+            dev = next(model.parameters()).device
+            x = torch.zeros(1, SR, device=dev)
+            e = torch.zeros(1, model.emb_dim, device=dev) if model.personalized else None
             model(x, e)
     finally:
         for hk in hooks:

@@ -11,10 +11,12 @@ shifted by the model's ``latency_samples`` (so it is compared to the time-aligne
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,12 +129,16 @@ def training_slice(pc: Any) -> dict[str, Any]:
     return {k: v for k, v in vars(pc).items() if k not in skip}
 
 
-def stage_key(cfg: ExperimentConfig, corpus: Any, teacher: Any) -> str:
+def stage_key(cfg: ExperimentConfig, corpus: Any, teacher: Any, device: Any = "cpu") -> str:
     """Cache key of the PSE stage: (code version, pse training config, teacher identity, corpus
-    key, mix config, validation size)."""
+    key, mix config, validation size) and what the runtime changes in the weights
+    (:func:`bench.runtime.key_extras`: the device when not the CPU, AMP, the step-seeded loader;
+    nothing on a CPU with the defaults, so the keys of the zoo and of existing caches hold)."""
+    from bench.runtime import key_extras
+
     ident = teacher.identity if (cfg.pse.personalized and teacher is not None) else "none"
     return config_hash(STAGE_VERSION, training_slice(cfg.pse), ident, getattr(corpus, "key", ""), cfg.mix,
-                       max(int(cfg.eval.n_val), VAL_MIN))
+                       max(int(cfg.eval.n_val), VAL_MIN), *key_extras(device, getattr(cfg, "train", None)))
 
 
 def build_model(cfg: ExperimentConfig, teacher: Any) -> PSEModel:
@@ -267,6 +273,64 @@ def _save_ckpt(path: Path, obj: dict[str, Any]) -> None:
         torch.save(obj, tmp)
 
 
+def _pse_batch(sampler: Any, batch_size: int, segment_s: float, rng: np.random.Generator) -> dict[str, Any]:
+    """One training batch from ``rng``: mixtures and targets at a random level (+- GAIN_DB), the
+    enrollment utterance ids and audio (the teacher fallback of :func:`_batch_emb`)."""
+    b = sampler.batch(rng, batch_size, segment_s)
+    mix, tgt = b["mixture"].float(), b["target"].float()
+    gain = torch.as_tensor(
+        10 ** (rng.uniform(-GAIN_DB, GAIN_DB, size=(mix.shape[0], 1)) / 20), dtype=mix.dtype
+    )
+    return {"mixture": mix * gain, "target": tgt * gain, "enrollment": b["enrollment"],
+            "enroll_ids": list(b["enroll_ids"])}
+
+
+def _batches(cfg: ExperimentConfig, sampler: Any, rng: np.random.Generator, start: int,
+             device: str) -> Iterator[dict[str, Any]]:
+    """Training batches from step ``start`` on. ``train.loader_workers = 0``: made here, from the
+    run's one sequential generator ``rng`` (drawn lazily, in the order the cached results were);
+    otherwise in DataLoader workers, batch ``s`` from a generator seeded by ``(pse.seed, s)``
+    (:mod:`bench.data.steps`: the same batches for any number of workers)."""
+    from bench.data.steps import PSE_TAG, step_batches
+    from bench.runtime import device_type
+
+    pc, workers = cfg.pse, int(cfg.train.loader_workers)
+    make = functools.partial(_pse_batch, sampler, pc.batch_size, pc.segment_s)
+    if workers <= 0:
+        while True:
+            yield make(rng)
+    yield from step_batches(make, pc.seed, PSE_TAG, start, pc.train_steps, workers,
+                            pin_memory=device_type(device) == "cuda")
+
+
+def _train_step(model: PSEModel, opt: torch.optim.Optimizer, scaler: Any, b: dict[str, Any], step: int,
+                ctx: dict[str, Any], rng: np.random.Generator) -> torch.Tensor:
+    """One optimiser step on batch ``b``; ``ctx``: cfg, device, teacher, table, augment. The model's
+    forward pass runs under ``train.amp``'s autocast (CUDA), the loss in float32."""
+    from bench.runtime import autocast, backward_step, device_type
+
+    cfg, device, teacher = ctx["cfg"], ctx["device"], ctx["teacher"]
+    pc, lat = cfg.pse, model.latency_samples
+    personalized = bool(pc.personalized)
+    nb = device_type(device) == "cuda"
+    mix, tgt = b["mixture"].to(device, non_blocking=nb), b["target"].to(device, non_blocking=nb)
+    emb = _batch_emb(b, ctx["table"], teacher).to(device) if personalized else None
+    if ctx["augment"] is not None:
+        emb = ctx["augment"](emb, b["enroll_ids"], rng)
+    if personalized and pc.refine_train and rng.random() < pc.refine_train:
+        from bench.pse.embaug import refine_embedding
+
+        emb = refine_embedding(model, teacher, mix, emb, lat, pc.refine_alpha_max, rng)
+    with autocast(device, cfg.train):
+        enhanced = model(mix, emb)
+    loss = pse_loss(enhanced.float(), tgt, lat, pc.spec_ffts, pc.spec_weight)
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, pc)
+    opt.zero_grad(set_to_none=True)
+    backward_step(loss, opt, model.parameters(), scaler)
+    return loss
+
+
 # --------------------------------------------------------------------------- training
 def train_pse(
     cfg: ExperimentConfig,
@@ -280,11 +344,11 @@ def train_pse(
     """Train (or load from cache) the PSE backbone of ``cfg.pse``.
 
     Args:
-        cfg: experiment config; reads ``pse``, ``mix``, ``eval.n_val``.
+        cfg: experiment config; reads ``pse``, ``mix``, ``eval.n_val``, ``train``.
         corpus: :class:`bench.data.corpus.Corpus` (train and val splits are used).
         teacher: :class:`bench.teachers.base.Teacher` (may be None when not personalized).
         cache: artifact cache; the stage lives in ``<cache>/pse/<key>/``.
-        device: torch device string.
+        device: torch device string (the stage key carries it when it is not the CPU).
         progress: show a tqdm bar.
         stop_after: stop (without finishing the stage) once this many steps are done in
             total — simulates an interruption; the next call resumes from the checkpoint.
@@ -297,8 +361,9 @@ def train_pse(
     personalized = bool(cfg.pse.personalized)
     if personalized and teacher is None:
         raise ValueError("pse.personalized=true needs a teacher for the enrollment embeddings")
-    key = stage_key(cfg, corpus, teacher)
-    shipped = _shipped(cfg, teacher, key, device)
+    key = stage_key(cfg, corpus, teacher, device)
+    # the zoo holds weights; where they run does not change them: looked up by the device-free key
+    shipped = _shipped(cfg, teacher, stage_key(cfg, corpus, teacher), device)
     if shipped is not None:
         return shipped
     # one trainer per stage, also across processes sharing the cache: a second one waits, then loads
@@ -306,123 +371,132 @@ def train_pse(
         return _train_locked(cfg, corpus, teacher, cache, key, device, progress, stop_after)
 
 
+def _load_done(cfg: ExperimentConfig, teacher: Any, cache: Cache, key: str,
+               device: str) -> tuple[PSEModel, dict[str, Any]] | None:
+    """The finished stage from the cache, or None."""
+    d = cache.stage_dir(STAGE, key)
+    if not (cache.is_done(STAGE, key) and (d / "model.pt").exists()):
+        return None
+    model = build_model(cfg, teacher).to(device)
+    model.load_state_dict(torch.load(d / "model.pt", map_location=device))
+    model.eval()
+    info = json.loads((d / "info.json").read_text())
+    info["cached"] = True
+    info.setdefault("pse_source", "trained")
+    return model, info
+
+
+def _resume(ckpt: Path, model: PSEModel, opt: torch.optim.Optimizer, scaler: Any, rng: np.random.Generator,
+            st: dict[str, Any], device: str) -> bool:
+    """Load the checkpoint into ``model``, ``opt``, ``scaler``, ``rng`` and the loop state ``st``."""
+    if not ckpt.exists():
+        return False
+    ck = torch.load(ckpt, map_location=device, weights_only=False)
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optim"])
+    if scaler is not None and ck.get("scaler"):
+        scaler.load_state_dict(ck["scaler"])
+    st.update({k: ck[k] for k in ("best_state", "step", "best", "best_step", "bad", "history")})
+    st["wall_prev"] = ck["wall_s"]
+    rng.bit_generator.state = ck["rng"]["numpy"]
+    torch.set_rng_state(ck["rng"]["torch"])
+    return True
+
+
+def _validate(model: PSEModel, opt: torch.optim.Optimizer, scaler: Any, rng: np.random.Generator,
+              st: dict[str, Any], loss: torch.Tensor, ctx: dict[str, Any], ckpt: Path) -> None:
+    """Score the validation set, keep the best weights, write the checkpoint."""
+    score = evaluate_si_sdri(model, ctx["val"], ctx["device"])
+    st["history"].append({"step": st["step"], "val_si_sdri": score, "loss": float(loss.item())})
+    if score > st["best"]:
+        st.update(best=score, best_step=st["step"], bad=0, best_state=copy.deepcopy(model.state_dict()))
+    else:
+        st["bad"] += 1
+    obj = {"model": model.state_dict(), "optim": opt.state_dict(), "best_state": st["best_state"],
+           "step": st["step"], "best": st["best"], "best_step": st["best_step"], "bad": st["bad"],
+           "history": st["history"], "wall_s": st["wall_prev"] + time.time() - ctx["t_run"],
+           "rng": _rng_state(rng)}
+    if scaler is not None:
+        obj["scaler"] = scaler.state_dict()
+    _save_ckpt(ckpt, obj)
+
+
+def _prepare(cfg: ExperimentConfig, corpus: Any, teacher: Any, cache: Cache, device: str,
+             progress: bool) -> dict[str, Any]:
+    """What the loop needs besides the model: enrollment table, augmenter, validation set."""
+    personalized = bool(cfg.pse.personalized)
+    t_start = time.time()
+    ctx: dict[str, Any] = {"cfg": cfg, "device": device, "teacher": teacher, "table": {}, "augment": None}
+    if personalized:
+        train_ids = [u.utt_id for u in corpus.utterances if getattr(u, "split", "train") == "train"]
+        ctx["table"] = enrollment_embeddings(teacher, corpus, train_ids, cache)
+        ctx["augment"] = _augmenter(cfg, corpus, teacher, cache, ctx["table"], train_ids, progress)
+    ctx["val"] = _val_set(cfg, corpus, teacher, personalized)
+    ctx["t_prep"] = time.time() - t_start
+    return ctx
+
+
 def _train_locked(cfg: ExperimentConfig, corpus: Any, teacher: Any, cache: Cache, key: str, device: str,
                   progress: bool, stop_after: int | None) -> tuple[PSEModel, dict[str, Any]]:
     """The body of :func:`train_pse` once the stage's lock is held: load it if done, else train."""
-    personalized = bool(cfg.pse.personalized)
-    d = cache.stage_dir(STAGE, key)
-    if cache.is_done(STAGE, key) and (d / "model.pt").exists():
-        model = build_model(cfg, teacher).to(device)
-        model.load_state_dict(torch.load(d / "model.pt", map_location=device))
-        model.eval()
-        info = json.loads((d / "info.json").read_text())
-        info["cached"] = True
-        info.setdefault("pse_source", "trained")
-        return model, info
+    from bench.runtime import grad_scaler
 
+    done = _load_done(cfg, teacher, cache, key, device)
+    if done is not None:
+        return done
     pc = cfg.pse
     torch.manual_seed(pc.seed)
     model = build_model(cfg, teacher).to(device)  # seeded init
     opt = torch.optim.Adam(model.parameters(), lr=pc.lr)
+    scaler = grad_scaler(device, cfg.train)
     rng = np.random.default_rng(pc.seed)
     sampler = _make_sampler(corpus, "train", cfg.mix, pc.seed)
-
-    t_start = time.time()
-    table: dict[str, torch.Tensor] = {}
-    augment = None
-    if personalized:
-        train_ids = [u.utt_id for u in corpus.utterances if getattr(u, "split", "train") == "train"]
-        table = enrollment_embeddings(teacher, corpus, train_ids, cache)
-        augment = _augmenter(cfg, corpus, teacher, cache, table, train_ids, progress)
-    val = _val_set(cfg, corpus, teacher, personalized)
-    t_prep = time.time() - t_start
-
-    step, best, best_step, bad, wall_prev = 0, -float("inf"), 0, 0, 0.0
-    history: list[dict[str, float]] = []
-    best_state = copy.deepcopy(model.state_dict())
-    ckpt = d / "ckpt.pt"
-    resumed = False
-    if ckpt.exists():
-        st = torch.load(ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optim"])
-        best_state = st["best_state"]
-        step, best, best_step, bad = st["step"], st["best"], st["best_step"], st["bad"]
-        history, wall_prev = st["history"], st["wall_s"]
-        rng.bit_generator.state = st["rng"]["numpy"]
-        torch.set_rng_state(st["rng"]["torch"])
-        resumed = True
+    ctx = _prepare(cfg, corpus, teacher, cache, device, progress)
+    st: dict[str, Any] = {"step": 0, "best": -float("inf"), "best_step": 0, "bad": 0, "history": [],
+                          "wall_prev": 0.0, "best_state": copy.deepcopy(model.state_dict())}
+    ckpt = cache.stage_dir(STAGE, key) / "ckpt.pt"
+    resumed = _resume(ckpt, model, opt, scaler, rng, st, device)
 
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=pc.train_steps, initial=step, desc=f"pse {key[:8]}", leave=False)
-    t_run = time.time()
+        bar = tqdm(total=pc.train_steps, initial=st["step"], desc=f"pse {key[:8]}", leave=False)
+    ctx["t_run"] = time.time()
     model.train()
-    stopped_early = False
-    lat = model.latency_samples
-    while step < pc.train_steps and bad < pc.patience:
-        if stop_after is not None and step >= stop_after:
-            break
-        b = sampler.batch(rng, pc.batch_size, pc.segment_s)
-        mix, tgt = b["mixture"].float(), b["target"].float()
-        gain = torch.as_tensor(
-            10 ** (rng.uniform(-GAIN_DB, GAIN_DB, size=(mix.shape[0], 1)) / 20), dtype=mix.dtype
-        )
-        mix, tgt = (mix * gain).to(device), (tgt * gain).to(device)
-        emb = _batch_emb(b, table, teacher).to(device) if personalized else None
-        if augment is not None:
-            emb = augment(emb, b["enroll_ids"], rng)
-        if personalized and pc.refine_train and rng.random() < pc.refine_train:
-            from bench.pse.embaug import refine_embedding
-
-            emb = refine_embedding(model, teacher, mix, emb, lat, pc.refine_alpha_max, rng)
-        loss = pse_loss(model(mix, emb), tgt, lat, pc.spec_ffts, pc.spec_weight)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, pc)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        step += 1
+    batches = _batches(cfg, sampler, rng, st["step"], device)
+    try:
+        while st["step"] < pc.train_steps and st["bad"] < pc.patience:
+            if stop_after is not None and st["step"] >= stop_after:
+                break
+            loss = _train_step(model, opt, scaler, next(batches), st["step"], ctx, rng)
+            st["step"] += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.2f}", best=f"{st['best']:.2f}")
+            if st["step"] % pc.val_every == 0 or st["step"] == pc.train_steps:
+                _validate(model, opt, scaler, rng, st, loss, ctx, ckpt)
+    finally:
+        batches.close()  # stops the loader's workers
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.2f}", best=f"{best:.2f}")
-        if step % pc.val_every == 0 or step == pc.train_steps:
-            score = evaluate_si_sdri(model, val, device)
-            history.append({"step": step, "val_si_sdri": score, "loss": float(loss.item())})
-            if score > best:
-                best, best_step, bad = score, step, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                bad += 1
-            _save_ckpt(
-                ckpt,
-                {
-                    "model": model.state_dict(),
-                    "optim": opt.state_dict(),
-                    "best_state": best_state,
-                    "step": step,
-                    "best": best,
-                    "best_step": best_step,
-                    "bad": bad,
-                    "history": history,
-                    "wall_s": wall_prev + time.time() - t_run,
-                    "rng": _rng_state(rng),
-                },
-            )
-    if bar is not None:
-        bar.close()
-    wall = wall_prev + time.time() - t_run
-    if stop_after is not None and step < pc.train_steps and bad < pc.patience:
+            bar.close()
+    wall = st["wall_prev"] + time.time() - ctx["t_run"]
+    if stop_after is not None and st["step"] < pc.train_steps and st["bad"] < pc.patience:
         model.eval()
-        return model, {"steps": step, "wall_s": wall, "key": key, "interrupted": True}
-    stopped_early = bad >= pc.patience and step < pc.train_steps
-    if not history:  # train_steps == 0
-        best = evaluate_si_sdri(model, val, device)
-        best_state = copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
+        return model, {"steps": st["step"], "wall_s": wall, "key": key, "interrupted": True}
+    return _finish(cfg, model, teacher, cache, key, st, ctx, wall, resumed)
+
+
+def _finish(cfg: ExperimentConfig, model: PSEModel, teacher: Any, cache: Cache, key: str, st: dict[str, Any],
+            ctx: dict[str, Any], wall: float, resumed: bool) -> tuple[PSEModel, dict[str, Any]]:
+    """Best weights into ``model``; write ``model.pt``, ``info.json`` and the DONE marker."""
+    pc = cfg.pse
+    personalized = bool(pc.personalized)
+    stopped_early = st["bad"] >= pc.patience and st["step"] < pc.train_steps
+    if not st["history"]:  # train_steps == 0
+        st["best"] = evaluate_si_sdri(model, ctx["val"], ctx["device"])
+        st["best_state"] = copy.deepcopy(model.state_dict())
+    model.load_state_dict(st["best_state"])
     model.eval()
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     info: dict[str, Any] = {
@@ -432,22 +506,24 @@ def _train_locked(cfg: ExperimentConfig, corpus: Any, teacher: Any, cache: Cache
         "personalized": personalized,
         "injection": pc.injection,
         "teacher": teacher.identity if (personalized and teacher is not None) else "none",
-        "steps": step,
-        "best_step": best_step,
-        "best_val_si_sdri": best,
+        "steps": st["step"],
+        "best_step": st["best_step"],
+        "best_val_si_sdri": st["best"],
         "stopped_early": stopped_early,
         "wall_s": wall,
-        "prep_s": t_prep,
+        "prep_s": ctx["t_prep"],
         "params": n_params,
-        "history": history,
+        "history": st["history"],
         "resumed": resumed,
         "cached": False,
         "pse_source": "trained",
     }
+    d = cache.stage_dir(STAGE, key)
     with atomic_path(d / "model.pt") as tmp:
         torch.save(model.state_dict(), tmp)
     atomic_write_json(d / "info.json", info)
     cache.mark_done(STAGE, key, {k: v for k, v in info.items() if k != "history"})
+    ckpt = d / "ckpt.pt"
     if ckpt.exists():
         ckpt.unlink()
     return model, info

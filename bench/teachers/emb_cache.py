@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from bench.cache import atomic_path, config_hash
+from bench.runtime import key_extras
 
 Crop = tuple[int, int] | None
 
@@ -41,7 +42,11 @@ class EmbeddingCache:
     def __init__(self, cache: Any, teacher: Any, corpus_key: str, batch_size: int = 64) -> None:
         self.teacher = teacher
         self.batch_size = batch_size
-        self.path: Path = Path(cache.root) / "emb" / config_hash(teacher.identity, corpus_key) / "emb.npz"
+        # the teacher's device joins the key when it is not the CPU (a GPU gives other low bits);
+        # nothing on a CPU, so existing caches stay valid
+        dev = getattr(teacher, "device", "cpu")
+        self.path: Path = Path(cache.root) / "emb" / config_hash(teacher.identity, corpus_key,
+                                                                *key_extras(dev, None)) / "emb.npz"
         self._index: dict[str, int] = {}
         self._rows: list[np.ndarray] = []
         if self.path.is_file():

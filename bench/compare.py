@@ -4,7 +4,8 @@
 
 Rows are matched on ``cell_id`` and ``condition`` (the same grid gives the same cell ids on any
 device). Compared: every numeric column both files have, except what measures the machine rather
-than the models (``rtf``, peak memory, latency, wall times, throughput), p-values (discrete, and
+than the models (``rtf``, ``batch_rtf``, ``block_ms_*``, latency, peak memory, wall times,
+throughput), p-values (discrete, and
 jumping between neighbouring values on a few mixtures), failure counts and ``recovered_*`` (a
 ratio whose denominator can be near 0). Tolerance, absolute, per column: ``--tol-db`` for columns
 in dB (names with ``sdr`` or ``headroom``), ``--tol`` for the others (PESQ, STOI, cosines, EER,
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 KEYS = ("cell_id", "condition")
-SKIP = re.compile(r"^(rtf|peak_mem|latency|lat_|wall|time|throughput|prep)|(_ms|_mb)$|^p_|_p$|_holm$|"
+SKIP = re.compile(r"^(rtf|batch_rtf|block_ms|algo_latency|peak_mem|latency|lat_|wall|time|throughput|prep)|(_ms|_mb)$|^p_|_p$|_holm$|"
                   r"_failures$|^recovered|^n$|^n_seeds$|"
                   r"^(alpha|tau|block_s|gate_threshold|context_s|seed|n0|distill_steps)$")  # config, not results
 DB = re.compile(r"sdr|headroom")

@@ -257,9 +257,10 @@ def _board(shift: float = 0.0, nan: bool = False):
     import pandas as pd
 
     rows = [{"cell_id": "c1", "condition": "clean", "si_sdr_mean": 3.0 + shift, "pesq_mean": 1.1,
-             "rtf": 0.1 + 5 * shift, "p_d_si_sdr": 0.5 + shift, "pse_params": 1000},
+             "rtf": 0.1 + 5 * shift, "batch_rtf": 0.1 + shift, "block_ms_p95": 30 + 99 * shift,
+             "p_d_si_sdr": 0.5 + shift, "pse_params": 1000},
             {"cell_id": "c1", "condition": "all", "si_sdr_mean": 2.0, "pesq_mean": float("nan") if nan else 1.2,
-             "rtf": 0.1, "p_d_si_sdr": 0.25, "pse_params": 1000}]
+             "rtf": 0.1, "batch_rtf": 0.1, "block_ms_p95": 30, "p_d_si_sdr": 0.25, "pse_params": 1000}]
     return pd.DataFrame(rows)
 
 
@@ -271,7 +272,7 @@ def test_compare(tmp_path, capsys):
     _board(0.2).to_csv(b, index=False)
     _board(0.7).to_csv(c, index=False)
     _board(nan=True).to_csv(d, index=False)
-    assert compare.main([str(a), str(b)]) == 0  # rtf and p-values are not compared
+    assert compare.main([str(a), str(b)]) == 0  # timings and p-values are not compared
     out = capsys.readouterr().out
     assert "si_sdr_mean" in out and "rtf" not in out.split("\n", 1)[1] and "0.2" in out
     assert compare.main([str(a), str(c)]) == 1 and "OVER" in capsys.readouterr().out

@@ -26,6 +26,7 @@ import functools
 import math
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -182,18 +183,22 @@ def _student_batch(n_pool: int, batch_size: int, inputs: list[str], mixer: Windo
 
 
 # --------------------------------------------------------------------------- main entry
-def distill_student(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: Any = None, device: Any = "cpu", progress: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
+def distill_student(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: Any = None, device: Any = "cpu", progress: bool = True,
+                    on_validation: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Distil ``teacher`` into the configured student; see the module docstring. One trainer per
-    stage across processes sharing the cache (a stage lock)."""
+    stage across processes sharing the cache (a stage lock). ``on_validation(step, record)`` is
+    called after every validation (once its checkpoint is written, so an exception it raises, a
+    sweep pruning the trial say, leaves a stage the next call resumes); it changes nothing trained."""
     key = distill_key(cfg, corpus, teacher, enhancer, device)
     if not hasattr(cache, "lock"):
-        return _distill_locked(cfg, corpus, teacher, cache, enhancer, device, progress)
+        return _distill_locked(cfg, corpus, teacher, cache, enhancer, device, progress, on_validation)
     with cache.lock(STAGE, key):
-        return _distill_locked(cfg, corpus, teacher, cache, enhancer, device, progress)
+        return _distill_locked(cfg, corpus, teacher, cache, enhancer, device, progress, on_validation)
 
 
 def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: Any, device: Any,
-                    progress: bool) -> tuple[torch.nn.Module, dict[str, Any]]:
+                    progress: bool, on_validation: Callable[[int, dict[str, Any]], None] | None = None,
+                    ) -> tuple[torch.nn.Module, dict[str, Any]]:
     dc = cfg.distill
     device = torch.device(str(device))
     key = distill_key(cfg, corpus, teacher, enhancer, device)
@@ -349,6 +354,8 @@ def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
             else:
                 state["bad"] += 1
             checkpoint()
+            if on_validation is not None:
+                on_validation(state["step"], state["history"][-1])
             if state["bad"] >= dc.patience:
                 stopped_early = True
                 break

@@ -87,6 +87,8 @@ class Pipeline:
         self.device = device
         self.progress = progress
         self._memo: dict[tuple[str, str], Any] = {}
+        # called after each validation of a student trained here (a sweep's pruning; see distill_student)
+        self.on_validation: Any = None
 
     def _memoised(self, stage: str, key: str, make):
         k = (stage, key)
@@ -187,7 +189,7 @@ class Pipeline:
 
         def make():
             student, info = distill_student(cfg, corpus, teacher, self.cache, enhancer=enhancer, device=self.device,
-                                            progress=self.progress)
+                                            progress=self.progress, on_validation=self.on_validation)
             student.eval()
             return student, info
 

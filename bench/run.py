@@ -40,6 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugins", action="append", default=[], metavar="MODULE",
                    help="import a module that registers your own plugins (repeatable; installed packages can "
                         "also declare them under the entry-point group pse_kd_bench.plugins)")
+    d = p.add_argument_group("many workers (see README: 'Many workers, one grid')")
+    d.add_argument("--storage", default=None, metavar="URL",
+                   help="share the grid's cells among every worker started with this Optuna storage URL (e.g. "
+                        "postgresql+psycopg://user:pw@host/db; needs pip install -e .[scale]) and one shared "
+                        "--cache-dir: each cell runs once, a dead worker's cell is picked up again")
+    d.add_argument("--heartbeat", type=int, default=60, metavar="S",
+                   help="with --storage: seconds between a worker's heartbeats; a claim is taken over after three "
+                        "missed ones (default: 60)")
+    d.add_argument("--board-only", action="store_true",
+                   help="with --storage: write the leaderboard of the finished cells and exit, claiming none")
     return p
 
 
@@ -77,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
             print(_describe(c.config))
         print(f"{len(cells)} cells; output would go to {out}")
         return 0
+    if args.board_only and not args.storage:
+        return _fail("--board-only needs --storage URL (the study the workers share)")
+    if args.heartbeat < 1:
+        return _fail(f"--heartbeat={args.heartbeat} is out of range: give at least 1 second (60 is usual)")
+    if args.storage:
+        return _run_distributed(args, grid.name, cells, out, argv)
     try:
         return run_grid(grid.name, cells, out, progress=not args.no_progress, n_boot=args.bootstrap,
                         argv=["python -m bench.run", *(sys.argv[1:] if argv is None else argv)], grid_path=args.grid,
@@ -84,6 +100,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: completed cells are in {partial_dir(out)} and in the cache (the previous results "
               f"in {out}, if any, are untouched); re-run to resume", file=sys.stderr)
+        return 130
+
+
+def _run_distributed(args: argparse.Namespace, name: str, cells: list, out: Path, argv: list[str] | None) -> int:
+    """``--storage``: this process is one of the grid's workers (``bench.distributed``)."""
+    from bench.distributed import BoardJob, make_plan, run_distributed
+
+    job = BoardJob(name=name, out=out, storage=args.storage, n_boot=args.bootstrap or cells[0].config.eval.n_bootstrap,
+                   argv=["python -m bench.run", *(sys.argv[1:] if argv is None else argv)], grid_path=args.grid,
+                   figures=not args.no_figures)
+    try:
+        return run_distributed(make_plan(name, cells), job, progress=not args.no_progress,
+                               heartbeat_s=args.heartbeat, board_only=args.board_only)
+    except KeyboardInterrupt:
+        print("\ninterrupted: this worker's cell waits for another worker (or a re-run); finished cells are in "
+              "the study and the cache", file=sys.stderr)
         return 130
 
 
@@ -240,6 +272,72 @@ def _cell_row(cfg, cell_id: str, info: dict[str, Any], links: dict[str, str], co
     }
 
 
+def cell_links(cfg, by_key: dict[str, Any]) -> dict[str, str]:
+    """Ids of the cells ``cfg`` is compared with, among the cell ids ``by_key`` (see
+    ``bench.report.leaderboard``); "" where the grid has no such cell."""
+    from bench.cache import config_hash
+    from bench.pipeline import eval_slice
+    from bench.refine import baseline_name, names_with_role, reference_name, refiner_class
+
+    def match(c, refine_name: str) -> str:
+        k = config_hash(eval_slice(_variant(c, refine_name)))
+        return k if k in by_key else ""
+
+    if not cfg.pse.personalized:  # compared with the static personalized backbone it pairs with
+        cfg = replace(cfg, pse=replace(cfg.pse, personalized=True))
+        return {"static_id": match(cfg, baseline_name()), "control_id": "", "upper_id": "", "clean_id": ""}
+    cls = refiner_class(cfg.refine.name)
+    matched = cls.updates_embedding and cfg.refine.alpha > 0
+    first = {role: (names_with_role(role) or [""])[0] for role in ("control", "ceiling")}
+    return {
+        "static_id": match(cfg, baseline_name()),
+        "control_id": match(cfg, first["control"]) if matched and first["control"] else "",
+        "upper_id": match(cfg, first["ceiling"]) if matched and first["ceiling"] else "",
+        "clean_id": match(cfg, reference_name("clean_target")) if reference_name("clean_target") else "",
+    }
+
+
+def mixture_cell_row(common: dict[str, Any]) -> dict[str, Any]:
+    """The ``cells.csv`` row of the unprocessed mixture (cell id ``mixture``)."""
+    return {"cell_id": "mixture", "static_id": "", "upper_id": "", "control_id": "", "clean_id": "",
+            "system": "mixture", "role": "input", "teacher": "", "teacher_source": "", "loss": "",
+            "alpha": float("nan"), **common}
+
+
+def write_tables(out: Path, per_utt: list, cell_rows: list[dict], traj_rows: list[dict]) -> None:
+    """``per_utterance.csv``, ``cells.csv`` and ``trajectory.csv`` of a run folder (atomically)."""
+    import pandas as pd
+
+    from bench.cache import atomic_path
+
+    if per_utt:
+        with atomic_path(out / "per_utterance.csv") as tmp:
+            pd.concat(per_utt, ignore_index=True).to_csv(tmp, index=False)
+    with atomic_path(out / "cells.csv") as tmp:
+        pd.DataFrame(cell_rows).to_csv(tmp, index=False)
+    if traj_rows:
+        with atomic_path(out / "trajectory.csv") as tmp:
+            pd.DataFrame(traj_rows).to_csv(tmp, index=False)
+
+
+def write_board(out: Path, name: str, per_utt: list, cell_rows: list[dict], n_boot: int, common: dict[str, Any],
+                argv: list[str] | None, figures: bool = True):
+    """``leaderboard.csv`` and ``leaderboard.md`` of a run folder, then (with ``figures``) its
+    figures and REPORT.md. Returns the leaderboard."""
+    import pandas as pd
+
+    from bench.cache import atomic_path, atomic_write_text
+    from bench.report import leaderboard
+
+    board = leaderboard(pd.concat(per_utt, ignore_index=True), pd.DataFrame(cell_rows), n_boot=n_boot, seed=0)
+    with atomic_path(out / "leaderboard.csv") as tmp:
+        board.to_csv(tmp, index=False)
+    atomic_write_text(out / "leaderboard.md", _markdown_report(name, board, common, argv))
+    if figures:
+        _draw(out)
+    return board
+
+
 def _draw(run_dir: Path) -> None:
     """Figures and REPORT.md of a run; one that cannot be drawn is a warning, never a lost run."""
     try:
@@ -261,10 +359,10 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
     import pandas as pd
     from tqdm import tqdm
 
-    from bench.cache import Cache, atomic_path, config_hash, default_root
+    from bench.cache import Cache, config_hash, default_root
     from bench.harness import pick_device, set_threads
     from bench.pipeline import Pipeline, eval_slice
-    from bench.report import leaderboard, provenance, summary_table, write_json
+    from bench.report import provenance, summary_table, write_json
 
     first = cells[0].config
     try:
@@ -297,26 +395,8 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
     cells = list(unique.values())
     by_key = {ids[id(c)]: c for c in cells}
 
-    def match(cfg, refine_name: str) -> str:
-        k = config_hash(eval_slice(_variant(cfg, refine_name)))
-        return k if k in by_key else ""
-
     def links(cfg) -> dict[str, str]:
-        """Ids of the cells this one is compared with (see ``bench.report.leaderboard``)."""
-        from bench.refine import baseline_name, names_with_role, reference_name, refiner_class
-
-        if not cfg.pse.personalized:  # compared with the static personalized backbone it pairs with
-            cfg = replace(cfg, pse=replace(cfg.pse, personalized=True))
-            return {"static_id": match(cfg, baseline_name()), "control_id": "", "upper_id": "", "clean_id": ""}
-        cls = refiner_class(cfg.refine.name)
-        matched = cls.updates_embedding and cfg.refine.alpha > 0
-        first = {role: (names_with_role(role) or [""])[0] for role in ("control", "ceiling")}
-        return {
-            "static_id": match(cfg, baseline_name()),
-            "control_id": match(cfg, first["control"]) if matched and first["control"] else "",
-            "upper_id": match(cfg, first["ceiling"]) if matched and first["ceiling"] else "",
-            "clean_id": match(cfg, reference_name("clean_target")) if reference_name("clean_target") else "",
-        }
+        return cell_links(cfg, by_key)
 
     per_utt: list[pd.DataFrame] = []
     cell_rows: list[dict] = []
@@ -325,14 +405,7 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
     t0 = time.time()
 
     def flush() -> None:
-        if per_utt:
-            with atomic_path(out / "per_utterance.csv") as tmp:
-                pd.concat(per_utt, ignore_index=True).to_csv(tmp, index=False)
-        with atomic_path(out / "cells.csv") as tmp:
-            pd.DataFrame(cell_rows).to_csv(tmp, index=False)
-        if traj_rows:
-            with atomic_path(out / "trajectory.csv") as tmp:
-                pd.DataFrame(traj_rows).to_csv(tmp, index=False)
+        write_tables(out, per_utt, cell_rows, traj_rows)
 
     # every corpus is loaded and validated once, before any cell: a bad corpus is one message
     from bench.data.validate import CorpusError
@@ -352,9 +425,7 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
         mix = pipe.mixture_rows(first)
         mix.insert(0, "cell_id", "mixture")
         per_utt.append(mix)
-        cell_rows.append({"cell_id": "mixture", "static_id": "", "upper_id": "", "control_id": "", "clean_id": "",
-                          "system": "mixture", "role": "input",
-                          "teacher": "", "teacher_source": "", "loss": "", "alpha": float("nan"), **common})
+        cell_rows.append(mixture_cell_row(common))
         flush()
     except Exception as exc:  # noqa: BLE001 - reported, run continues with the systems
         failures.append(("mixture", f"{type(exc).__name__}: {exc}"))
@@ -383,16 +454,7 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
     if not per_utt:
         return _fail(f"no cell completed; see the errors above (previous results in {final}, if any, are untouched)",
                      EXIT_CELL_FAILED)
-    all_rows = pd.concat(per_utt, ignore_index=True)
-    cells_df = pd.DataFrame(cell_rows)
-    board = leaderboard(all_rows, cells_df, n_boot=n_boot or first.eval.n_bootstrap, seed=0)
-    with atomic_path(out / "leaderboard.csv") as tmp:
-        board.to_csv(tmp, index=False)
-    from bench.cache import atomic_write_text
-
-    atomic_write_text(out / "leaderboard.md", _markdown_report(name, board, common, argv))
-    if figures:
-        _draw(out)
+    board = write_board(out, name, per_utt, cell_rows, n_boot or first.eval.n_bootstrap, common, argv, figures)
     _swap_in(out, final)
     print()
     print(f"== {name}: pooled over conditions ({len(cells)} cells, {time.time() - t0:.0f} s) ==")

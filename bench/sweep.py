@@ -58,6 +58,52 @@ class Param:
         return trial.suggest_float(self.key, self.low, self.high, log=self.log)
 
 
+PRUNERS = ("none", "median", "percentile", "hyperband")
+
+
+def make_pruner(name: str) -> Any:
+    """Optuna pruner ``name``; the first four trials always run to the end."""
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4)
+    if name == "percentile":
+        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=4)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def report_student(pipe: Any, cfg: Any, trial: Any) -> None:
+    """Distil the trial's student (when its system uses one), reporting its validation agreement
+    with the teacher at every validation step; raise ``TrialPruned`` as soon as the pruner says so.
+    A student already in the cache replays its recorded validation history instead."""
+    import math
+
+    import optuna
+
+    from bench.refine import uses_student
+
+    if not uses_student(cfg):
+        return
+
+    def on_validation(step: int, record: dict[str, Any]) -> None:
+        value = float(record.get("val_agreement", float("nan")))
+        if math.isfinite(value):
+            trial.report(value, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"student validation agreement {value:.4f} at step {step}")
+
+    pipe.on_validation = on_validation
+    try:
+        _, info = pipe.student(cfg)
+    finally:
+        pipe.on_validation = None
+    if info.get("cached"):
+        for record in info.get("history") or []:
+            on_validation(int(record["step"]), record)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__.splitlines()[0])
     p.add_argument("--grid", required=True, help="grid YAML whose base config (and --set) the study starts from")
@@ -73,8 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sampler seed (default: drawn per worker, so workers started together propose different "
                         "trials; give one to reproduce a single-worker study)")
     p.add_argument("--total-trials", type=int, default=None,
-                   help="a budget for the whole study, over every worker: a worker stops once the study holds this "
-                        "many finished or running trials")
+                   help="a budget for the whole study, over every worker: the first worker with this budget tops the "
+                        "study up to this many trials (waiting ones, claimed one at a time), so it ends with exactly "
+                        "this many (complete, pruned or failed), however many workers share it")
+    p.add_argument("--pruner", default="median", choices=sorted(PRUNERS),
+                   help="stop a trial early from its student's validation reports (agreement with the teacher "
+                        "every distill.val_every steps) against the other trials' at the same step (default: median; "
+                        "ignored with --multi-objective)")
+    p.add_argument("--heartbeat", type=int, default=60, metavar="S",
+                   help="seconds between a running trial's heartbeats; a trial whose worker stopped beating for "
+                        "three of them is failed, so it no longer counts as running (default: 60)")
     p.add_argument("--multi-objective", action="store_true",
                    help="maximise the metric and minimise total MACs per second (NSGA-II); prints the Pareto front")
     p.add_argument("--out", default=None, help="where trials.csv goes (default: results/sweep-<study>)")
@@ -89,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.cache import Cache, atomic_path, config_hash, default_root
     from bench.config import ConfigError, ExperimentConfig, Grid
+    from bench.distributed import open_storage, redact, run_budget
     from bench.harness import pick_device, set_threads
     from bench.pipeline import Pipeline
     from bench.registry import RegistryError
@@ -116,16 +171,24 @@ def main(argv: list[str] | None = None) -> int:
     cache = Cache(default_root(probe.cache_dir))
     pipe = Pipeline(cache, device=device, progress=not args.no_progress)
     name = args.study or f"{grid.name}-{args.metric}-{config_hash(base, [p.key for p in params], length=8)}"
-    storage = args.storage or f"sqlite:///{cache.root / 'optuna.db'}"
+    url = args.storage or f"sqlite:///{cache.root / 'optuna.db'}"
+    try:
+        storage = open_storage(url, max(1, args.heartbeat), retry=False)
+    except Exception as exc:  # noqa: BLE001 - a missing driver or an unreachable server: one line
+        hint = " (pip install -e .[scale])" if isinstance(exc, ModuleNotFoundError) else ""
+        print(f"error: --storage {redact(url)}: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+        return 2
     seed = args.seed if args.seed is not None else _worker_seed()
     if args.multi_objective:
         sampler = optuna.samplers.NSGAIISampler(seed=seed)
         study = optuna.create_study(study_name=name + "-mo", storage=storage, directions=["maximize", "minimize"],
                                     sampler=sampler, load_if_exists=True)
     else:
-        sampler = optuna.samplers.TPESampler(seed=seed)
+        # constant_liar: running trials count as bad guesses, so workers do not crowd one region
+        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
-                                    load_if_exists=True)
+                                    pruner=make_pruner(args.pruner), load_if_exists=True)
+    prune = args.pruner != "none" and not args.multi_objective
 
     def objective(trial) -> float:
         from bench.config import set_dotted
@@ -134,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         for p in params:
             set_dotted(data, p.key, p.suggest(trial))
         cfg = ExperimentConfig.from_dict(data)
+        if prune:
+            report_student(pipe, cfg, trial)
         res = pipe.evaluate(cfg)
         values = res.rows[args.metric]
         trial.set_user_attr("split", "val")
@@ -153,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or Path("results") / f"sweep-{name}")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "provenance.json", {
-        "study": name, "storage": storage, "grid_file": args.grid, "argv": sys.argv if argv is None else argv,
+        "study": name, "storage": redact(url), "grid_file": args.grid, "argv": sys.argv if argv is None else argv,
         "params": [asdict(p) for p in params], "metric": args.metric, "split": "val",
         "teacher_source": probe.teacher.source, "cache_root": str(cache.root), **provenance(device),
     })
@@ -162,25 +227,20 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_path(out / "trials.csv") as tmp:
             study.trials_dataframe().to_csv(tmp, index=False)
 
-    callbacks: list[Any] = [dump]
-    if args.total_trials is not None:
-        from optuna.study import MaxTrialsCallback
-        from optuna.trial import TrialState
-
-        callbacks.append(MaxTrialsCallback(args.total_trials, states=(TrialState.COMPLETE, TrialState.RUNNING,
-                                                                      TrialState.FAIL)))
+    catch = (RuntimeError, ValueError, FloatingPointError)
     try:
-        already = len(study.trials)
-        n = args.trials if args.total_trials is None else max(0, min(args.trials, args.total_trials - already))
-        if n:
-            study.optimize(objective, n_trials=n, show_progress_bar=not args.no_progress,
-                           catch=(RuntimeError, ValueError, FloatingPointError), callbacks=callbacks)
+        if args.total_trials is None:
+            study.optimize(objective, n_trials=args.trials, show_progress_bar=not args.no_progress, catch=catch,
+                           callbacks=[dump])
+        else:  # budget tokens in the storage: exactly total_trials trials, however many workers
+            run_budget(study, storage, objective, args.total_trials, args.trials, catch, dump)
     except KeyboardInterrupt:
         print("interrupted: finished trials are kept in the study (re-run to resume) and in trials.csv",
               file=sys.stderr)
     dump()
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    print(f"study {name!r} ({len(study.trials)} trials, {len(done)} complete, storage {storage})")
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+    print(f"study {name!r} ({len(study.trials)} trials, {len(done)} complete, {pruned} pruned, storage {redact(url)})")
     if not done:
         print(f"error: no trial of study {name!r} completed; see {out / 'trials.csv'} and the log above",
               file=sys.stderr)

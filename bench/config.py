@@ -205,6 +205,11 @@ class RefineConfig:
     n0: float = 4.0
     rel_lo: float = 0.3
     rel_hi: float = 0.8
+    # how a student refiner encodes (bench/students/streaming.py): "window" re-embeds block +
+    # context_s from scratch after every block; "streaming" keeps the student's state across
+    # blocks and encodes each new block once (one pass over the audio; the embedding pools every
+    # block so far, and context_s is not used)
+    student_mode: str = "window"
 
 
 @dataclass
@@ -399,6 +404,7 @@ COMPETING_SIR_DB = (-5.0, 5.0)
 NOISE_TYPES = ("white", "pink", "brown", "babble", "samples")
 DISTILL_INPUTS = ("clean", "noisy", "enhanced")
 PSE_SOURCES = ("train", "zoo", "local")
+STUDENT_MODES = ("window", "streaming")
 
 
 def validate(cfg: ExperimentConfig) -> None:
@@ -473,6 +479,7 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.refine.rule == "reliability" and not cfg.refine.rel_hi > cfg.refine.rel_lo:
         raise ConfigError(f"refine.rel_hi={cfg.refine.rel_hi!r} must be above refine.rel_lo={cfg.refine.rel_lo!r}")
     _range("refine.context_s", cfg.refine.context_s, 0.0, 30.0)
+    _choice("refine.student_mode", cfg.refine.student_mode, STUDENT_MODES)
     if cfg.test_corpus.name:
         _choice("test_corpus.name", cfg.test_corpus.name, registry.names("dataset"))
         _choice("test_corpus.size", cfg.test_corpus.size, ("smoke", "default", "large"))

@@ -32,10 +32,12 @@ log = logging.getLogger("bench")
 # the same utterances, so differences are paired.
 EVAL_SEED_OFFSET = 1000
 # Bump a stage's version when its code changes what a given config produces (its cache key).
-STAGE_VERSION = {"evalset": 2, "eval": 2}
+STAGE_VERSION = {"evalset": 2, "eval": 3}  # eval 3: rtf is one stream's, per-block latency added
 SPK_CROP_S = 1.0  # speaker-verification crops: about two refinement blocks
 SPK_PER_SPEAKER = 8
 EVAL_BATCH = 16
+EMBED_BATCH = 16  # clips of equal length the teacher embeds at once
+TIMED_S = 8.0  # seconds of one stream timed per cell (rtf, block latency)
 
 
 def eval_split(cfg: ExperimentConfig) -> str | None:
@@ -63,12 +65,21 @@ def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
         "pse_source": [cfg.pse.source, cfg.pse.path],
     }
     if cfg.pse.personalized:
-        s["refine"] = cfg.refine if updates_embedding(cfg) else {"name": cfg.refine.name}
+        s["refine"] = _refine_slice(cfg) if updates_embedding(cfg) else {"name": cfg.refine.name}
     if uses_student(cfg):
         s["student"] = cfg.student
         s["distill"] = cfg.distill
         s["seed"] = cfg.seed
     return s
+
+
+def _refine_slice(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The refiner's settings a refining cell's evaluation depends on: ``student_mode`` only for
+    refiners that use a student (a streaming student's control and ceiling are the window ones)."""
+    out = dict(vars(cfg.refine))
+    if not uses_student(cfg) or out.get("student_mode") == "window":
+        out.pop("student_mode", None)
+    return out
 
 
 @dataclass
@@ -269,12 +280,15 @@ class Pipeline:
             outs[cond], traj = self._stream_condition(cfg, cond, model, refiner, refine_cfg.block_s, acc)
             if traj is not None:
                 trajectories[cond] = traj
+        timing = self.stream_timing(cfg, model, refiner, refine_cfg.block_s)
         rows = _score(cfg, sets, outs, acc.columns())
         pse_params = count_params(model)
         info: dict[str, Any] = {
             "system": system_name(cfg),
             "wall_s": acc.wall,
-            "rtf": acc.wall / acc.audio if acc.audio else float("nan"),
+            # throughput of the evaluation itself: batches of EVAL_BATCH streams, no warm-up
+            "batch_rtf": acc.wall / acc.audio if acc.audio else float("nan"),
+            **timing,
             "peak_mem_mb": acc.peak,
             "n_updates": acc.n_updates,
             "n_skipped": acc.n_skipped,
@@ -291,6 +305,28 @@ class Pipeline:
             **complexity,
         }
         return rows, info
+
+    def stream_timing(self, cfg: ExperimentConfig, model, refiner, block_s: float) -> dict[str, float]:
+        """Real-time cost of the cell: one stream (batch 1; the first ``TIMED_S`` seconds of the
+        longest test items), streamed block by block with its refiner after a 1 s warm-up
+        (:func:`bench.refine.time_streaming`): ``rtf`` (processing time / audio time),
+        ``block_ms_p50`` / ``block_ms_p95`` (compute per block) and ``algo_latency_ms`` (block +
+        the backbone's latency)."""
+        import torch
+
+        from bench.refine import time_streaming
+
+        cond = max(cfg.eval.conditions, key=lambda c: len(self.eval_set(cfg, c)[0].mixture))
+        m = self.eval_set(cfg, cond)[0]
+        n = min(len(m.mixture), int(TIMED_S * SR))
+        mix = torch.from_numpy(np.ascontiguousarray(m.mixture[None, :n])).to(self.device)
+        e0 = None
+        if cfg.pse.personalized:
+            e0 = torch.from_numpy(self.start_embeddings(cfg, cond, refiner.start)[:1]).to(self.device)
+        tgt = torch.from_numpy(np.ascontiguousarray(m.target[None, :n])) if refiner.needs_target else None
+        t = time_streaming(model, mix, e0, refiner, block_s, target=tgt).as_dict()
+        return {"rtf": t["rtf"], "block_ms_p50": t["block_ms_p50"], "block_ms_p95": t["block_ms_p95"],
+                "algo_latency_ms": t["algo_latency_ms"], "timed_audio_s": t["audio_s"]}
 
     def _stream_condition(self, cfg: ExperimentConfig, cond: str, model, refiner, block_s: float,
                           acc: _Accumulator) -> tuple[list[np.ndarray], list[float] | None]:
@@ -357,48 +393,66 @@ class Pipeline:
     def speaker_metrics(self, cfg: ExperimentConfig, student) -> dict[str, float]:
         """EER / minDCF of the teacher (and the student) on the evaluation speakers, and their
         agreement. Crops of ``SPK_CROP_S`` seconds, ``SPK_PER_SPEAKER`` per speaker of the eval
-        split (of the test corpus), all pairs scored."""
+        split (of the test corpus), all pairs scored. The crops are cut once and embedded once by
+        the teacher (per grid) and once by each student: EER, minDCF and agreement share them."""
         import torch
 
-        from bench.metrics.speaker import agreement, crop_audio, eval_crops, speaker_eval
+        from bench.metrics.speaker import agreement, crop_audio, eval_crops
 
         teacher = self.teacher(cfg)
         corpus = self.test_corpus(cfg)
         split = eval_split(cfg)
-        t = self._memoised("spk", teacher.identity + corpus.key + str(split), lambda: speaker_eval(
-            teacher.embed, corpus, split, SPK_PER_SPEAKER, SPK_CROP_S, 0))
-        out = {"teacher_eer": t["eer"], "teacher_min_dcf": t["min_dcf"]}
+
+        def crops():
+            ids, spans, spk = eval_crops(corpus, split, SPK_PER_SPEAKER, SPK_CROP_S, 0)
+            if len(set(spk)) < 2:
+                raise ValueError(f"speaker metrics need >= 2 speakers in split {split!r}, found {len(set(spk))}")
+            wav = np.stack([crop_audio(corpus.audio(u), a, b) for u, (a, b) in zip(ids, spans, strict=True)])
+            return torch.from_numpy(wav), spk
+
+        wav, spk = self._memoised("spk_crops", f"{corpus.key}{split}", crops)
+        t_emb = self._memoised("spk", teacher.identity + corpus.key + str(split), lambda: _embed_batched(
+            lambda w: teacher.embed(w.to(self.device)).float().cpu(), wav))
+        out = _verification("teacher", t_emb, spk)
         if student is None:
             return out
         dev = next(student.parameters()).device
 
-        def s_embed(wav):
-            return torch.nn.functional.normalize(student(wav.to(dev)).float(), dim=-1).cpu()
+        def s_embed(w):
+            return torch.nn.functional.normalize(student(w.to(dev)).float(), dim=-1).cpu()
 
         def make():  # a student serves several cells (one per alpha): score it once
-            s = speaker_eval(s_embed, corpus, split, SPK_PER_SPEAKER, SPK_CROP_S, 0)
-            ids, crops, _ = eval_crops(corpus, split, SPK_PER_SPEAKER, SPK_CROP_S, 0)
-            wav = torch.from_numpy(np.stack([crop_audio(corpus.audio(u), a, b)
-                                             for u, (a, b) in zip(ids, crops, strict=True)]))
-            with torch.no_grad():
-                agree = agreement(s_embed(wav), teacher.embed(wav.to(self.device)).float().cpu())
-            return {"student_eer": s["eer"], "student_min_dcf": s["min_dcf"], "student_agreement": float(agree)}
+            s_emb = _embed_batched(s_embed, wav)
+            return {**_verification("student", s_emb, spk), "student_agreement": float(agreement(s_emb, t_emb))}
 
         out.update(self._memoised("spk_student", f"{id(student)}{corpus.key}{split}", make))
         return out
 
     def _embed_each(self, cfg: ExperimentConfig, key: str, clips: list[np.ndarray]) -> np.ndarray:
-        """Teacher embeddings ``[N, D]`` of clips of any length (memoised by ``key``)."""
+        """Teacher embeddings ``[N, D]`` of clips of any length (memoised by ``key``). A clip is
+        embedded once per teacher however often it recurs (the enrollment conditions share their
+        clean targets, and a target's late part is the whole target where nothing changes), and
+        clips of equal length go through the teacher together, ``EMBED_BATCH`` at a time."""
+        import hashlib
+
         import torch
 
         teacher = self.teacher(cfg)
 
         def make():
-            out = []
-            for x in clips:  # lengths differ (short condition, late parts): one at a time
-                wav = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None].to(self.device)
-                out.append(teacher.embed(wav).float().cpu().numpy()[0])
-            return np.stack(out)
+            table = self._memo.setdefault(("clip_emb", teacher.identity), {})
+            audio = [np.ascontiguousarray(x, dtype=np.float32) for x in clips]
+            digests = [hashlib.sha1(x.tobytes()).hexdigest() + str(len(x)) for x in audio]
+            todo: dict[int, dict[str, np.ndarray]] = {}
+            for d, x in zip(digests, audio, strict=True):
+                if d not in table:
+                    todo.setdefault(len(x), {})[d] = x
+            for group in todo.values():
+                ds = list(group)
+                for i in range(0, len(ds), EMBED_BATCH):
+                    wav = torch.from_numpy(np.stack([group[d] for d in ds[i : i + EMBED_BATCH]])).to(self.device)
+                    table.update(zip(ds[i : i + EMBED_BATCH], teacher.embed(wav).float().cpu().numpy(), strict=True))
+            return np.stack([table[d] for d in digests])
 
         return self._memoised("embed", key, make)
 
@@ -448,40 +502,91 @@ class Pipeline:
         """Params and MACs per second of audio of backbone, teacher, student and refiner.
 
         The refiner's extra MACs are its encoder's MACs on one block (plus context) times blocks
-        per second, with the block length rounded to the backbone's hop as streaming does.
+        per second, with the block length rounded to the backbone's hop as streaming does. Each
+        count is memoised by what it depends on (model, encoder, block, context, student mode),
+        so a grid traces each model once rather than once per cell.
         """
         import torch
 
         from bench.metrics.complexity import count_params, macs_per_second_report
         from bench.refine import block_samples, encoder_macs_per_s
 
-        key = config_hash("complexity", cfg.pse, cfg.refine, cfg.student if student is not None else "",
-                          teacher.identity, cfg.pse.personalized)
+        block = block_samples(cfg.refine.block_s, model.hop)
+        ctx = int(round(getattr(cfg.refine, "context_s", 0.0) * SR))
+        mode = getattr(cfg.refine, "student_mode", "window")
 
-        def make():
+        def backbone():
             dev = next(model.parameters()).device
             emb = torch.zeros(1, teacher.dim, device=dev) if cfg.pse.personalized else None
-            pse = macs_per_second_report(model, lambda n: (torch.zeros(1, n, device=dev), emb))
-            block = block_samples(cfg.refine.block_s, model.hop)
-            ctx = int(round(getattr(cfg.refine, "context_s", 0.0) * SR))
-            t_params = count_params(teacher)
-            out: dict[str, Any] = {
-                "pse_macs_per_s": float(pse["per_second"]),
-                "teacher_params": t_params["learnable"] + t_params["fixed"],
-                "teacher_macs_per_s": _safe(lambda: encoder_macs_per_s(teacher.embed, block, ctx), "teacher"),
-                "student_params": count_params(student)["learnable"] if student is not None else 0,
-                "student_macs_per_s": (
-                    _safe(lambda: encoder_macs_per_s(student, block, ctx), "student") if student is not None else 0.0
-                ),
-            }
-            # alpha = 0 never runs the encoder (bit-identical to static), so it costs nothing extra.
-            refines = updates_embedding(cfg) and cfg.refine.alpha > 0
-            out["extra_macs_per_s"] = _safe(lambda: refiner.count_extra_macs(block), "refiner") if refines else 0.0
-            out["total_macs_per_s"] = out["pse_macs_per_s"] + out["extra_macs_per_s"]
-            out["unsupported_ops"] = ",".join(sorted(pse["unsupported"] or []))
-            return out
+            rep = macs_per_second_report(model, lambda n: (torch.zeros(1, n, device=dev), emb))
+            return float(rep["per_second"]), ",".join(sorted(rep["unsupported"] or []))
 
-        return self._memoised("complexity", key, make)
+        def counted(what: str, key: tuple, fn) -> float:
+            return self._memoised("macs", config_hash(what, *key), lambda: _safe(fn, what))
+
+        pse_macs, unsupported = self._memoised("macs", config_hash("pse", id(model), cfg.pse.personalized), backbone)
+        t_params = count_params(teacher)
+        out: dict[str, Any] = {
+            "pse_macs_per_s": pse_macs,
+            "teacher_params": t_params["learnable"] + t_params["fixed"],
+            "teacher_macs_per_s": counted("teacher", (teacher.identity, block, ctx),
+                                          lambda: encoder_macs_per_s(teacher.embed, block, ctx)),
+            "student_params": count_params(student)["learnable"] if student is not None else 0,
+            # what the student costs per second of audio the way this cell runs it (window: block +
+            # context per block; streaming: each block once)
+            "student_macs_per_s": counted("student", (id(student), mode, block, ctx),
+                                          lambda: _student_macs(cfg, student, block, ctx)) if student is not None else 0.0,
+        }
+        # alpha = 0 never runs the encoder (bit-identical to static), so it costs nothing extra.
+        out["extra_macs_per_s"] = 0.0
+        if updates_embedding(cfg) and cfg.refine.alpha > 0:
+            from bench.refine import Refiner
+
+            # a student refiner that counts the default way costs exactly the student's MACs
+            same = (student is not None and getattr(refiner, "student", None) is student
+                    and type(refiner).count_extra_macs is Refiner.count_extra_macs)
+            out["extra_macs_per_s"] = out["student_macs_per_s"] if same else counted(
+                "refiner", _encoder_identity(refiner, block), lambda: refiner.count_extra_macs(block))
+            refiner.extra_macs_per_s = out["extra_macs_per_s"]
+        out["total_macs_per_s"] = out["pse_macs_per_s"] + out["extra_macs_per_s"]
+        out["unsupported_ops"] = unsupported
+        return out
+
+
+def _encoder_identity(refiner, block: int) -> tuple:
+    """What a refiner's extra MACs depend on: its class, the model it encodes with (the student a
+    streaming wrapper streams), its context, its student mode and the block."""
+    enc = refiner.encoder()
+    owner = getattr(enc, "__self__", enc)
+    owner = getattr(owner, "student", owner)
+    return (type(refiner).__name__, id(owner), refiner.context_s, getattr(refiner, "mode", ""), block)
+
+
+def _embed_batched(fn, wav, batch: int = 32):
+    """``fn`` over the rows of ``wav`` in batches (no gradient), concatenated."""
+    import torch
+
+    with torch.no_grad():
+        return torch.cat([torch.as_tensor(fn(wav[i : i + batch])).float().cpu() for i in range(0, len(wav), batch)])
+
+
+def _verification(who: str, emb, spk: list[int]) -> dict[str, float]:
+    """``<who>_eer`` and ``<who>_min_dcf`` over every pair of rows of ``emb``."""
+    from bench.metrics.speaker import eer, min_dcf, trial_scores
+
+    scores, labels = trial_scores(emb, spk)
+    return {f"{who}_eer": eer(scores, labels), f"{who}_min_dcf": min_dcf(scores, labels)}
+
+
+def _student_macs(cfg: ExperimentConfig, student, block: int, ctx: int) -> float:
+    """MACs per second of audio of the student in the cell's ``refine.student_mode``."""
+    from bench.refine import encoder_macs_per_s
+
+    if getattr(cfg.refine, "student_mode", "window") == "streaming":
+        from bench.students.streaming import streaming_encoder
+
+        return encoder_macs_per_s(streaming_encoder(student), block, 0)
+    return encoder_macs_per_s(student, block, ctx)
 
 
 def _safe(fn, what: str) -> float:

@@ -210,7 +210,7 @@ def _seed_spread(board: pd.DataFrame) -> None:
         return
     ignore = {"cell_id", "seed", "config_hash", "date", "git_commit", "versions", "device", "n"}
     keys = [c for c in board.columns if c in ("system", "condition", "pse_key", "teacher", "loss", "tau", "alpha", "rule", "block_s",
-                                              "context_s", "gate", "gate_threshold", "student_inputs",
+                                              "context_s", "student_mode", "gate", "gate_threshold", "student_inputs",
                                               "distill_steps", "pse", "pse_tag") and c not in ignore]
     filled = board[keys].astype(str)
     grp = board.groupby([filled[k] for k in keys], sort=False)["d_si_sdr_mean"]
@@ -268,6 +268,7 @@ AXIS_COLS = [
     ("distill_steps", "distill steps"),
     ("block_s", "block s"),
     ("context_s", "context s"),
+    ("student_mode", "student mode"),
     ("gate", "gate"),
     ("gate_threshold", "gate thr"),
     ("skipped_frac", "skipped"),  # not an axis, but only informative where gates differ

@@ -209,6 +209,8 @@ def _describe(cfg) -> str:
     if updates_embedding(cfg):
         parts += [f"alpha={cfg.refine.alpha}", f"rule={cfg.refine.rule}", f"block_s={cfg.refine.block_s}",
                   f"context_s={cfg.refine.context_s}"]
+        if uses_student(cfg) and cfg.refine.student_mode != "window":
+            parts += [f"student_mode={cfg.refine.student_mode}"]
         if cfg.refine.rule == "anchored":
             parts += [f"n0={cfg.refine.n0}"]
         if cfg.refine.rule == "reliability":
@@ -242,6 +244,7 @@ def _cell_row(cfg, cell_id: str, info: dict[str, Any], links: dict[str, str], co
         "gate": cfg.refine.gate if refining else "",
         "gate_threshold": cfg.refine.gate_threshold if refining and cfg.refine.gate != "none" else float("nan"),
         "context_s": cfg.refine.context_s if refining else float("nan"),
+        "student_mode": cfg.refine.student_mode if stu and refining else "",
         "seed": cfg.seed if stu else "",
         "student_inputs": "+".join(cfg.distill.inputs) if stu else "",
         "distill_steps": cfg.distill.steps if stu else float("nan"),
@@ -259,7 +262,14 @@ def _cell_row(cfg, cell_id: str, info: dict[str, Any], links: dict[str, str], co
         "student_params": info.get("student_params") if stu else 0,
         "extra_macs_per_s": info.get("extra_macs_per_s"),
         "total_macs_per_s": info.get("total_macs_per_s"),
+        # one stream, block by block with its refiner, after a warm-up: processing / audio time
         "rtf": info.get("rtf"),
+        # compute per block (backbone step + refiner update), ms, and the algorithmic latency
+        "block_ms_p50": info.get("block_ms_p50"),
+        "block_ms_p95": info.get("block_ms_p95"),
+        "algo_latency_ms": info.get("algo_latency_ms"),
+        # the evaluation's own throughput (batches of streams, no warm-up), wall / audio
+        "batch_rtf": info.get("batch_rtf"),
         "peak_mem_mb": info.get("peak_mem_mb"),
         "teacher_eer": info.get("teacher_eer"),
         "teacher_min_dcf": info.get("teacher_min_dcf"),

@@ -33,7 +33,8 @@ STAGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
                                                    "runtime.py")),
     "evalset": ("bench.pipeline", "STAGE_VERSION.evalset", ("data/mix.py", "data/conditions.py", "data/streams.py")),
     "eval": ("bench.pipeline", "STAGE_VERSION.eval", ("pipeline.py", "refine/base.py", "refine/refiners.py",
-                                                      "refine/streaming.py", "metrics/quality.py")),
+                                                      "refine/streaming.py", "metrics/quality.py",
+                                                      "students/streaming.py")),
 }
 
 

@@ -34,7 +34,13 @@ from bench.refine.refiners import (
     StaticRefiner,
     TargetOracleRefiner,
 )
-from bench.refine.streaming import StreamResult, block_samples, enhance_streaming
+from bench.refine.streaming import (
+    StreamResult,
+    StreamTiming,
+    block_samples,
+    enhance_streaming,
+    time_streaming,
+)
 
 __all__ = [
     "GATES",
@@ -50,11 +56,13 @@ __all__ = [
     "ShrinkRefiner",
     "StaticRefiner",
     "StreamResult",
+    "StreamTiming",
     "TargetOracleRefiner",
     "UpdatingRefiner",
     "block_samples",
     "encoder_macs_per_s",
     "enhance_streaming",
+    "time_streaming",
     "make_refiner",
     "names_with_role",
     "reference_name",

@@ -59,6 +59,8 @@ class Refiner:
         context_s: seconds of past audio the refiner wants with each block.
         extra_macs_per_s: MACs per second of audio the refiner adds to the backbone (set by
             :meth:`count_extra_macs`; 0 for refiners that never encode).
+        stateful: the encoder carries state across blocks (a streaming student), so it must see
+            every block, even one the gate skips.
         last_skipped: ``[B]`` bool of the items the gate skipped at the last update.
         k: updates done in the current stream.
     """
@@ -78,6 +80,7 @@ class Refiner:
         self.extra_macs_per_s: float = 0.0
         self.last_skipped: torch.Tensor | None = None
         self.k = 0
+        self.stateful = False
 
     @classmethod
     def label(cls, cfg: Any) -> str:
@@ -190,13 +193,16 @@ class UpdatingRefiner(Refiner):
         if self.gate == "energy":
             rms = enhanced_block.float().pow(2).mean(dim=-1).sqrt()
             skip = (20.0 * torch.log10(rms + 1e-12) < self.gate_threshold).to(e.device)
-            if bool(skip.all()):
+            if bool(skip.all()) and not self.stateful:
                 self.last_skipped = skip
                 return e
         window = enhanced_block
         if history is not None and history.shape[-1] > 0:
             window = torch.cat([history.to(enhanced_block.dtype), enhanced_block], dim=-1)
         s = F.normalize(self.encode(self.source(window, target)).to(device=e.device, dtype=e.dtype), dim=-1)
+        if bool(skip.all()):  # a stateful encoder has seen the block; the embedding stays
+            self.last_skipped = skip
+            return e
         if self.gate == "agreement":
             skip = skip | (F.cosine_similarity(s, e, dim=-1) < self.gate_threshold)
         a = self.rate(s).to(e.dtype)

@@ -3,7 +3,7 @@
 | name | role | embedding the stream starts from / what is encoded after each block |
 |---|---|---|
 | ``static`` | baseline | the enrollment's teacher embedding, never updated (``alpha = 0``) |
-| ``ema`` | system | the student encodes the enhanced block (+ context) |
+| ``ema`` | system | the student encodes the enhanced block (+ context; or, with ``student_mode: streaming``, each block once with its state carried) |
 | ``oracle`` | system | the teacher encodes the enhanced block (+ context): heavy, deployable |
 | ``shrink`` | control | a fixed speaker-agnostic vector, the mean training embedding (same rate, rule, gate) |
 | ``oracle_target`` | ceiling | the teacher encodes the *clean target's* block + context (not deployable) |
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.config import RefineConfig
+from bench.config import STUDENT_MODES, RefineConfig
 from bench.refine.base import FixedRefiner, UpdatingRefiner
 from bench.registry import register
 
@@ -36,7 +36,14 @@ class StaticRefiner(FixedRefiner):
 
 @register("refiner", "ema")
 class EMARefiner(UpdatingRefiner):
-    """Student refinement: ``s_k = normalize(student(window))``."""
+    """Student refinement: ``s_k = normalize(student(window))``.
+
+    ``refine.student_mode``: ``window`` (default) encodes the block plus ``context_s`` seconds of
+    past output from scratch after every block; ``streaming`` feeds each block once to the
+    student's streaming inference (:mod:`bench.students.streaming`), whose state is carried across
+    the stream's blocks: ``s_k`` is the student's embedding of all the output so far, for one pass
+    over the audio, and no context is passed.
+    """
 
     name = "ema"
     uses_student = True
@@ -48,16 +55,38 @@ class EMARefiner(UpdatingRefiner):
             raise ValueError("refiner 'ema' needs a student encoder (got None)")
         self.student = student
         student.eval()  # inference only: BatchNorm statistics / dropout frozen
+        self.mode = str(getattr(self.cfg, "student_mode", "window") or "window")
+        if self.mode not in STUDENT_MODES:
+            raise ValueError(f"refine.student_mode={self.mode!r}; choices: {', '.join(STUDENT_MODES)}")
+        self.stream: nn.Module | None = None
+        self._state: Any = None
+        if self.mode == "streaming":
+            from bench.students.streaming import streaming_encoder
+
+            self.stream = streaming_encoder(student)
+            self.stateful = True
+            self.context_s = 0.0  # the state holds the past; streaming passes no history
 
     @classmethod
     def label(cls, cfg: Any) -> str:
         return f"student-{cfg.distill.loss}"
 
+    def reset(self) -> None:
+        super().reset()
+        self._state = None
+
     def encoder(self) -> nn.Module:
-        return self.student
+        """What one block costs: the window student, or one fresh streaming block (the same
+        operations as a block in the steady state)."""
+        return self.stream if self.stream is not None else self.student
 
     def encode(self, window: torch.Tensor) -> torch.Tensor:
-        return self.student(window)
+        if self.stream is None:
+            return self.student(window)
+        if self._state is None:
+            self._state = self.stream.init_state(window.shape[0], window.device)
+        emb, self._state = self.stream.step(window, self._state)
+        return emb
 
 
 @register("refiner", "oracle")

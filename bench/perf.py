@@ -1,0 +1,489 @@
+"""``python -m bench.perf``: where the time goes, on the device at hand (a benchmark, not a test).
+
+Sections (each printed as a table; all numbers also go to ``--out`` as JSON and Markdown):
+
+1. **cache**: the smoke grid (``ablations/smoke.yaml``) run by ``python -m bench.run`` in a fresh
+   temporary cache (cold: corpus, teacher embeddings, backbones, students, cells) and again on
+   that cache (warm), as subprocesses, and the per-cell columns of its leaderboard: ``rtf``,
+   ``block_ms_p50/p95``, ``batch_rtf`` and ``peak_mem_mb`` (peak memory per cell).
+2. **harness**: one refining cell of that grid evaluated by the pipeline (``Pipeline._evaluate``,
+   its stages loaded first) against the sum of its pure parts replayed alone on the same inputs:
+   backbone streaming, the student's and the teacher's calls, the metrics. The difference is the
+   harness's own cost; the breakdown says where it is.
+3. **metrics**: PESQ-WB + STOI + ESTOI of the same utterances by the suite's
+   ``evaluate_utterances`` with 1 and 2 worker processes, and by torchmetrics' functional metrics
+   called serially.
+4. **refiner**: the main grid's backbone (``pdfnet2/cpu``) streaming one 0.5 s block at a time,
+   alone (static), with the window student (block + 1.5 s context per block), the streaming
+   student (each block once) and the teacher oracle: extra MACs/s and extra wall time as a
+   fraction of the backbone's, per-block latency p50/p95 after a warm-up, throughput of one
+   stream and of a batch of 16.
+
+Models in sections 3-4 are randomly initialised (speed and MAC counts do not depend on the
+weights); section 1-2's are the smoke grid's, trained for a few steps. ``--quick`` keeps the whole
+run within about 5 minutes on 2 idle cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "ablations" / "smoke.yaml"
+BLOCK_S = 0.5
+CONTEXT_S = 1.5
+# --quick trains the smoke grid's backbones and students for fewer steps (speed needs no quality)
+QUICK_SMOKE = ["pse.train_steps=10", "pse.val_every=5", "distill.steps=10", "distill.val_every=5"]
+
+
+# --------------------------------------------------------------------------- helpers
+def _clock(fn: Callable[[], Any], repeats: int = 1) -> tuple[float, Any]:
+    """Median wall seconds of ``repeats`` calls of ``fn`` and the last result."""
+    times, out = [], None
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), out
+
+
+def environment() -> dict[str, Any]:
+    """Device, cores, torch threads and the load average (contention) at the start."""
+    import torch
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return {
+        "device": "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else
+        f"cpu:{platform.processor() or platform.machine()}",
+        "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "load_avg_1m": round(load[0], 2), "python": platform.python_version(),
+    }
+
+
+# --------------------------------------------------------------------------- 1. cache
+def smoke_cache(work: Path, overrides: list[str]) -> dict[str, Any]:
+    """Cold then warm ``bench.run`` of the smoke grid in a fresh cache (subprocesses)."""
+    cache, out = work / "cache", work / "out"
+    cmd = [sys.executable, "-m", "bench.run", "--grid", str(SMOKE), "--cache-dir", str(cache), "--out", str(out),
+           "--no-progress", "--no-figures"]
+    for o in overrides:
+        cmd += ["--set", o]
+    env = dict(os.environ, PSE_KD_CACHE=str(cache), HF_HUB_OFFLINE="1")
+    res: dict[str, Any] = {"command": " ".join(["python", *cmd[1:]])}
+    for phase in ("cold", "warm"):
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        res[f"{phase}_s"] = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"smoke grid ({phase}) exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    import pandas as pd
+
+    cells = pd.read_csv(out / "cells.csv")
+    cols = [c for c in ("system", "alpha", "student_mode", "rtf", "block_ms_p50", "block_ms_p95", "batch_rtf",
+                        "peak_mem_mb") if c in cells]
+    res["cells"] = cells[cols].to_dict("records")
+    res["cache"], res["out"] = str(cache), str(out)
+    return res
+
+
+# --------------------------------------------------------------------------- 2. harness
+class _Recorder:
+    """Wraps a callable, recording its inputs and the time spent in it."""
+
+    def __init__(self, fn: Callable[..., Any], keep: bool = True) -> None:
+        self.fn, self.keep = fn, keep
+        self.calls: list[tuple[tuple, dict]] = []
+        self.seconds = 0.0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.keep:
+            self.calls.append((args, kwargs))
+        t0 = time.perf_counter()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
+def _smoke_cells(cache: Path) -> list:
+    """The smoke grid's refining student cells (alpha > 0), one per loss."""
+    from bench.config import Grid
+    from bench.refine import uses_student
+
+    cells = [c.config for c in Grid.load(str(SMOKE), [f"cache_dir={cache}"]).cells()
+             if uses_student(c.config) and c.config.refine.alpha > 0]
+    if len(cells) < 2:
+        raise RuntimeError("the smoke grid needs two refining student cells")
+    return cells
+
+
+def harness(cache: Path, device: str) -> dict[str, Any]:
+    """The pipeline's evaluation of a cell vs the sum of its pure parts replayed alone: the first
+    cell of a process (it also pays the grid's shared work: the teacher's embeddings of every
+    enrollment and target and its speaker-verification crops) and a second cell (another student)."""
+    import bench.pipeline as pipeline
+    from bench.cache import Cache
+
+    cells = _smoke_cells(cache)
+    p = pipeline.Pipeline(Cache(cache), device=device, progress=False)
+    for cfg in cells[:2]:  # loading is not evaluation: stages first
+        p.pse(cfg), p.student(cfg), p.teacher(cfg)
+        for cond in cfg.eval.conditions:
+            p.eval_set(cfg, cond)
+    return {"first cell": _measure_cell(p, cells[0]), "next cell": _measure_cell(p, cells[1])}
+
+
+def _measure_cell(p, cfg) -> dict[str, Any]:
+    import bench.metrics.quality as quality
+    import bench.refine as refine
+
+    model, _ = p.pse(cfg)
+    student, _ = p.student(cfg)
+    teacher = p.teacher(cfg)
+    rec = {"teacher": _Recorder(teacher.embed), "student": _Recorder(student.forward),
+           "metrics": _Recorder(quality.evaluate_utterances), "streaming": _Recorder(refine.enhance_streaming, False)}
+    names = ("complexity", "speaker_metrics", "stream_timing", "start_embeddings", "target_embeddings")
+    spans = {k: _Recorder(getattr(p, k), False) for k in names}
+    saved = (teacher.embed, student.forward, quality.evaluate_utterances, refine.enhance_streaming)
+    teacher.embed, student.forward = rec["teacher"], rec["student"]
+    quality.evaluate_utterances, refine.enhance_streaming = rec["metrics"], rec["streaming"]
+    for k, r in spans.items():
+        setattr(p, k, r)
+    try:
+        total, _ = _clock(lambda: p._evaluate(cfg))
+    finally:
+        teacher.embed, student.forward, quality.evaluate_utterances, refine.enhance_streaming = saved
+        for k in names:
+            delattr(p, k)
+    parts = _replay(p, cfg, model, student, teacher, rec)
+    audio = sum(len(m.mixture) for c in cfg.eval.conditions for m in p.eval_set(cfg, c)) / 16000
+    inside = {f"{k} (all calls)": r.seconds for k, r in rec.items()}
+    inside.update({f"Pipeline.{k}": r.seconds for k, r in spans.items()})
+    return {"cell": refine.system_name(cfg), "audio_s": audio, "harness_s": total, "parts": parts,
+            "parts_sum_s": sum(parts.values()), "overhead": total / sum(parts.values()) - 1.0, "inside": inside,
+            "backbone": f"{cfg.pse.name}/{cfg.pse.size}"}
+
+
+def _replay(p, cfg, model, student, teacher, rec: dict[str, _Recorder]) -> dict[str, float]:
+    """The pure parts alone: backbone streaming (no refiner) over the cell's test mixtures in the
+    harness's batches, every recorded student and teacher call, the recorded metric calls."""
+    import torch
+
+    from bench.pipeline import EVAL_BATCH
+    from bench.refine import enhance_streaming
+
+    def backbone() -> None:
+        for cond in cfg.eval.conditions:
+            ms = p.eval_set(cfg, cond)
+            e0_all = p.start_embeddings(cfg, cond)
+            for i in range(0, len(ms), EVAL_BATCH):
+                mix = torch.from_numpy(np.stack([m.mixture for m in ms[i : i + EVAL_BATCH]]))
+                e0 = torch.from_numpy(e0_all[i : i + EVAL_BATCH])
+                enhance_streaming(model, mix, e0, None, cfg.refine.block_s)
+
+    def calls(fn: Callable[..., Any], recorded: list) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                for args, kwargs in recorded:
+                    fn(*args, **kwargs)
+        return run
+
+    from bench.metrics.quality import evaluate_utterances
+
+    return {
+        "backbone": _clock(backbone)[0],
+        "student": _clock(calls(student.forward, rec["student"].calls))[0],
+        "teacher": _clock(calls(teacher.embed, rec["teacher"].calls))[0],
+        "metrics": _clock(calls(evaluate_utterances, rec["metrics"].calls))[0],
+    }
+
+
+# --------------------------------------------------------------------------- 3. metrics
+def _clips(cache: Path | None, seconds: float = 4.0, n: int = 8) -> tuple[list, str]:
+    """(mixture, target) pairs: the smoke grid's test mixtures, else synthetic speech-like ones."""
+    clips: list[tuple[np.ndarray, np.ndarray]] = []
+    if cache is not None:
+        from bench.data.mix import load_eval_set
+
+        for f in sorted(Path(cache, "evalset").glob("*/set.npz")):
+            clips += [(m.mixture, m.target) for m in load_eval_set(f) if len(m.mixture)]
+    if clips:
+        return clips, "smoke-grid test mixtures (mixture as the estimate)"
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * 16000)) / 16000
+    for _ in range(n):
+        f0 = rng.uniform(100, 220)
+        speech = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 8))
+        speech *= (np.sin(2 * np.pi * rng.uniform(2, 5) * t) > 0).astype(float)
+        ref = (0.1 * speech).astype(np.float32)
+        clips.append((ref + 0.05 * rng.standard_normal(t.size).astype(np.float32), ref))
+    return clips, "synthetic (harmonic bursts in noise)"
+
+
+def _fit(x: np.ndarray, n: int) -> np.ndarray:
+    return np.tile(x, int(np.ceil(n / len(x))))[:n].astype(np.float32)
+
+
+def metric_items(cache: Path | None, n: int, seconds: float) -> tuple[list, str]:
+    """``n`` (estimate, reference, mixture) items of ``seconds`` each (clips cut or tiled)."""
+    clips, source = _clips(cache, seconds, n)
+    need = int(seconds * 16000)
+    items = []
+    for i in range(n):
+        mix, ref = clips[i % len(clips)]
+        items.append((_fit(mix, need), _fit(ref, need), _fit(mix, need)))
+    return items, source
+
+
+def metrics(items: list, repeats: int) -> dict[str, Any]:
+    """Suite (1 and 2 processes) vs torchmetrics functional (serial) on the same items."""
+    import torch
+    from torchmetrics.functional.audio import (
+        perceptual_evaluation_speech_quality as tm_pesq,
+    )
+    from torchmetrics.functional.audio import (
+        short_time_objective_intelligibility as tm_stoi,
+    )
+
+    from bench.metrics.quality import evaluate_utterances
+
+    def torchmetrics_serial() -> None:
+        for est, ref, _ in items:
+            p, r = torch.from_numpy(est), torch.from_numpy(ref)
+            tm_pesq(p, r, 16000, "wb")
+            tm_stoi(p, r, 16000, extended=False)
+            tm_stoi(p, r, 16000, extended=True)
+
+    out: dict[str, Any] = {"n": len(items), "seconds_each": len(items[0][0]) / 16000}
+    evaluate_utterances(items[:2], workers=2)  # warm-up: imports, pool start-up paths
+    out["suite_1proc_s"] = _clock(lambda: evaluate_utterances(items, workers=1), repeats)[0]
+    out["suite_2proc_s"] = _clock(lambda: evaluate_utterances(items, workers=2), repeats)[0]
+    torchmetrics_serial()  # warm-up
+    out["torchmetrics_serial_s"] = _clock(torchmetrics_serial, repeats)[0]
+    out["speedup_2_vs_1"] = out["suite_1proc_s"] / out["suite_2proc_s"]
+    out["speedup_2_vs_torchmetrics"] = out["torchmetrics_serial_s"] / out["suite_2proc_s"]
+    return out
+
+
+# --------------------------------------------------------------------------- 4. refiner
+def _refiner_models(device: str):
+    """The main grid's backbone and student (random weights) and the GE2E teacher."""
+    import torch
+
+    from bench.config import TeacherConfig
+    from bench.pse.pdfnet2 import PDFNet2
+    from bench.students.tiny import TinyStudent
+    from bench.teachers import load_teacher
+
+    torch.manual_seed(0)
+    teacher = load_teacher(TeacherConfig(), None, None, device)
+    model = PDFNet2(emb_dim=teacher.dim, size="cpu").to(device).eval()
+    student = TinyStudent(teacher.dim).to(device).eval()
+    return model, student, teacher
+
+
+def refiner(stream: np.ndarray, device: str, repeats: int) -> dict[str, Any]:
+    """Backbone alone vs + window student, + streaming student, + teacher oracle (batch 1)."""
+    import torch
+
+    from bench.config import RefineConfig
+    from bench.metrics.complexity import macs_per_second
+    from bench.refine import EMARefiner, OracleRefiner, StaticRefiner, block_samples, time_streaming
+
+    model, student, teacher = _refiner_models(device)
+    emb = torch.zeros(1, teacher.dim, device=device)
+    pse_macs = macs_per_second(model, lambda n: (torch.zeros(1, n, device=device), emb))
+    block = block_samples(BLOCK_S, model.hop)
+    variants = {
+        "backbone alone (static)": StaticRefiner(),
+        "+ student, window": EMARefiner(RefineConfig(name="ema", alpha=0.1, context_s=CONTEXT_S), student),
+        "+ student, streaming": EMARefiner(RefineConfig(name="ema", alpha=0.1, student_mode="streaming"), student),
+        "+ teacher oracle, window": OracleRefiner(RefineConfig(name="oracle", alpha=0.1, context_s=CONTEXT_S),
+                                                  None, teacher),
+    }
+    x = torch.from_numpy(stream[None]).to(device)
+    e0 = torch.nn.functional.normalize(torch.randn(1, teacher.dim), dim=-1).to(device)
+    batch = torch.cat([x] * 16)
+    rows: dict[str, dict[str, float]] = {}
+    for name, r in variants.items():
+        extra = r.count_extra_macs(block) if r.updates_embedding else 0.0
+        best = min((time_streaming(model, x, e0, r, BLOCK_S, warmup_s=1.0) for _ in range(repeats)),
+                   key=lambda t: t.wall_s)
+        wall16, _ = _clock(lambda r=r: _stream_batch(model, batch, e0, r))
+        rows[name] = {"extra_macs_per_s": extra, **best.as_dict(), "x_realtime_1": 1.0 / best.rtf,
+                      "x_realtime_16": 16 * batch.shape[1] / 16000 / wall16}
+    base = rows["backbone alone (static)"]
+    for row in rows.values():
+        row["extra_macs_frac"] = row["extra_macs_per_s"] / pse_macs
+        row["extra_wall_frac"] = row["wall_s"] / base["wall_s"] - 1.0
+    return {"pse_macs_per_s": pse_macs, "stream_s": len(stream) / 16000, "block_s": block / 16000,
+            "rows": rows}
+
+
+def _stream_batch(model, batch, e0, r) -> None:
+    from bench.refine import enhance_streaming
+
+    enhance_streaming(model, batch, e0.expand(batch.shape[0], -1), r, BLOCK_S)
+
+
+def refiner_stream(cache: Path | None, seconds: float) -> np.ndarray:
+    """A test stream of ``seconds``: the smoke grid's test mixtures back to back (or synthetic)."""
+    clips, _ = _clips(cache, seconds, 1)
+    return _fit(np.concatenate([m for m, _ in clips]), int(seconds * 16000))
+
+
+# --------------------------------------------------------------------------- report
+def _f(v: Any, fmt: str = ".3g") -> str:
+    return format(v, fmt) if isinstance(v, (int, float)) and np.isfinite(v) else str(v)
+
+
+def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of every section present in ``res``."""
+    out = []
+    env = res["environment"]
+    out.append(("environment", ["key", "value"], [[k, str(v)] for k, v in env.items()]))
+    if "cache" in res:
+        c = res["cache"]
+        out.append(("smoke grid, cold vs warm cache (python -m bench.run, subprocesses)", ["run", "wall s"],
+                    [["cold (empty cache)", _f(c["cold_s"], ".1f")], ["warm (same cache)", _f(c["warm_s"], ".1f")]]))
+        rows = [[str(r.get("system")), _f(r.get("alpha")), str(r.get("student_mode", "") or ""),
+                 _f(r.get("rtf")), _f(r.get("block_ms_p50")), _f(r.get("block_ms_p95")), _f(r.get("batch_rtf")),
+                 _f(r.get("peak_mem_mb"), ".0f")] for r in c["cells"]]
+        out.append(("smoke grid, per cell (leaderboard columns)", ["system", "alpha", "student", "rtf",
+                    "block ms p50", "block ms p95", "batch rtf", "peak MB"], rows))
+    for which, h in res.get("harness", {}).items():
+        rows = [[f"harness: Pipeline._evaluate ({h['cell']}, {h['backbone']}, {h['audio_s']:.0f} s audio)",
+                 _f(h["harness_s"], ".2f"), _f(h["audio_s"] / h["harness_s"], ".1f")]]
+        rows += [[f"  pure part alone: {k}", _f(v, ".2f"), _f(h["audio_s"] / v, ".1f") if v else ""]
+                 for k, v in h["parts"].items()]
+        rows += [["  sum of pure parts", _f(h["parts_sum_s"], ".2f"), _f(h["audio_s"] / h["parts_sum_s"], ".1f")],
+                 ["  harness overhead over the parts", f"{100 * h['overhead']:+.0f} %", ""]]
+        rows += [[f"  inside the harness: {k}", _f(v, ".2f"), ""] for k, v in h["inside"].items()]
+        out.append((f"harness throughput vs its pure parts, {which}", ["what", "wall s", "x real time"], rows))
+    if "metrics" in res:
+        m = res["metrics"]
+        n = m["n"]
+        rows = [[k, _f(m[f"{k}_s"], ".2f"), _f(n / m[f"{k}_s"], ".2f")]
+                for k in ("suite_1proc", "suite_2proc", "torchmetrics_serial")]
+        rows += [["speed-up, suite 2 vs 1 process", _f(m["speedup_2_vs_1"], ".2f") + "x", ""],
+                 ["speed-up, suite 2 processes vs torchmetrics serial", _f(m["speedup_2_vs_torchmetrics"], ".2f") + "x",
+                  ""]]
+        out.append((f"metrics: PESQ-WB + STOI + ESTOI of {n} utterances x {m['seconds_each']:.0f} s ({m['source']})",
+                    ["who", "wall s", "utt/s"], rows))
+    if "refiner" in res:
+        r = res["refiner"]
+        rows = [[k, _f(v["extra_macs_per_s"] / 1e6, ".2f"), f"{100 * v['extra_macs_frac']:.1f} %",
+                 f"{100 * v['extra_wall_frac']:+.0f} %", _f(v["rtf"], ".3f"), _f(v["block_ms_p50"], ".1f"),
+                 _f(v["block_ms_p95"], ".1f"), _f(v["x_realtime_1"], ".0f"), _f(v["x_realtime_16"], ".0f")]
+                for k, v in r["rows"].items()]
+        out.append((f"refiner cost, pdfnet2/cpu backbone ({r['pse_macs_per_s'] / 1e6:.1f} MMAC/s), blocks of "
+                    f"{r['block_s']} s, one {r['stream_s']:.0f} s stream after 1 s warm-up",
+                    ["system", "extra MMAC/s", "of backbone MACs", "extra wall", "rtf", "block ms p50",
+                     "block ms p95", "x RT (1 stream)", "x RT (16 streams)"], rows))
+    return out
+
+
+def render(res: dict[str, Any], markdown: bool) -> str:
+    lines = []
+    for title, header, rows in tables(res):
+        if markdown:
+            lines += [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(r) + " |" for r in rows]
+        else:
+            widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=False)]
+            lines += [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+            lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)) for r in rows]
+        lines.append("")
+    for note in res.get("notes", []):
+        lines.append(f"- {note}" if markdown else f"note: {note}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small n: about 5 minutes on 2 idle cores")
+    p.add_argument("--out", default="perf", help="write <out>.json and <out>.md (default: ./perf)")
+    p.add_argument("--only", default="cache,harness,metrics,refiner",
+                   help="comma-separated sections (cache, harness, metrics, refiner); harness needs cache")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--n-metrics", type=int, default=None, help="utterances in the metric benchmark")
+    p.add_argument("--stream-s", type=float, default=None, help="length of the timed stream (s)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary smoke cache (path printed)")
+    p.add_argument("--smoke-cache", default="", metavar="DIR",
+                   help="without the cache section: a cache holding the smoke grid's stages (e.g. one kept "
+                        "with --keep) for the harness section and as the source of test audio")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.harness import pick_device
+
+    device = pick_device(args.device)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    n_metrics = args.n_metrics or (8 if args.quick else 24)
+    stream_s = args.stream_s or (8.0 if args.quick else 16.0)
+    repeats = 1 if args.quick else 3
+    res: dict[str, Any] = {"environment": environment(), "command": "python -m bench.perf " + " ".join(
+        sys.argv[1:]), "notes": ["speed numbers do not need trained weights: the refiner and metric sections use "
+                                 "randomly initialised models; the smoke grid's are trained for a few steps"]}
+    work = Path(tempfile.mkdtemp(prefix="pse-kd-perf-"))
+    cache: Path | None = Path(args.smoke_cache) if args.smoke_cache else None
+    t0 = time.perf_counter()
+    if "cache" in only:
+        res["cache"] = smoke_cache(work, QUICK_SMOKE if args.quick else [])
+        if args.quick:
+            res["notes"].append("--quick: the smoke grid with " + ", ".join(QUICK_SMOKE) + " (fewer training steps)")
+        cache = Path(res["cache"]["cache"])
+    if "harness" in only and cache is not None:
+        res["harness"] = harness(cache, device)
+    if "metrics" in only:
+        items, source = metric_items(cache, n_metrics, 4.0)
+        res["metrics"] = {**metrics(items, repeats), "source": source}
+    if "refiner" in only:
+        res["refiner"] = refiner(refiner_stream(cache, stream_s), device, repeats)
+    res["total_s"] = time.perf_counter() - t0
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    res["environment"]["load_avg_1m_end"] = round(load, 2)
+    if max(load, res["environment"]["load_avg_1m"]) > 1.5:
+        res["notes"].append(f"measured while other jobs ran (load average {res['environment']['load_avg_1m']} at "
+                            f"the start, {load:.2f} at the end on {os.cpu_count()} cores): times are inflated and "
+                            "parallel speed-ups understated")
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        res["notes"].append(f"smoke cache kept in {work}")
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    res = run(args)
+    text = render(res, markdown=False)
+    print(text)
+    print(f"total {res['total_s']:.0f} s")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    out.with_suffix(".md").write_text(f"`{res['command']}`\n\n" + render(res, markdown=True) +
+                                      f"\n\ntotal {res['total_s']:.0f} s\n")
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -30,3 +30,8 @@ corpus: setup
 
 smoke: setup
 	$(PY) -m bench.run --grid ablations/smoke.yaml
+
+# redraw the figures, REPORT.md and report.html of a finished run: make figures RUN=results/losses
+RUN ?= results/losses
+figures: setup
+	$(PY) -m bench.figures --run $(RUN)

@@ -49,6 +49,41 @@ def comparison_table(board: pd.DataFrame, condition: str) -> str:
     return "\n".join(lines)
 
 
+def _values(board: pd.DataFrame, col: str) -> list[str]:
+    return sorted({str(v) for v in board.get(col, pd.Series(dtype=str)).dropna() if str(v)})
+
+
+def provenance_items(run_dir: Path, board: pd.DataFrame) -> list[tuple[str, str]]:
+    """``(what, value)`` pairs both reports show: command, date, commit, device, versions, teacher
+    and backbone weights, corpora and their content hashes (``corpora.json``, when recorded)."""
+    prov: dict[str, Any] = {}
+    if (run_dir / "provenance.json").is_file():
+        prov = json.loads((run_dir / "provenance.json").read_text())
+    items = [("Command", " ".join(prov.get("argv") or []) or "?"), ("Date", str(prov.get("date", "?"))),
+             ("Commit", str(prov.get("git_commit", "?"))), ("Device", str(prov.get("device", "?"))),
+             ("Versions", str(prov.get("versions", "?"))),
+             ("Teacher weights", "; ".join(_values(board, "teacher_weights")) or "?"),
+             ("Backbone weights", "; ".join(_values(board, "pse_source")) or "?"),
+             ("Corpora", f"trained on {', '.join(_values(board, 'train_corpus')) or '?'}; "
+                         f"tested on {', '.join(_values(board, 'test_corpus')) or '?'}")]
+    if (run_dir / "corpora.json").is_file():
+        hashes = json.loads((run_dir / "corpora.json").read_text())
+        items.append(("Corpus hashes", "; ".join(f"{split} {name}: {key}" for split in ("train", "test")
+                                                 for name, key in (hashes.get(split) or {}).items())))
+    return items
+
+
+def _example_line(run_dir: Path) -> list[str]:
+    """Links to the audio of the spectrogram example (``example/``), when the run has one."""
+    meta_path = run_dir / "example" / "example.json"
+    if not meta_path.is_file():
+        return []
+    meta = json.loads(meta_path.read_text())
+    links = ", ".join(f"[{s['name']}](example/{s['file']})" for s in meta.get("signals", []))
+    return [f"Audio of the spectrogram example ({meta.get('condition')}, stream {meta.get('utt')}, "
+            f"{meta.get('crop_s', 0):.1f} s from {meta.get('crop_start_s', 0):.1f} s): {links}", ""]
+
+
 def write_report(run_dir: Path) -> Path:
     """Write ``<run_dir>/REPORT.md`` from the run's leaderboard, provenance and figures."""
     from bench.cache import atomic_write_text
@@ -58,26 +93,23 @@ def write_report(run_dir: Path) -> Path:
     prov: dict[str, Any] = {}
     if (run_dir / "provenance.json").is_file():
         prov = json.loads((run_dir / "provenance.json").read_text())
-    weights = sorted({str(w) for w in board.get("teacher_weights", pd.Series(dtype=str)).dropna() if str(w)})
-    sources = sorted({str(w) for w in board.get("pse_source", pd.Series(dtype=str)).dropna() if str(w)})
     lines = [f"# Report: {prov.get('grid', run_dir.name)}", "",
-             f"Made by `{' '.join(prov.get('argv') or [])}` on {prov.get('date', '?')}, commit "
-             f"`{prov.get('git_commit', '?')}`, device `{prov.get('device', '?')}`.", "",
-             f"- Versions: `{prov.get('versions', '?')}`",
-             f"- Teacher weights: {'; '.join(weights) or '?'}",
-             f"- Backbone weights: {'; '.join(sources) or '?'}",
-             f"- Corpora: trained on {', '.join(sorted(set(board.get('train_corpus', pd.Series(dtype=str)).dropna())))}; "
-             f"tested on {', '.join(sorted(set(board.get('test_corpus', pd.Series(dtype=str)).dropna())))}",
-             "",
-             "Every number is a mean over test mixtures with its 95 % bootstrap CI; `vs static` / `vs shrink` are "
-             "paired differences of SI-SDR (dB) against the static embedding and against the shrink control at the "
-             "same rate; `p (Holm)` is the Wilcoxon signed-rank p-value of the gain over static, Holm-corrected across "
-             "every comparison of the grid; `late` scores the part of a stream after its change; `headroom` is the "
-             "ceiling (teacher on the clean target's blocks, same rate) minus static.", ""]
+             "A self-contained version with a sortable, filterable leaderboard and the example's audio is "
+             "`report.html` (opens from disk).", ""]
+    lines += [f"- {what}: `{value}`" for what, value in provenance_items(run_dir, board)]
+    lines += ["",
+              "Every number is a mean over test mixtures with its 95 % bootstrap CI; `vs static` / `vs shrink` are "
+              "paired differences of SI-SDR (dB) against the static embedding and against the shrink control at the "
+              "same rate; `p (Holm)` is the Wilcoxon signed-rank p-value of the gain over static, Holm-corrected across "
+              "every comparison of the grid; `late` scores the part of a stream after its change; `headroom` is the "
+              "ceiling (teacher on the clean target's blocks, same rate) minus static. Each figure's plotted points "
+              "are in `figures/<name>.csv`, keyed by the leaderboard row they come from.", ""]
     figs = run_dir / "figures"
     for name, caption in CAPTIONS.items():
         if (figs / f"{name}.png").is_file():
             lines += [f"![{name}](figures/{name}.png)", "", f"*{name}.* {caption}", ""]
+            if name == "spectrogram":
+                lines += _example_line(run_dir)
     for cond in [c for c in dict.fromkeys(board["condition"]) if c != "all"] + ["all"]:
         title = "Pooled over conditions (whole mixtures resampled)" if cond == "all" else f"Condition: {cond}"
         lines += [f"## {title}", "", comparison_table(board, cond), ""]

@@ -349,13 +349,16 @@ def write_board(out: Path, name: str, per_utt: list, cell_rows: list[dict], n_bo
 
 
 def _draw(run_dir: Path) -> None:
-    """Figures and REPORT.md of a run; one that cannot be drawn is a warning, never a lost run."""
+    """Figures, REPORT.md and report.html of a run; one that cannot be drawn is a warning, never a
+    lost run."""
     try:
         from bench.figures import draw_all
+        from bench.report_html import write_html
         from bench.report_md import write_report
 
         draw_all(run_dir)
         write_report(run_dir)
+        write_html(run_dir)
     except Exception as exc:  # noqa: BLE001
         logging.warning("figures failed (%s: %s); redraw with python -m bench.figures --run %s",
                         type(exc).__name__, exc, run_dir)
@@ -464,6 +467,10 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
     if not per_utt:
         return _fail(f"no cell completed; see the errors above (previous results in {final}, if any, are untouched)",
                      EXIT_CELL_FAILED)
+    if figures:  # the example stream and corpus hashes the reports show
+        from bench.report_assets import save_assets
+
+        save_assets(pipe, {k: c.config for k, c in by_key.items()}, out)
     board = write_board(out, name, per_utt, cell_rows, n_boot or first.eval.n_bootstrap, common, argv, figures)
     _swap_in(out, final)
     print()

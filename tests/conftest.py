@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +28,17 @@ def cache(tmp_path):
     from bench.cache import Cache
 
     return Cache(tmp_path / "cache")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """``ablations/smoke.yaml`` through ``bench.run`` with figures and reports, once per session:
+    ``(exit code, results folder, cache folder, seconds)``."""
+    from bench import run
+
+    base = tmp_path_factory.mktemp("smoke")
+    cache, out = base / "cache", base / "out"
+    grid = str(Path(__file__).resolve().parents[1] / "ablations" / "smoke.yaml")
+    t0 = time.perf_counter()
+    code = run.main(["--grid", grid, "--out", str(out), "--cache-dir", str(cache), "--no-progress"])
+    return code, out, cache, time.perf_counter() - t0

@@ -54,3 +54,103 @@ def test_report_lists_figures_captions_and_tables(tmp_path):
     for name in ("gain_vs_rate", "headroom", "complexity", "conditions"):
         assert f"figures/{name}.png" in text and (tmp_path / "figures" / f"{name}.png").is_file()
     assert "## Condition: competing" in text and "student-mse" in text and "vs shrink" in text
+
+
+def _traced(points: pd.DataFrame, board: pd.DataFrame, cols: list[str]) -> None:
+    """Every non-anchor point is a board row (by cell id and condition) with the same values."""
+    b = board.assign(cell_id=figures.board_ids(board))
+    j = points[~points.get("anchor", pd.Series(False, index=points.index)).astype(bool)].merge(
+        b, on=["cell_id", "condition"], suffixes=("", "_b"))
+    assert len(j) == len(points[~points.get("anchor", pd.Series(False, index=points.index)).astype(bool)])
+    for c in cols:
+        np.testing.assert_array_equal(j[c].to_numpy(float), j[f"{c}_b"].to_numpy(float))
+
+
+def test_every_figure_writes_the_points_it_plots(tmp_path):
+    b = _board()
+    b.to_csv(tmp_path / "leaderboard.csv", index=False)
+    figures.draw_all(tmp_path)
+    for name in ("gain_vs_rate", "headroom", "complexity", "conditions"):
+        pts = pd.read_csv(tmp_path / "figures" / f"{name}.csv")
+        assert len(pts) and (pts["source"] == "leaderboard").all()
+    rate = pd.read_csv(tmp_path / "figures" / "gain_vs_rate.csv")
+    _traced(rate, b, ["d_si_sdr_mean", "d_si_sdr_ci_lo", "d_si_sdr_ci_hi", "alpha"])
+    # one anchor at rate 0 per line and condition: the static row, gain 0
+    anchors = rate[rate["anchor"]]
+    assert (anchors["system"] == "static").all() and (anchors["d_si_sdr_mean"] == 0).all()
+    assert len(anchors) == rate[~rate["anchor"]].groupby(["line", "condition"]).ngroups
+    # headroom: each system at its best rate only, the rate kept with the point
+    head = pd.read_csv(tmp_path / "figures" / "headroom.csv")
+    best = head[head["system"] == "student-mse"]
+    assert (best["alpha"] == 0.5).all() and len(best) == 2  # clean, competing
+    _traced(pd.read_csv(tmp_path / "figures" / "conditions.csv"), b, ["si_sdri_mean"])
+
+
+def test_cells_differing_in_a_setting_are_never_merged(tmp_path):
+    b = _board()
+    extra = b[b["system"] == "student-mse"].copy()
+    b["gate"] = "none"
+    extra["gate"] = "energy"
+    extra["d_si_sdr_mean"] += 1.0
+    b = pd.concat([b, extra], ignore_index=True)
+    b.to_csv(tmp_path / "leaderboard.csv", index=False)
+    figures.draw_all(tmp_path)
+    cond = pd.read_csv(tmp_path / "figures" / "conditions.csv")
+    assert cond.groupby("condition")["label"].nunique().eq(cond.groupby("condition").size()).all()
+    assert {"student-mse a=0.5 gate=energy", "student-mse a=0.5 gate=none"} <= set(cond["label"])
+    rate = pd.read_csv(tmp_path / "figures" / "gain_vs_rate.csv")
+    assert {"student-mse gate=energy", "student-mse gate=none"} <= set(rate["line"])
+
+
+def test_temperature_and_speaker_figures_when_the_grid_has_them(tmp_path):
+    b = _board()
+    rows = []
+    for tau in (0.05, 0.1, 0.3):
+        r = b[b["system"] == "student-contrastive"].copy()
+        r["tau"], r["d_si_sdr_mean"] = tau, tau
+        rows.append(r)
+    b = pd.concat([b[b["system"] != "student-contrastive"], *rows], ignore_index=True)
+    stu = b["system"].str.startswith("student-")
+    b["teacher"], b["teacher_eer"] = "ge2e", 0.05
+    b["student_eer"] = np.where(stu, 0.1 + b["tau"].fillna(0), np.nan)
+    b["student_agreement"] = np.where(stu, 0.8, np.nan)
+    b.to_csv(tmp_path / "leaderboard.csv", index=False)
+    stems = {p.stem for p in figures.draw_all(tmp_path)}
+    assert {"gain_vs_temperature", "speaker_verification"} <= stems
+    temp = pd.read_csv(tmp_path / "figures" / "gain_vs_temperature.csv")
+    assert temp.groupby(["line", "condition"])["tau"].nunique().eq(3).all()
+    _traced(temp, b, ["tau", "d_si_sdr_mean"])
+    spk = pd.read_csv(tmp_path / "figures" / "speaker_verification.csv")
+    students = spk[spk["what"] == "student"]
+    # one point per distinct student: mse (one), contrastive (three temperatures); the teacher once
+    assert len(students) == 4 and (spk["what"] == "teacher").sum() == 1
+    _traced(students, b, ["student_eer", "student_agreement"])
+
+
+def test_sweep_figures_from_trials(tmp_path):
+    rng = np.random.default_rng(0)
+    trials = pd.DataFrame({"number": range(8), "value": rng.normal(size=8), "state": ["COMPLETE"] * 7 + ["FAIL"],
+                           "params_refine.alpha": rng.uniform(0, 1, 8), "params_distill.tau": rng.uniform(0.01, 1, 8)})
+    trials.loc[7, "value"] = np.nan
+    trials.to_csv(tmp_path / "trials.csv", index=False)
+    assert figures.main(["--run", str(tmp_path)]) == 0
+    hist = pd.read_csv(tmp_path / "figures" / "sweep_history.csv")
+    assert len(hist) == 7 and (hist["source"] == "trials").all()
+    np.testing.assert_array_equal(hist["best_so_far"], np.maximum.accumulate(hist["value"]))
+    m = pd.read_csv(tmp_path / "figures" / "sweep_map.csv").merge(trials, on="number", suffixes=("", "_t"))
+    for c in ("value", "params_refine.alpha", "params_distill.tau"):
+        np.testing.assert_array_equal(m[c], m[f"{c}_t"])
+    assert (tmp_path / "figures" / "sweep_map.png").stat().st_size > 5000
+
+
+def test_report_html_without_a_browser(tmp_path):
+    from bench.report_html import write_html
+
+    b = _board()
+    b.to_csv(tmp_path / "leaderboard.csv", index=False)
+    figures.draw_all(tmp_path)
+    text = write_html(tmp_path).read_text()
+    assert text.count("<tr data-i=") == len(b)
+    assert text.count('src="data:image/png;base64,') == 4
+    assert "http://" not in text and "https://" not in text and "<audio" not in text
+    assert 'data-col="d_si_sdr_mean"' in text and '<select data-filter="condition">' in text

@@ -30,13 +30,7 @@ REQUIRED = [
 ]
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("smoke")
-    cache, out = base / "cache", base / "out"
-    t0 = time.perf_counter()
-    code = run.main(["--grid", SMOKE, "--out", str(out), "--cache-dir", str(cache), "--no-progress"])
-    return code, out, cache, time.perf_counter() - t0
+# ``smoke_run`` (the grid run once per test session, shared with test_report_html.py): tests/conftest.py
 
 
 def test_smoke_completes_with_schema(smoke_run):

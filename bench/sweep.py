@@ -122,10 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a budget for the whole study, over every worker: the first worker with this budget tops the "
                         "study up to this many trials (waiting ones, claimed one at a time), so it ends with exactly "
                         "this many (complete, pruned or failed), however many workers share it")
-    p.add_argument("--pruner", default="median", choices=sorted(PRUNERS),
+    p.add_argument("--pruner", default="none", choices=sorted(PRUNERS),
                    help="stop a trial early from its student's validation reports (agreement with the teacher "
-                        "every distill.val_every steps) against the other trials' at the same step (default: median; "
-                        "ignored with --multi-objective)")
+                        "every distill.val_every steps) against the other trials' at the same step; worth it when "
+                        "only the student's values are searched: agreement says little about a refinement rate "
+                        "(default: none; ignored with --multi-objective)")
     p.add_argument("--heartbeat", type=int, default=60, metavar="S",
                    help="seconds between a running trial's heartbeats; a trial whose worker stopped beating for "
                         "three of them is failed, so it no longer counts as running (default: 60)")
@@ -256,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         best = study.best_trial
         print(f"best validation {args.metric}: {best.value:.3f} at {fmt(best.params)}")
-    grid_path = export_best(out / "best.yaml", grid, best.params, name, args.metric)
+    # the refiner the study ran (a grid whose base does not refine is swept with the default one)
+    grid_path = export_best(out / "best.yaml", grid, {"refine.name": base["refine"]["name"], **best.params}, name,
+                            args.metric)
     print(f"trials: {out / 'trials.csv'}")
     print(f"best config (tuned on validation; report it on test once): python -m bench.run --grid {grid_path}")
     return 0

@@ -82,3 +82,15 @@ def test_pruner_choices():
     assert isinstance(make_pruner("none"), optuna.pruners.NopPruner)
     assert isinstance(make_pruner("median"), optuna.pruners.MedianPruner)
     assert isinstance(make_pruner("hyperband"), optuna.pruners.HyperbandPruner)
+
+
+def test_exported_best_keeps_the_refiner_the_study_ran(tmp_path):
+    """A grid whose base does not refine is swept with the default refiner; best.yaml says so."""
+    from bench.config import Grid
+    from bench.sweep import export_best
+
+    root = Path(__file__).resolve().parents[1]
+    grid = Grid.load(root / "ablations" / "smoke.yaml")
+    path = export_best(tmp_path / "best.yaml", grid, {"refine.name": "ema", "refine.alpha": 0.3}, "s", "si_sdr")
+    (cell,) = Grid.load(path).cells()
+    assert cell.config.refine.name == "ema" and cell.config.refine.alpha == 0.3 and cell.config.eval.split == "test"

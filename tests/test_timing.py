@@ -114,3 +114,13 @@ def test_pipeline_reports_the_one_stream_timing_of_the_longest_items(tmp_path):
     assert EXPECTED_RTF * 0.95 <= t["rtf"] <= EXPECTED_RTF + 0.3
     assert 1e3 * SLEEP * 0.95 <= t["block_ms_p50"] <= t["block_ms_p95"]
     assert t["algo_latency_ms"] == pytest.approx(53.0)
+
+
+def test_a_stream_is_timed_on_one_thread_and_the_setting_restored():
+    torch.set_num_threads(2)
+    try:
+        t = time_streaming(SleepPSE(), _stream(0.2), None, None, BLOCK_S, warmup_s=0.05)
+        assert t.threads == 1 and torch.get_num_threads() == 2
+        assert time_streaming(SleepPSE(), _stream(0.2), None, None, BLOCK_S, threads=None).threads == 2
+    finally:
+        torch.set_num_threads(1)

@@ -187,7 +187,7 @@ class StreamTiming:
     and 95th percentile. ``algo_latency_ms``: the algorithmic latency, block length plus the
     backbone's ``latency_samples`` (the earliest a sample's enhanced output can exist, compute
     excluded). ``audio_s``, ``wall_s``: the timed stream and loop; ``warmup_s``: audio streamed
-    (and discarded) before timing.
+    (and discarded) before timing; ``threads``: torch intra-op threads while timing.
     """
 
     rtf: float
@@ -197,6 +197,7 @@ class StreamTiming:
     audio_s: float
     wall_s: float
     warmup_s: float
+    threads: int
     block_ms: list[float]
 
     def as_dict(self) -> dict[str, float]:
@@ -206,14 +207,28 @@ class StreamTiming:
 
 def time_streaming(model: Any, mixture: torch.Tensor, e0: torch.Tensor | None, refiner: Refiner | None,
                    block_s: float, target: torch.Tensor | None = None, warmup_s: float = 1.0,
-                   sr: int = SR) -> StreamTiming:
+                   sr: int = SR, threads: int | None = 1) -> StreamTiming:
     """Stream ``mixture [1, T]`` (one stream: a real-time device serves one) and time it.
 
     First ``warmup_s`` seconds of the same stream are streamed and discarded (allocator, thread
-    pools, lazy initialisation), then the whole stream is streamed with per-block timing.
+    pools, lazy initialisation), then the whole stream is streamed with per-block timing, with
+    ``threads`` torch intra-op threads (default 1: one stream on one core; a block's operations
+    are too small to gain from more, and on a busy machine waiting threads cost 10-100x; None
+    keeps the process' setting).
     """
     if mixture.dim() != 2 or mixture.shape[0] != 1:
         raise ValueError(f"time_streaming streams one mixture [1, T], got shape {tuple(mixture.shape)}")
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        return _time_one(model, mixture, e0, refiner, block_s, target, warmup_s, sr)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _time_one(model: Any, mixture: torch.Tensor, e0: torch.Tensor | None, refiner: Refiner | None,
+              block_s: float, target: torch.Tensor | None, warmup_s: float, sr: int) -> StreamTiming:
     n_warm = min(mixture.shape[1], max(1, int(round(warmup_s * sr))))
     tw = target[:, :n_warm] if target is not None else None
     enhance_streaming(model, mixture[:, :n_warm], e0, refiner, block_s, sr, tw)
@@ -237,5 +252,6 @@ def time_streaming(model: Any, mixture: torch.Tensor, e0: torch.Tensor | None, r
         audio_s=audio_s,
         wall_s=wall,
         warmup_s=n_warm / sr,
+        threads=torch.get_num_threads(),
         block_ms=ms.tolist(),
     )

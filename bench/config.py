@@ -409,6 +409,15 @@ STUDENT_MODES = ("window", "streaming")
 
 def validate(cfg: ExperimentConfig) -> None:
     """Check every value; raise :class:`ConfigError` naming the key, value and allowed set."""
+    _validate_data(cfg)
+    _validate_models(cfg)
+    _validate_pse(cfg)
+    _validate_refine(cfg)
+    _validate_eval(cfg)
+
+
+def _validate_data(cfg: ExperimentConfig) -> None:
+    """Check ``device``, ``corpus`` and ``mix``."""
     from bench import registry
 
     _choice("device", cfg.device, ("auto", "cpu", "cuda"))
@@ -427,6 +436,12 @@ def validate(cfg: ExperimentConfig) -> None:
     for i, n in enumerate(cfg.mix.noise_types):
         _choice(f"mix.noise_types[{i}]", n, NOISE_TYPES)
     _range("mix.room_prob", cfg.mix.room_prob, 0.0, 1.0)
+
+
+def _validate_models(cfg: ExperimentConfig) -> None:
+    """Check ``teacher``, ``student`` and ``distill``."""
+    from bench import registry
+
     _choice("teacher.name", cfg.teacher.name, registry.names("teacher"))
     _choice("teacher.source", cfg.teacher.source, ("pretrained", "local", "trained"))
     if cfg.teacher.source == "local" and not cfg.teacher.path:
@@ -445,6 +460,12 @@ def validate(cfg: ExperimentConfig) -> None:
     _range("distill.steps", cfg.distill.steps, 1, 10**7)
     _range("distill.batch_size", cfg.distill.batch_size, 2, 4096)
     _range("distill.lr", cfg.distill.lr, 0.0, 1.0, lo_open=True)
+
+
+def _validate_pse(cfg: ExperimentConfig) -> None:
+    """Check ``pse`` (the backbone factory may declare its sizes and injections)."""
+    from bench import registry
+
     _choice("pse.name", cfg.pse.name, registry.names("pse"))
     # a backbone factory may declare its size presets and injection points (pdfnet2 does)
     factory = registry.get("pse", cfg.pse.name)
@@ -468,6 +489,12 @@ def validate(cfg: ExperimentConfig) -> None:
             f"pse.spec_ffts={cfg.pse.spec_ffts!r} is not allowed; give one or more FFT sizes, "
             "each >= 16 and a multiple of 4"
         )
+
+
+def _validate_refine(cfg: ExperimentConfig) -> None:
+    """Check ``refine``."""
+    from bench import registry
+
     _choice("refine.name", cfg.refine.name, registry.names("refiner"))
     _range("refine.alpha", cfg.refine.alpha, 0.0, 1.0)
     _range("refine.block_s", cfg.refine.block_s, 0.05, 10.0)
@@ -480,6 +507,12 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"refine.rel_hi={cfg.refine.rel_hi!r} must be above refine.rel_lo={cfg.refine.rel_lo!r}")
     _range("refine.context_s", cfg.refine.context_s, 0.0, 30.0)
     _choice("refine.student_mode", cfg.refine.student_mode, STUDENT_MODES)
+
+
+def _validate_eval(cfg: ExperimentConfig) -> None:
+    """Check ``test_corpus``, ``eval`` and ``train``."""
+    from bench import registry
+
     if cfg.test_corpus.name:
         _choice("test_corpus.name", cfg.test_corpus.name, registry.names("dataset"))
         _choice("test_corpus.size", cfg.test_corpus.size, ("smoke", "default", "large"))

@@ -40,6 +40,7 @@ from bench.data.steps import STUDENT_TAG, step_batches
 from bench.metrics.speaker import agreement, crop_audio, utt_ids_of
 from bench.runtime import autocast, backward_step, grad_scaler
 from bench.teachers.emb_cache import EmbeddingCache
+from bench.trainloop import clone_state, progress_bar, restore_rng, save_checkpoint
 
 STAGE = "student"
 WINDOWS_PER_UTT = 6
@@ -220,12 +221,24 @@ def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
     if not inputs:
         inputs = ["clean"]
     t_start = time.time()
-
-    # ---- pools and teacher targets (embedding cache)
     emb_cache = EmbeddingCache(cache, teacher, corpus.key)
-    # The window pools (and so the teacher targets) depend on the corpus seed only: every student
-    # of a teacher shares one set of cached targets; the cell seed drives init and sampling.
-    ids, crops, spk, _ = window_pool(corpus, "train", dc.window_s, WINDOWS_PER_UTT, pool_seed(cfg))
+    pool = _train_pool(cfg, corpus, emb_cache, device)
+    make_inputs = functools.partial(_make_inputs, inputs, enhancer, device)
+    val = _val_set(cfg, corpus, emb_cache, make_inputs, device)
+    run = _optimiser(cfg, student, device, d / "ckpt.pt")
+    desc = f"distill {cfg.student.name}<-{teacher.name} ({dc.loss})"
+    stopped_early = _train_loop(cfg, student, loss_fn, pool, make_inputs, val, run, enhancer, device,
+                                inputs, progress, desc, on_validation)
+    extra = {"key": key, "t_start": t_start, "stopped_early": stopped_early, "inputs": inputs}
+    return _finish(cfg, student, teacher, cache, pool, val, run, extra)
+
+
+def _train_pool(cfg: Any, corpus: Any, emb_cache: Any, device: Any) -> dict[str, Any]:
+    """The train window pool with its teacher targets, speakers and mixer.
+
+    The window pools (and so the teacher targets) depend on the corpus seed only: every student
+    of a teacher shares one set of cached targets; the cell seed drives init and sampling."""
+    ids, crops, spk, _ = window_pool(corpus, "train", cfg.distill.window_s, WINDOWS_PER_UTT, pool_seed(cfg))
     if len(set(spk)) < 2:
         raise ValueError(f"distillation needs >= 2 train speakers, found {len(set(spk))}")
     targets = emb_cache.get_many(ids, crops, corpus.audio).to(device)
@@ -234,49 +247,66 @@ def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
     by_spk: dict[int, list[int]] = {}
     for i, s in enumerate(spk):
         by_spk.setdefault(s, []).append(i)
+    return {"ids": ids, "spk": spk, "targets": targets, "spk_t": spk_t, "mixer": mixer, "by_spk": by_spk}
 
-    def make_inputs(idx: np.ndarray, rng: np.random.Generator, pool_mixer: WindowMixer, pool_targets: torch.Tensor, pool_by_spk: dict[int, list[int]], pool_spk: list[int]) -> torch.Tensor:
-        x, enh, enroll = draw_inputs(idx, inputs, rng, pool_mixer, pool_by_spk, pool_spk)
-        return finish_inputs(torch.from_numpy(x).to(device), enh, enroll, enhancer, pool_targets, device)
 
-    # ---- fixed validation set
+def _make_inputs(inputs: list[str], enhancer: Any, device: Any, idx: np.ndarray, rng: np.random.Generator,
+                 pool_mixer: WindowMixer, pool_targets: torch.Tensor, pool_by_spk: dict[int, list[int]],
+                 pool_spk: list[int]) -> torch.Tensor:
+    """A batch's inputs made here (on ``device``): :func:`draw_inputs`, then :func:`finish_inputs`."""
+    x, enh, enroll = draw_inputs(idx, inputs, rng, pool_mixer, pool_by_spk, pool_spk)
+    return finish_inputs(torch.from_numpy(x).to(device), enh, enroll, enhancer, pool_targets, device)
+
+
+def _val_set(cfg: Any, corpus: Any, emb_cache: Any, make_inputs: Callable[..., torch.Tensor],
+             device: Any) -> dict[str, Any]:
+    """The fixed validation set: batches of (pool indices, inputs on the CPU), targets, speakers;
+    ``have`` is False (and nothing else is set but ``n``) with fewer than two windows."""
+    dc, seed = cfg.distill, int(cfg.seed)
     v_ids, v_crops, v_spk, _ = window_pool(corpus, "val", dc.window_s, VAL_WINDOWS_PER_UTT, pool_seed(cfg) + 1)
-    have_val = len(v_ids) >= 2
-    if have_val:
-        if len(v_ids) > MAX_VAL:
-            keep = np.sort(np.random.default_rng(seed + 2).choice(len(v_ids), MAX_VAL, replace=False))
-            v_ids, v_crops, v_spk = [v_ids[i] for i in keep], [v_crops[i] for i in keep], [v_spk[i] for i in keep]
-        v_targets = emb_cache.get_many(v_ids, v_crops, corpus.audio).to(device)
-        v_mixer = WindowMixer(corpus, cfg.mix, "val", v_ids, v_crops, v_spk)
-        v_by: dict[int, list[int]] = {}
-        for i, s in enumerate(v_spk):
-            v_by.setdefault(s, []).append(i)
-        v_rng = np.random.default_rng(seed + 3)
-        v_idx = np.random.default_rng(seed + 4).permutation(len(v_ids))
-        v_batches = []
-        bs = max(2, min(dc.batch_size, len(v_ids)))
-        for a in range(0, len(v_idx) - 1, bs):
-            b_idx = v_idx[a : a + bs]
-            if len(b_idx) < 2:
-                continue
-            v_batches.append((b_idx, make_inputs(b_idx, v_rng, v_mixer, v_targets, v_by, v_spk).cpu()))
-        v_spk_t = torch.as_tensor(v_spk)
+    if len(v_ids) < 2:
+        return {"have": False, "n": len(v_ids)}
+    if len(v_ids) > MAX_VAL:
+        keep = np.sort(np.random.default_rng(seed + 2).choice(len(v_ids), MAX_VAL, replace=False))
+        v_ids, v_crops, v_spk = [v_ids[i] for i in keep], [v_crops[i] for i in keep], [v_spk[i] for i in keep]
+    v_targets = emb_cache.get_many(v_ids, v_crops, corpus.audio).to(device)
+    v_mixer = WindowMixer(corpus, cfg.mix, "val", v_ids, v_crops, v_spk)
+    v_by: dict[int, list[int]] = {}
+    for i, s in enumerate(v_spk):
+        v_by.setdefault(s, []).append(i)
+    v_rng = np.random.default_rng(seed + 3)
+    v_idx = np.random.default_rng(seed + 4).permutation(len(v_ids))
+    v_batches = []
+    bs = max(2, min(dc.batch_size, len(v_ids)))
+    for a in range(0, len(v_idx) - 1, bs):
+        b_idx = v_idx[a : a + bs]
+        if len(b_idx) < 2:
+            continue
+        v_batches.append((b_idx, make_inputs(b_idx, v_rng, v_mixer, v_targets, v_by, v_spk).cpu()))
+    return {"have": True, "n": len(v_ids), "targets": v_targets, "batches": v_batches,
+            "spk_t": torch.as_tensor(v_spk)}
 
-    def validate() -> tuple[float, float]:
-        student.eval()
-        losses, s_all, t_all = [], [], []
-        with torch.no_grad():
-            for b_idx, x in v_batches:
-                s = student(x.to(device))
-                t = v_targets[b_idx]
-                losses.append(float(loss_fn(s, t, v_spk_t[b_idx].to(device))) * len(b_idx))
-                s_all.append(F.normalize(s, dim=-1).cpu())
-                t_all.append(t.cpu())
-        student.train()
-        n = sum(len(b) for b, _ in v_batches)
-        return sum(losses) / n, agreement(torch.cat(s_all), torch.cat(t_all))
 
-    # ---- optimiser, schedule, resume
+def _validate(student: torch.nn.Module, loss_fn: Any, val: dict[str, Any], device: Any) -> tuple[float, float]:
+    """Validation loss and student-teacher agreement on the fixed validation set."""
+    student.eval()
+    losses, s_all, t_all = [], [], []
+    with torch.no_grad():
+        for b_idx, x in val["batches"]:
+            s = student(x.to(device))
+            t = val["targets"][b_idx]
+            losses.append(float(loss_fn(s, t, val["spk_t"][b_idx].to(device))) * len(b_idx))
+            s_all.append(F.normalize(s, dim=-1).cpu())
+            t_all.append(t.cpu())
+    student.train()
+    n = sum(len(b) for b, _ in val["batches"])
+    return sum(losses) / n, agreement(torch.cat(s_all), torch.cat(t_all))
+
+
+def _optimiser(cfg: Any, student: torch.nn.Module, device: Any, ckpt_path: Any) -> dict[str, Any]:
+    """Optimiser, schedule (linear warm-up, cosine to 5 %), AMP scaler, sampling generator and
+    loop state, resumed from ``ckpt_path`` when a checkpoint is there."""
+    dc = cfg.distill
     opt = torch.optim.AdamW(student.parameters(), lr=dc.lr, weight_decay=1e-4)
     warm = min(50, max(1, dc.steps // 10))
 
@@ -287,73 +317,85 @@ def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     scaler = grad_scaler(device, cfg.train)
-    rng = np.random.default_rng(seed + 5)
-    state = {"step": 0, "best": float("inf"), "best_agree": float("nan"), "best_step": 0, "bad": 0, "history": []}
-    best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
-    ckpt_path = d / "ckpt.pt"
-    resumed = False
+    rng = np.random.default_rng(int(cfg.seed) + 5)
+    run: dict[str, Any] = {
+        "opt": opt, "sched": sched, "scaler": scaler, "rng": rng, "ckpt": ckpt_path, "resumed": False,
+        "state": {"step": 0, "best": float("inf"), "best_agree": float("nan"), "best_step": 0, "bad": 0, "history": []},
+        "best_state": clone_state(student),
+    }
     if ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
         student.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
-        best_state = ck["best_state"]
-        state = ck["state"]
-        rng.bit_generator.state = ck["np_rng"]
-        torch.set_rng_state(ck["torch_rng"])
+        run["best_state"] = ck["best_state"]
+        run["state"] = ck["state"]
+        restore_rng(rng, ck["np_rng"], ck["torch_rng"])
         if scaler is not None and ck.get("scaler"):
             scaler.load_state_dict(ck["scaler"])
-        resumed = True
+        run["resumed"] = True
+    return run
 
-    def checkpoint() -> None:
-        with atomic_path(ckpt_path) as tmp:
-            torch.save({"model": student.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "best_state": best_state, "state": state, "np_rng": rng.bit_generator.state,
-                        "torch_rng": torch.get_rng_state(),
-                        **({"scaler": scaler.state_dict()} if scaler is not None else {})}, tmp)
 
-    # ---- training loop
+def _checkpoint(student: torch.nn.Module, run: dict[str, Any]) -> None:
+    scaler = run["scaler"]
+    save_checkpoint(run["ckpt"], {
+        "model": student.state_dict(), "opt": run["opt"].state_dict(), "sched": run["sched"].state_dict(),
+        "best_state": run["best_state"], "state": run["state"], "np_rng": run["rng"].bit_generator.state,
+        "torch_rng": torch.get_rng_state(), **({"scaler": scaler.state_dict()} if scaler is not None else {})})
+
+
+def _after_validation(student: torch.nn.Module, loss_fn: Any, val: dict[str, Any], run: dict[str, Any],
+                      train_losses: list[float], val_every: int, device: Any) -> None:
+    """Validate, keep the best weights, update the early-stopping count, write the checkpoint."""
+    state = run["state"]
+    vl, va = _validate(student, loss_fn, val, device)
+    state["history"].append({"step": state["step"], "val_loss": vl, "val_agreement": va, "train_loss": float(np.mean(train_losses[-val_every:]))})
+    if vl < state["best"] - 1e-6:
+        state.update(best=vl, best_agree=va, best_step=state["step"], bad=0)
+        run["best_state"] = clone_state(student)
+    else:
+        state["bad"] += 1
+    _checkpoint(student, run)
+
+
+def _train_loop(cfg: Any, student: torch.nn.Module, loss_fn: Any, pool: dict[str, Any],
+                make_inputs: Callable[..., torch.Tensor], val: dict[str, Any], run: dict[str, Any], enhancer: Any,
+                device: Any, inputs: list[str], progress: bool, desc: str,
+                on_validation: Callable[[int, dict[str, Any]], None] | None) -> bool:
+    """Train from ``run["state"]["step"]`` to ``distill.steps``; True when it stopped early."""
+    dc, state, rng, targets = cfg.distill, run["state"], run["rng"], pool["targets"]
+    n_pool = len(pool["ids"])
     student.train()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=dc.steps, initial=state["step"], desc=f"distill {cfg.student.name}<-{teacher.name} ({dc.loss})", leave=False)
+    bar = progress_bar(progress, dc.steps, desc, initial=state["step"])
     stopped_early = False
     train_losses: list[float] = []
     # train.loader_workers > 0: batches made in DataLoader workers, batch s from a generator seeded
     # by (seed, s) (the same for any number of workers); 0: here, from `rng` (the cached results)
-    batches = (step_batches(functools.partial(_student_batch, len(ids), dc.batch_size, inputs, mixer, by_spk, spk),
-                            seed, STUDENT_TAG, state["step"], dc.steps, cfg.train.loader_workers,
+    batches = (step_batches(functools.partial(_student_batch, n_pool, dc.batch_size, inputs, pool["mixer"], pool["by_spk"], pool["spk"]),
+                            int(cfg.seed), STUDENT_TAG, state["step"], dc.steps, cfg.train.loader_workers,
                             pin_memory=device.type == "cuda") if cfg.train.loader_workers > 0 else None)
     while state["step"] < dc.steps:
         if batches is None:
-            idx = rng.choice(len(ids), size=dc.batch_size, replace=len(ids) < dc.batch_size)
-            x = make_inputs(idx, rng, mixer, targets, by_spk, spk)
+            idx = rng.choice(n_pool, size=dc.batch_size, replace=n_pool < dc.batch_size)
+            x = make_inputs(idx, rng, pool["mixer"], targets, pool["by_spk"], pool["spk"])
         else:
             b = next(batches)
             idx = b["idx"].numpy()
             x = finish_inputs(b["x"].to(device, non_blocking=True), b["enh"], b["enroll"], enhancer, targets, device)
         with autocast(device, cfg.train):  # train.amp: CUDA only; the loss in float32
             s = student(x)
-        loss = loss_fn(s.float(), targets[idx], spk_t[idx].to(device))
-        opt.zero_grad()
-        backward_step(loss, opt, student.parameters(), scaler)
-        sched.step()
+        loss = loss_fn(s.float(), targets[idx], pool["spk_t"][idx].to(device))
+        run["opt"].zero_grad()
+        backward_step(loss, run["opt"], student.parameters(), run["scaler"])
+        run["sched"].step()
         state["step"] += 1
         train_losses.append(float(loss.detach()))
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(train_losses[-20:]):.4f}")
-        if have_val and (state["step"] % dc.val_every == 0 or state["step"] == dc.steps):
-            vl, va = validate()
-            state["history"].append({"step": state["step"], "val_loss": vl, "val_agreement": va, "train_loss": float(np.mean(train_losses[-dc.val_every:]))})
-            if vl < state["best"] - 1e-6:
-                state.update(best=vl, best_agree=va, best_step=state["step"], bad=0)
-                best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
-            else:
-                state["bad"] += 1
-            checkpoint()
+        if val["have"] and (state["step"] % dc.val_every == 0 or state["step"] == dc.steps):
+            _after_validation(student, loss_fn, val, run, train_losses, dc.val_every, device)
             if on_validation is not None:
                 on_validation(state["step"], state["history"][-1])
             if state["bad"] >= dc.patience:
@@ -363,34 +405,42 @@ def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
         bar.close()
     if batches is not None:
         batches.close()  # stops the loader's workers
-    if have_val:
-        student.load_state_dict(best_state)
+    return stopped_early
+
+
+def _finish(cfg: Any, student: torch.nn.Module, teacher: Any, cache: Any, pool: dict[str, Any],
+            val: dict[str, Any], run: dict[str, Any], extra: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Best weights into ``student``; write ``student.pt``, the stage's info and DONE marker."""
+    state, key = run["state"], extra["key"]
+    if val["have"]:
+        student.load_state_dict(run["best_state"])
+        best_state = run["best_state"]
         val_loss, val_agree = state["best"], state["best_agree"]
     else:
-        best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        best_state = clone_state(student)
         val_loss, val_agree = float("nan"), float("nan")
     student.eval()
-    with atomic_path(d / "student.pt") as tmp:
+    with atomic_path(cache.stage_dir(STAGE, key) / "student.pt") as tmp:
         torch.save(best_state, tmp)
     info: dict[str, Any] = {
         "key": key,
         "steps": state["step"],
         "best_step": state["best_step"],
-        "stopped_early": stopped_early,
-        "wall_s": time.time() - t_start,
+        "stopped_early": extra["stopped_early"],
+        "wall_s": time.time() - extra["t_start"],
         "val_loss": val_loss,
         "val_agreement": val_agree,
         "params": int(sum(p.numel() for p in student.parameters() if p.requires_grad)),
         "teacher": teacher.identity,
-        "loss": dc.loss,
-        "inputs": inputs,
-        "n_train_windows": len(ids),
-        "n_val_windows": len(v_ids),
-        "resumed": resumed,
+        "loss": cfg.distill.loss,
+        "inputs": extra["inputs"],
+        "n_train_windows": len(pool["ids"]),
+        "n_val_windows": val["n"],
+        "resumed": run["resumed"],
         "history": state["history"],
     }
     cache.mark_done(STAGE, key, info)
-    if ckpt_path.exists():
-        ckpt_path.unlink()
+    if run["ckpt"].exists():
+        run["ckpt"].unlink()
     info["cached"] = False
     return student, info

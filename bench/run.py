@@ -369,13 +369,10 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
     """Run every cell, writing results after each one into ``<out>/../.<name>.partial``, which
     replaces ``out`` once the leaderboard is written (an interrupted run leaves ``out`` as it
     was). Returns the process exit code."""
-    import pandas as pd
-    from tqdm import tqdm
-
-    from bench.cache import Cache, config_hash, default_root
+    from bench.cache import Cache, default_root
     from bench.harness import pick_device, set_threads
-    from bench.pipeline import Pipeline, eval_slice
-    from bench.report import provenance, summary_table, write_json
+    from bench.pipeline import Pipeline
+    from bench.report import provenance, write_json
 
     first = cells[0].config
     try:
@@ -399,28 +396,48 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
         "grid": name, "grid_file": grid_path, "argv": argv, "cache_root": str(cache.root), "cells": len(cells),
         **common,
     })
+    ids, cells, by_key = _unique_cells(cells)
+    tables: dict[str, list] = {"per_utt": [], "cell_rows": [], "traj_rows": [], "failures": []}
+    t0 = time.time()
+    problem = _load_corpora(pipe, cells, first, progress)
+    if problem:
+        return _fail(problem)
+    _mixture_cell(pipe, first, common, out, tables)
+    _run_cells(name, pipe, cells, ids, by_key, common, out, tables, progress)
+
+    per_utt = tables["per_utt"]
+    if not per_utt:
+        return _fail(f"no cell completed; see the errors above (previous results in {final}, if any, are untouched)",
+                     EXIT_CELL_FAILED)
+    if figures:  # the example stream and corpus hashes the reports show
+        from bench.report_assets import save_assets
+
+        save_assets(pipe, {k: c.config for k, c in by_key.items()}, out)
+    board = write_board(out, name, per_utt, tables["cell_rows"], n_boot or first.eval.n_bootstrap, common, argv,
+                        figures)
+    _swap_in(out, final)
+    return _print_outcome(name, board, len(cells), t0, final, tables["failures"])
+
+
+def _unique_cells(cells: list) -> tuple[dict[int, str], list, dict[str, Any]]:
+    """``(ids, cells, by_key)``: each cell's id (the hash of its evaluation slice), the cells with
+    one per id (cells whose evaluation is the same, a non-personalized backbone under two
+    embedding switches say, run once) and the cell of each id."""
+    from bench.cache import config_hash
+    from bench.pipeline import eval_slice
+
     ids = {id(c): config_hash(eval_slice(c.config)) for c in cells}
-    # cells whose evaluation is the same (a non-personalized backbone under two embedding switches,
-    # say) run once
     unique: dict[str, Any] = {}
     for c in cells:
         unique.setdefault(ids[id(c)], c)
     cells = list(unique.values())
     by_key = {ids[id(c)]: c for c in cells}
+    return ids, cells, by_key
 
-    def links(cfg) -> dict[str, str]:
-        return cell_links(cfg, by_key)
 
-    per_utt: list[pd.DataFrame] = []
-    cell_rows: list[dict] = []
-    traj_rows: list[dict] = []
-    failures: list[tuple[str, str]] = []
-    t0 = time.time()
-
-    def flush() -> None:
-        write_tables(out, per_utt, cell_rows, traj_rows)
-
-    # every corpus is loaded and validated once, before any cell: a bad corpus is one message
+def _load_corpora(pipe: Any, cells: list, first: Any, progress: bool) -> str:
+    """Load and validate every corpus once, before any cell (a bad corpus is one message, returned),
+    then train the cells' stages in parallel where possible; "" when all is well."""
     from bench.data.validate import CorpusError
 
     try:
@@ -428,22 +445,33 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
             pipe.corpus(c.config)
             pipe.test_corpus(c.config)
     except (CorpusError, OSError, ValueError) as exc:
-        return _fail(str(exc))
+        return str(exc)
     try:
         prefetch(pipe, cells, workers=_workers(first), progress=progress)
     except Exception as exc:  # noqa: BLE001 - the cells retry their stages serially and report
         logging.warning("parallel stage training failed (%s: %s); cells will train serially", type(exc).__name__, exc)
+    return ""
 
+
+def _mixture_cell(pipe: Any, first: Any, common: dict, out: Path, tables: dict[str, list]) -> None:
+    """The unprocessed mixture's rows (a failure is reported and the run goes on)."""
     try:
         mix = pipe.mixture_rows(first)
         mix.insert(0, "cell_id", "mixture")
-        per_utt.append(mix)
-        cell_rows.append(mixture_cell_row(common))
-        flush()
+        tables["per_utt"].append(mix)
+        tables["cell_rows"].append(mixture_cell_row(common))
+        write_tables(out, tables["per_utt"], tables["cell_rows"], tables["traj_rows"])
     except Exception as exc:  # noqa: BLE001 - reported, run continues with the systems
-        failures.append(("mixture", f"{type(exc).__name__}: {exc}"))
+        tables["failures"].append(("mixture", f"{type(exc).__name__}: {exc}"))
         logging.error("mixture metrics failed: %s", exc)
 
+
+def _run_cells(name: str, pipe: Any, cells: list, ids: dict[int, str], by_key: dict[str, Any], common: dict,
+               out: Path, tables: dict[str, list], progress: bool) -> None:
+    """Evaluate every cell, writing the tables after each one; one bad cell never loses the others."""
+    from tqdm import tqdm
+
+    per_utt, cell_rows, traj_rows, failures = (tables[k] for k in ("per_utt", "cell_rows", "traj_rows", "failures"))
     bar = tqdm(cells, desc=f"{name}: cells", unit="cell", disable=not progress)
     for cell in bar:
         cfg = cell.config
@@ -459,22 +487,19 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
         rows = res.rows.copy()
         rows.insert(0, "cell_id", cid)
         per_utt.append(rows)
-        cell_rows.append(_cell_row(cfg, cid, res.info, links(cfg), common))
+        cell_rows.append(_cell_row(cfg, cid, res.info, cell_links(cfg, by_key), common))
         traj_rows.extend(_trajectory_rows(cid, cell_rows[-1], res.info))
-        flush()
+        write_tables(out, per_utt, cell_rows, traj_rows)
     bar.close()
 
-    if not per_utt:
-        return _fail(f"no cell completed; see the errors above (previous results in {final}, if any, are untouched)",
-                     EXIT_CELL_FAILED)
-    if figures:  # the example stream and corpus hashes the reports show
-        from bench.report_assets import save_assets
 
-        save_assets(pipe, {k: c.config for k, c in by_key.items()}, out)
-    board = write_board(out, name, per_utt, cell_rows, n_boot or first.eval.n_bootstrap, common, argv, figures)
-    _swap_in(out, final)
+def _print_outcome(name: str, board: Any, n_cells: int, t0: float, final: Path,
+                   failures: list[tuple[str, str]]) -> int:
+    """The pooled summary, headroom and failures on the console; the exit code."""
+    from bench.report import summary_table
+
     print()
-    print(f"== {name}: pooled over conditions ({len(cells)} cells, {time.time() - t0:.0f} s) ==")
+    print(f"== {name}: pooled over conditions ({n_cells} cells, {time.time() - t0:.0f} s) ==")
     print(summary_table(board, "all"))
     _print_headroom(board)
     print(f"\nleaderboard: {final / 'leaderboard.csv'}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -143,28 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     from bench.cache import Cache, atomic_path, config_hash, default_root
-    from bench.config import ConfigError, ExperimentConfig, Grid
+    from bench.config import ConfigError
     from bench.distributed import open_storage, redact, run_budget
-    from bench.harness import pick_device, set_threads
+    from bench.harness import set_threads
     from bench.pipeline import Pipeline
     from bench.registry import RegistryError
     from bench.report import provenance, write_json
 
     try:
-        grid = Grid.load(args.grid, overrides=args.overrides)
-        params = [Param.parse(p) for p in (args.params or ["refine.alpha=0.0:1.0", "distill.tau=0.02:1.0:log"])]
-        # the grid's base config (with --set applied), not its first cell (often a baseline)
-        base = ExperimentConfig.from_dict({**grid.base, "name": grid.name}).to_dict()
-        from bench.refine import default_system, refiner_class
-
-        if not refiner_class(base["refine"]["name"]).updates_embedding:  # a sweep over alpha needs a refiner
-            base["refine"]["name"] = default_system()
-        base["eval"]["split"] = "val"
-        base["eval"]["n_test"] = base["eval"].get("n_val", 20)
-        probe = ExperimentConfig.from_dict(base)
-        for p in params:
-            _probe_value(base, p)
-        device = pick_device(probe.device)
+        grid, params, base, probe, device = _setup(args)
     except (ConfigError, RegistryError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -179,16 +167,78 @@ def main(argv: list[str] | None = None) -> int:
         hint = " (pip install -e .[scale])" if isinstance(exc, ModuleNotFoundError) else ""
         print(f"error: --storage {redact(url)}: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
         return 2
+    study = _create_study(args, name, storage)
+    objective = _objective(args, base, params, pipe)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = Path(args.out or Path("results") / f"sweep-{name}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "provenance.json", {
+        "study": name, "storage": redact(url), "grid_file": args.grid, "argv": sys.argv if argv is None else argv,
+        "params": [asdict(p) for p in params], "metric": args.metric, "split": "val",
+        "teacher_source": probe.teacher.source, "cache_root": str(cache.root), **provenance(device),
+    })
+
+    def dump(*_: Any) -> None:  # after every trial, so a crash loses nothing
+        with atomic_path(out / "trials.csv") as tmp:
+            study.trials_dataframe().to_csv(tmp, index=False)
+
+    catch = (RuntimeError, ValueError, FloatingPointError)
+    try:
+        if args.total_trials is None:
+            study.optimize(objective, n_trials=args.trials, show_progress_bar=not args.no_progress, catch=catch,
+                           callbacks=[dump])
+        else:  # budget tokens in the storage: exactly total_trials trials, however many workers
+            run_budget(study, storage, objective, args.total_trials, args.trials, catch, dump)
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are kept in the study (re-run to resume) and in trials.csv",
+              file=sys.stderr)
+    dump()
+    return _summary(args, study, name, redact(url), out, grid, base["refine"]["name"])
+
+
+def _setup(args: argparse.Namespace) -> tuple[Any, list[Param], dict[str, Any], Any, Any]:
+    """``(grid, params, base config dict, base config, device)`` of the study; raises ConfigError,
+    RegistryError or RuntimeError on a bad grid, parameter or device."""
+    from bench.config import ExperimentConfig, Grid
+    from bench.harness import pick_device
+
+    grid = Grid.load(args.grid, overrides=args.overrides)
+    params = [Param.parse(p) for p in (args.params or ["refine.alpha=0.0:1.0", "distill.tau=0.02:1.0:log"])]
+    # the grid's base config (with --set applied), not its first cell (often a baseline)
+    base = ExperimentConfig.from_dict({**grid.base, "name": grid.name}).to_dict()
+    from bench.refine import default_system, refiner_class
+
+    if not refiner_class(base["refine"]["name"]).updates_embedding:  # a sweep over alpha needs a refiner
+        base["refine"]["name"] = default_system()
+    base["eval"]["split"] = "val"
+    base["eval"]["n_test"] = base["eval"].get("n_val", 20)
+    probe = ExperimentConfig.from_dict(base)
+    for p in params:
+        _probe_value(base, p)
+    device = pick_device(probe.device)
+    return grid, params, base, probe, device
+
+
+def _create_study(args: argparse.Namespace, name: str, storage: Any) -> Any:
+    """The study (created or loaded): NSGA-II with --multi-objective, else TPE with the pruner."""
+    import optuna
+
     seed = args.seed if args.seed is not None else _worker_seed()
     if args.multi_objective:
         sampler = optuna.samplers.NSGAIISampler(seed=seed)
-        study = optuna.create_study(study_name=name + "-mo", storage=storage, directions=["maximize", "minimize"],
-                                    sampler=sampler, load_if_exists=True)
-    else:
-        # constant_liar: running trials count as bad guesses, so workers do not crowd one region
-        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-        study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
-                                    pruner=make_pruner(args.pruner), load_if_exists=True)
+        return optuna.create_study(study_name=name + "-mo", storage=storage, directions=["maximize", "minimize"],
+                                   sampler=sampler, load_if_exists=True)
+    # constant_liar: running trials count as bad guesses, so workers do not crowd one region
+    sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    return optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
+                               pruner=make_pruner(args.pruner), load_if_exists=True)
+
+
+def _objective(args: argparse.Namespace, base: dict[str, Any], params: list[Param], pipe: Any) -> Callable[[Any], Any]:
+    """The trial objective: validation ``args.metric`` (and total MACs/s with --multi-objective)."""
+    from bench.config import ExperimentConfig
+
     prune = args.pruner != "none" and not args.multi_objective
 
     def objective(trial) -> float:
@@ -215,33 +265,17 @@ def main(argv: list[str] | None = None) -> int:
             return float(values.mean()), macs
         return float(values.mean())
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    out = Path(args.out or Path("results") / f"sweep-{name}")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "provenance.json", {
-        "study": name, "storage": redact(url), "grid_file": args.grid, "argv": sys.argv if argv is None else argv,
-        "params": [asdict(p) for p in params], "metric": args.metric, "split": "val",
-        "teacher_source": probe.teacher.source, "cache_root": str(cache.root), **provenance(device),
-    })
+    return objective
 
-    def dump(*_: Any) -> None:  # after every trial, so a crash loses nothing
-        with atomic_path(out / "trials.csv") as tmp:
-            study.trials_dataframe().to_csv(tmp, index=False)
 
-    catch = (RuntimeError, ValueError, FloatingPointError)
-    try:
-        if args.total_trials is None:
-            study.optimize(objective, n_trials=args.trials, show_progress_bar=not args.no_progress, catch=catch,
-                           callbacks=[dump])
-        else:  # budget tokens in the storage: exactly total_trials trials, however many workers
-            run_budget(study, storage, objective, args.total_trials, args.trials, catch, dump)
-    except KeyboardInterrupt:
-        print("interrupted: finished trials are kept in the study (re-run to resume) and in trials.csv",
-              file=sys.stderr)
-    dump()
+def _summary(args: argparse.Namespace, study: Any, name: str, url: str, out: Path, grid: Any, refiner: str) -> int:
+    """Print the study's outcome and export the best config (with ``refiner``, the refiner the
+    study ran); the exit status."""
+    import optuna
+
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
-    print(f"study {name!r} ({len(study.trials)} trials, {len(done)} complete, {pruned} pruned, storage {redact(url)})")
+    print(f"study {name!r} ({len(study.trials)} trials, {len(done)} complete, {pruned} pruned, storage {url})")
     if not done:
         print(f"error: no trial of study {name!r} completed; see {out / 'trials.csv'} and the log above",
               file=sys.stderr)
@@ -258,8 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         best = study.best_trial
         print(f"best validation {args.metric}: {best.value:.3f} at {fmt(best.params)}")
     # the refiner the study ran (a grid whose base does not refine is swept with the default one)
-    grid_path = export_best(out / "best.yaml", grid, {"refine.name": base["refine"]["name"], **best.params}, name,
-                            args.metric)
+    grid_path = export_best(out / "best.yaml", grid, {"refine.name": refiner, **best.params}, name, args.metric)
     print(f"trials: {out / 'trials.csv'}")
     print(f"best config (tuned on validation; report it on test once): python -m bench.run --grid {grid_path}")
     return 0

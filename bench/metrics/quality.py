@@ -240,6 +240,42 @@ def _pool_works(ctx: Any) -> bool:
         return False
 
 
+def _pooled(items: Sequence[tuple[Any, Any, Any]], workers: int, pesq: bool, sr: int, mp_context: str | None,
+            estoi: bool, slow: dict[int, dict[str, float]]) -> None:
+    """The slow metrics of :func:`evaluate_utterances` in worker processes, into ``slow``."""
+    import multiprocessing as mp
+
+    n = len(items)
+    if mp_context is None:  # fork, or spawn once CUDA is live here (bench.runtime)
+        mp_context = pool_start_method()
+    ctx = mp.get_context(mp_context)
+    if mp_context == "fork":  # import once here, not in every forked worker
+        for mod in ("pesq", "pystoi"):
+            try:
+                __import__(mod)
+            except Exception:  # noqa: BLE001 - the worker reports the failure as NaN
+                pass
+    lost = _run_pool(items, list(range(n)), sr, pesq, min(workers, n), ctx, slow, estoi)
+    if lost and len(lost) == n and not _pool_works(ctx):
+        warnings.warn(
+            f"evaluate_utterances: a {mp_context!r} process pool cannot run here; "
+            "computing in this process",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        for i in lost:
+            slow[i] = _slow_metrics(items[i][0], items[i][1], sr, pesq, estoi)
+    elif lost:
+        warnings.warn(
+            f"evaluate_utterances: a worker died; retrying {len(lost)} item(s) one per pool",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        for i in lost:  # isolate the culprit: one item per fresh pool
+            if _run_pool(items, [i], sr, pesq, 1, ctx, slow, estoi):
+                slow[i] = _nan_slow()
+
+
 def evaluate_utterances(
     items: Sequence[tuple[Any, Any, Any]],
     workers: int = 2,
@@ -268,8 +304,6 @@ def evaluate_utterances(
     either (e.g. ``"spawn"`` from a session whose ``__main__`` cannot be re-imported), the items
     are computed in this process instead, with a warning.
     """
-    import multiprocessing as mp
-
     import pandas as pd
 
     n = len(items)
@@ -287,34 +321,7 @@ def evaluate_utterances(
                 except Exception:  # noqa: BLE001
                     slow[i] = _nan_slow()
     elif n:
-        if mp_context is None:  # fork, or spawn once CUDA is live here (bench.runtime)
-            mp_context = pool_start_method()
-        ctx = mp.get_context(mp_context)
-        if mp_context == "fork":  # import once here, not in every forked worker
-            for mod in ("pesq", "pystoi"):
-                try:
-                    __import__(mod)
-                except Exception:  # noqa: BLE001 - the worker reports the failure as NaN
-                    pass
-        lost = _run_pool(items, list(range(n)), sr, pesq, min(workers, n), ctx, slow, estoi)
-        if lost and len(lost) == n and not _pool_works(ctx):
-            warnings.warn(
-                f"evaluate_utterances: a {mp_context!r} process pool cannot run here; "
-                "computing in this process",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            for i in lost:
-                slow[i] = _slow_metrics(items[i][0], items[i][1], sr, pesq, estoi)
-        elif lost:
-            warnings.warn(
-                f"evaluate_utterances: a worker died; retrying {len(lost)} item(s) one per pool",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            for i in lost:  # isolate the culprit: one item per fresh pool
-                if _run_pool(items, [i], sr, pesq, 1, ctx, slow, estoi):
-                    slow[i] = _nan_slow()
+        _pooled(items, workers, pesq, sr, mp_context, estoi, slow)
 
     for i, row in enumerate(rows):
         row.update(slow.get(i, _nan_slow()))

@@ -142,6 +142,23 @@ class CausalConv(nn.Module):
         return self.conv(xx), xx[:, :, -(self.kt - 1) :]
 
 
+def _checked_preset(emb_dim: int, personalized: bool, injection: str, size: str, preset: Preset | None) -> Preset:
+    """The preset of ``size`` (or ``preset``) after checking the constructor's arguments."""
+    if preset is None:
+        if size not in PRESETS:
+            raise ValueError(f"pse.size={size!r} is not allowed; choices: {', '.join(PRESETS)}")
+        preset = PRESETS[size]
+    if injection not in ("join", "encoder", "decoder"):
+        raise ValueError(f"pse.injection={injection!r}; choices: join, encoder, decoder")
+    if personalized and emb_dim <= 0:
+        raise ValueError(f"a personalized model needs emb_dim > 0, got {emb_dim}")
+    if preset.n_fft != 2 * preset.hop:
+        raise ValueError("only 50 % overlap (n_fft == 2 * hop) is supported")
+    if preset.nb_erb % 4 or preset.nb_df % 4:
+        raise ValueError("nb_erb and nb_df must be multiples of 4")
+    return preset
+
+
 class PDFNet2(PSEModel):
     """Personalized DeepFilterNet2-style model; see the module docstring for the signal path.
 
@@ -159,19 +176,7 @@ class PDFNet2(PSEModel):
         preset: Preset | None = None,
     ) -> None:
         super().__init__()
-        if preset is None:
-            if size not in PRESETS:
-                raise ValueError(f"pse.size={size!r} is not allowed; choices: {', '.join(PRESETS)}")
-            preset = PRESETS[size]
-        if injection not in ("join", "encoder", "decoder"):
-            raise ValueError(f"pse.injection={injection!r}; choices: join, encoder, decoder")
-        if personalized and emb_dim <= 0:
-            raise ValueError(f"a personalized model needs emb_dim > 0, got {emb_dim}")
-        p = preset
-        if p.n_fft != 2 * p.hop:
-            raise ValueError("only 50 % overlap (n_fft == 2 * hop) is supported")
-        if p.nb_erb % 4 or p.nb_df % 4:
-            raise ValueError("nb_erb and nb_df must be multiples of 4")
+        p = _checked_preset(emb_dim, personalized, injection, size, preset)
         self.preset = p
         self.size = size
         self.personalized = bool(personalized)
@@ -187,7 +192,12 @@ class PDFNet2(PSEModel):
         avg, assign = erb_matrices(p.n_fft, p.nb_erb)
         self.register_buffer("erb_avg", avg, persistent=False)
         self.register_buffer("erb_assign", assign, persistent=False)
+        # submodules in this order (it is the parameters' init order and the state dict's)
+        self._build_encoders(p, injection)
+        self._build_decoders(p)
 
+    def _build_encoders(self, p: Preset, injection: str) -> None:
+        """ERB and DF encoders, the embedding's projection and injection, the GRU."""
         c, h = p.conv_ch, p.hidden
         # ERB encoder: nb -> nb -> nb/2 -> nb/4 -> nb/4
         self.erb_enc = nn.ModuleList(
@@ -221,6 +231,9 @@ class PDFNet2(PSEModel):
 
         self.gru = nn.GRU(h, h, num_layers=p.gru_layers, batch_first=True)
 
+    def _build_decoders(self, p: Preset) -> None:
+        """ERB decoder (skips from the ERB encoder) and DF decoder."""
+        c, h = p.conv_ch, p.hidden
         # ERB decoder with skips from the ERB encoder.
         self.dec_lin = nn.Linear(h, c * p.nb_erb // 4)
         self.skip = nn.ModuleList([nn.Conv2d(c, c, 1) for _ in range(4)])

@@ -26,6 +26,7 @@ import torch
 from bench.cache import Cache, atomic_path, atomic_write_json, config_hash
 from bench.config import ExperimentConfig
 from bench.pse.base import PSEModel
+from bench.trainloop import progress_bar, restore_rng, rng_state, save_checkpoint
 
 log = logging.getLogger("bench")
 
@@ -264,15 +265,6 @@ def evaluate_si_sdri(model: PSEModel, val: dict[str, Any], device: str, chunk: i
     return float(torch.cat(gains).mean())
 
 
-def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
-    return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
-
-
-def _save_ckpt(path: Path, obj: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def _pse_batch(sampler: Any, batch_size: int, segment_s: float, rng: np.random.Generator) -> dict[str, Any]:
     """One training batch from ``rng``: mixtures and targets at a random level (+- GAIN_DB), the
     enrollment utterance ids and audio (the teacher fallback of :func:`_batch_emb`)."""
@@ -398,8 +390,7 @@ def _resume(ckpt: Path, model: PSEModel, opt: torch.optim.Optimizer, scaler: Any
         scaler.load_state_dict(ck["scaler"])
     st.update({k: ck[k] for k in ("best_state", "step", "best", "best_step", "bad", "history")})
     st["wall_prev"] = ck["wall_s"]
-    rng.bit_generator.state = ck["rng"]["numpy"]
-    torch.set_rng_state(ck["rng"]["torch"])
+    restore_rng(rng, ck["rng"]["numpy"], ck["rng"]["torch"])
     return True
 
 
@@ -415,10 +406,10 @@ def _validate(model: PSEModel, opt: torch.optim.Optimizer, scaler: Any, rng: np.
     obj = {"model": model.state_dict(), "optim": opt.state_dict(), "best_state": st["best_state"],
            "step": st["step"], "best": st["best"], "best_step": st["best_step"], "bad": st["bad"],
            "history": st["history"], "wall_s": st["wall_prev"] + time.time() - ctx["t_run"],
-           "rng": _rng_state(rng)}
+           "rng": rng_state(rng)}
     if scaler is not None:
         obj["scaler"] = scaler.state_dict()
-    _save_ckpt(ckpt, obj)
+    save_checkpoint(ckpt, obj)
 
 
 def _prepare(cfg: ExperimentConfig, corpus: Any, teacher: Any, cache: Cache, device: str,
@@ -457,11 +448,7 @@ def _train_locked(cfg: ExperimentConfig, corpus: Any, teacher: Any, cache: Cache
     ckpt = cache.stage_dir(STAGE, key) / "ckpt.pt"
     resumed = _resume(ckpt, model, opt, scaler, rng, st, device)
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=pc.train_steps, initial=st["step"], desc=f"pse {key[:8]}", leave=False)
+    bar = progress_bar(progress, pc.train_steps, f"pse {key[:8]}", initial=st["step"])
     ctx["t_run"] = time.time()
     model.train()
     batches = _batches(cfg, sampler, rng, st["step"], device)

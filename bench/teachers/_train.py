@@ -21,6 +21,8 @@ from torch import nn
 from bench.audio import SR
 from bench.cache import config_hash
 from bench.metrics.speaker import crop_audio, speaker_eval, utt_ids_of
+from bench.runtime import backward_step
+from bench.trainloop import progress_bar
 
 
 class AMSoftmax(nn.Module):
@@ -82,32 +84,21 @@ def train_speaker_encoder(
     n = int(crop_s * SR)
     t0 = time.time()
     losses: list[float] = []
-    it: Iterable[int] = range(steps)
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(it, desc=f"train teacher {name}", leave=False)
+    bar = progress_bar(progress, steps, f"train teacher {name}")
     net.train()
-    for _ in it:
+    for _ in range(steps):
         labels = rng.integers(0, len(speakers), batch_size)
-        wavs = []
-        for k in labels:
-            u = utts[speakers[k]][rng.integers(0, len(utts[speakers[k]]))]
-            x = corpus.audio(u)
-            start = int(rng.integers(0, max(1, len(x) - n + 1)))
-            seg = crop_audio(x, start, start + n) * float(10 ** rng.uniform(-0.5, 0.5))
-            wavs.append(seg)
-        wav = torch.from_numpy(np.stack(wavs))
-        wav = wav + 1e-4 * torch.randn_like(wav)
+        wav = _crop_batch(corpus, speakers, utts, labels, n, rng)
         loss = head(embed_train(wav), torch.as_tensor(labels))
         opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
+        backward_step(loss, opt, params, None)
         sched.step()
         losses.append(float(loss.detach()))
-        if progress:
-            it.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")  # type: ignore[attr-defined]
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    if bar is not None:
+        bar.close()
     net.eval()
     info: dict[str, Any] = {
         "steps": steps,
@@ -123,3 +114,18 @@ def train_speaker_encoder(
         info["val_eer"] = None
         info["val_error"] = str(exc)
     return info
+
+
+def _crop_batch(corpus: Any, speakers: list[str], utts: dict[str, list[str]], labels: np.ndarray, n: int,
+                rng: np.random.Generator) -> torch.Tensor:
+    """Random ``n``-sample crops of a random utterance of each label's speaker, each at a random
+    gain (+-10 dB), plus a little white noise."""
+    wavs = []
+    for k in labels:
+        u = utts[speakers[k]][rng.integers(0, len(utts[speakers[k]]))]
+        x = corpus.audio(u)
+        start = int(rng.integers(0, max(1, len(x) - n + 1)))
+        seg = crop_audio(x, start, start + n) * float(10 ** rng.uniform(-0.5, 0.5))
+        wavs.append(seg)
+    wav = torch.from_numpy(np.stack(wavs))
+    return wav + 1e-4 * torch.randn_like(wav)

@@ -28,6 +28,21 @@ class TeacherLoadError(RuntimeError):
     """A teacher's weights could not be found or loaded; the message says where it looked."""
 
 
+def by_source(name: str, cfg: Any, makers: dict[str, Any]) -> Any:
+    """The teacher ``makers[cfg.source]()`` builds; an unknown ``teacher.source`` names the choices."""
+    if cfg.source not in makers:
+        raise TeacherLoadError(f"teacher {name!r}: unknown source {cfg.source!r}; choices: {', '.join(makers)}")
+    return makers[cfg.source]()
+
+
+def check_trainable(name: str, cfg: Any, corpus: Any, presets: Any = None) -> None:
+    """Raise unless ``source=trained`` can run: a corpus, and ``train_size`` one of ``presets``."""
+    if corpus is None:
+        raise TeacherLoadError(f"teacher {name!r}: source=trained needs a corpus")
+    if presets is not None and cfg.train_size not in presets:
+        raise TeacherLoadError(f"teacher {name!r}: train_size={cfg.train_size!r}; choices: {', '.join(presets)}")
+
+
 class Teacher(nn.Module):
     """Heavy speaker encoder.
 

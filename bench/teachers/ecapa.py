@@ -25,7 +25,9 @@ from bench.teachers import _train
 from bench.teachers.base import (
     Teacher,
     TeacherLoadError,
+    by_source,
     check_local_path,
+    check_trainable,
     resolve_hf_snapshot,
     trained_origin,
 )
@@ -150,23 +152,22 @@ def load_local(path: str | Path, cache: Any, source: str = "local", origin: str 
 
 @register("teacher", "ecapa")
 def make_ecapa(cfg, cache, corpus, device="cpu") -> ECAPATeacher:
-    if cfg.source == "pretrained":
-        hub_id = cfg.hub_id or DEFAULT_HUB_ID
-        d = resolve_hf_snapshot(hub_id, "ecapa")
-        t = load_local(d, cache, "pretrained", device=device)
-        t.weights_origin = f"hub: {hub_id} ({d}, sha256 {t.weights_hash})"
-    elif cfg.source == "local":
-        t = load_local(cfg.path, cache, device=device)
-    elif cfg.source == "trained":
-        t = _trained(cfg, cache, corpus, device)
-    else:
-        raise TeacherLoadError(f"teacher 'ecapa': unknown source {cfg.source!r}; choices: pretrained, local, trained")
-    return t.to(device)
+    return by_source("ecapa", cfg, {
+        "pretrained": lambda: _from_hub(cfg.hub_id or DEFAULT_HUB_ID, cache, device),
+        "local": lambda: load_local(cfg.path, cache, device=device),
+        "trained": lambda: _trained(cfg, cache, corpus, device),
+    }).to(device)
+
+
+def _from_hub(hub_id: str, cache, device) -> ECAPATeacher:
+    d = resolve_hf_snapshot(hub_id, "ecapa")
+    t = load_local(d, cache, "pretrained", device=device)
+    t.weights_origin = f"hub: {hub_id} ({d}, sha256 {t.weights_hash})"
+    return t
 
 
 def _trained(cfg, cache, corpus, device) -> ECAPATeacher:
-    if corpus is None:
-        raise TeacherLoadError("teacher 'ecapa': source=trained needs a corpus")
+    check_trainable("ecapa", cfg, corpus)
     key = _train.trained_key("ecapa", cfg, corpus.key)
     d = cache.stage_dir("teacher", key)
     model_dir = d / "speechbrain"

@@ -24,7 +24,14 @@ from torch import nn
 from bench.cache import atomic_path, file_hash
 from bench.registry import register
 from bench.teachers import _train
-from bench.teachers.base import Teacher, TeacherLoadError, check_local_path, trained_origin
+from bench.teachers.base import (
+    Teacher,
+    TeacherLoadError,
+    by_source,
+    check_local_path,
+    check_trainable,
+    trained_origin,
+)
 
 SR = 16_000
 N_FFT, HOP, N_MELS = 400, 160, 40
@@ -129,30 +136,30 @@ def load_local(path: str | Path, source: str = "local", origin: str | None = Non
 
 @register("teacher", "ge2e")
 def make_ge2e(cfg, cache, corpus, device="cpu") -> GE2ETeacher:
-    if cfg.source == "pretrained":
-        if cfg.hub_id:
-            raise TeacherLoadError(
-                f"teacher 'ge2e' has no hub checkpoints (hub_id={cfg.hub_id!r}); use source=pretrained "
-                "with an empty hub_id (packaged resemblyzer weights) or source=local with teacher.path"
-            )
-        p = packaged_weights()
-        import importlib.metadata as md
+    return by_source("ge2e", cfg, {
+        "pretrained": lambda: _packaged(cfg),
+        "local": lambda: load_local(cfg.path),
+        "trained": lambda: _trained(cfg, cache, corpus),
+    }).to(device)
 
-        h = file_hash(p)
-        version = md.version("resemblyzer")
-        t = GE2ETeacher(_load_state(p), "pretrained", h, f"resemblyzer {version} packaged GE2E weights (pretrained.pt sha256 {h})")
-    elif cfg.source == "local":
-        t = load_local(cfg.path)
-    elif cfg.source == "trained":
-        t = _trained(cfg, cache, corpus)
-    else:
-        raise TeacherLoadError(f"teacher 'ge2e': unknown source {cfg.source!r}; choices: pretrained, local, trained")
-    return t.to(device)
+
+def _packaged(cfg) -> GE2ETeacher:
+    """The GE2E weights packaged in resemblyzer (``hub_id`` must be empty)."""
+    if cfg.hub_id:
+        raise TeacherLoadError(
+            f"teacher 'ge2e' has no hub checkpoints (hub_id={cfg.hub_id!r}); use source=pretrained "
+            "with an empty hub_id (packaged resemblyzer weights) or source=local with teacher.path"
+        )
+    p = packaged_weights()
+    import importlib.metadata as md
+
+    h = file_hash(p)
+    version = md.version("resemblyzer")
+    return GE2ETeacher(_load_state(p), "pretrained", h, f"resemblyzer {version} packaged GE2E weights (pretrained.pt sha256 {h})")
 
 
 def _trained(cfg, cache, corpus) -> GE2ETeacher:
-    if corpus is None:
-        raise TeacherLoadError("teacher 'ge2e': source=trained needs a corpus")
+    check_trainable("ge2e", cfg, corpus)
     key = _train.trained_key("ge2e", cfg, corpus.key)
     d = cache.stage_dir("teacher", key)
     path = d / "ge2e.pt"

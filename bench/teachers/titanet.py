@@ -24,7 +24,9 @@ from bench.teachers import _train
 from bench.teachers.base import (
     Teacher,
     TeacherLoadError,
+    by_source,
     check_local_path,
+    check_trainable,
     is_offline,
     offline_message,
     resolve_hf_snapshot,
@@ -156,22 +158,15 @@ def _pretrained_cached_or_fail(hub_id: str, cache: Path, device: Any) -> TitaNet
 
 @register("teacher", "titanet")
 def make_titanet(cfg, cache, corpus, device="cpu") -> TitaNetTeacher:
-    if cfg.source == "pretrained":
-        t = _pretrained(cfg.hub_id or DEFAULT_HUB_ID, device)
-    elif cfg.source == "local":
-        t = load_local(cfg.path, device=device)
-    elif cfg.source == "trained":
-        t = _trained(cfg, cache, corpus, device)
-    else:
-        raise TeacherLoadError(f"teacher 'titanet': unknown source {cfg.source!r}; choices: pretrained, local, trained")
-    return t.to(device)
+    return by_source("titanet", cfg, {
+        "pretrained": lambda: _pretrained(cfg.hub_id or DEFAULT_HUB_ID, device),
+        "local": lambda: load_local(cfg.path, device=device),
+        "trained": lambda: _trained(cfg, cache, corpus, device),
+    }).to(device)
 
 
 def _trained(cfg, cache, corpus, device) -> TitaNetTeacher:
-    if corpus is None:
-        raise TeacherLoadError("teacher 'titanet': source=trained needs a corpus")
-    if cfg.train_size not in PRESETS:
-        raise TeacherLoadError(f"teacher 'titanet': train_size={cfg.train_size!r}; choices: {', '.join(PRESETS)}")
+    check_trainable("titanet", cfg, corpus, PRESETS)
     key = _train.trained_key("titanet", cfg, corpus.key)
     d = cache.stage_dir("teacher", key)
     path = d / "titanet.nemo"

@@ -26,7 +26,9 @@ from bench.teachers import _train
 from bench.teachers.base import (
     Teacher,
     TeacherLoadError,
+    by_source,
     check_local_path,
+    check_trainable,
     resolve_hf_snapshot,
     trained_origin,
 )
@@ -100,25 +102,22 @@ def load_local(path: str | Path, source: str = "local", origin: str | None = Non
 
 @register("teacher", "wavlm")
 def make_wavlm(cfg, cache, corpus, device="cpu") -> WavLMTeacher:
-    if cfg.source == "pretrained":
-        hub_id = cfg.hub_id or DEFAULT_HUB_ID
-        d = resolve_hf_snapshot(hub_id, "wavlm")
-        t = load_local(d, "pretrained", device=device)
-        t.weights_origin = f"hub: {hub_id} ({d}, sha256 {t.weights_hash})"
-    elif cfg.source == "local":
-        t = load_local(cfg.path, device=device)
-    elif cfg.source == "trained":
-        t = _trained(cfg, cache, corpus, device)
-    else:
-        raise TeacherLoadError(f"teacher 'wavlm': unknown source {cfg.source!r}; choices: pretrained, local, trained")
-    return t.to(device)
+    return by_source("wavlm", cfg, {
+        "pretrained": lambda: _from_hub(cfg.hub_id or DEFAULT_HUB_ID, device),
+        "local": lambda: load_local(cfg.path, device=device),
+        "trained": lambda: _trained(cfg, cache, corpus, device),
+    }).to(device)
+
+
+def _from_hub(hub_id: str, device) -> WavLMTeacher:
+    d = resolve_hf_snapshot(hub_id, "wavlm")
+    t = load_local(d, "pretrained", device=device)
+    t.weights_origin = f"hub: {hub_id} ({d}, sha256 {t.weights_hash})"
+    return t
 
 
 def _trained(cfg, cache, corpus, device) -> WavLMTeacher:
-    if corpus is None:
-        raise TeacherLoadError("teacher 'wavlm': source=trained needs a corpus")
-    if cfg.train_size not in PRESETS:
-        raise TeacherLoadError(f"teacher 'wavlm': train_size={cfg.train_size!r}; choices: {', '.join(PRESETS)}")
+    check_trainable("wavlm", cfg, corpus, PRESETS)
     key = _train.trained_key("wavlm", cfg, corpus.key)
     d = cache.stage_dir("teacher", key)
     model_dir = d / "transformers"

@@ -17,17 +17,17 @@ Conventions:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from bench.runtime import pool_start_method
 
@@ -150,29 +150,15 @@ def estoi(est: Any, ref: Any, sr: int = 16_000) -> float:
 
 
 # --------------------------------------------------------------------------- batch evaluation
-@contextlib.contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """numpy's BLAS on one thread for the metrics computed in this process (as in the workers).
-    SI-SDR's dot products are far too small to gain from threads, and on a busy 2-core machine
-    OpenBLAS's waiting threads made each SI-SDR cost about 65 ms instead of well under 1 ms
-    (``python -m bench.perf``); the values no longer depend on the core count either."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except Exception:  # noqa: BLE001 - optional; only a speed matter
-        yield
-        return
-    with threadpool_limits(1, user_api="blas"):
-        yield
+# numpy's BLAS runs on one thread for the metrics computed in this process, as in the workers
+# (``threadpool_limits(1, user_api="blas")``): SI-SDR's dot products are far too small to gain from
+# threads, and on a busy 2-core machine OpenBLAS's waiting threads made each SI-SDR cost about 65 ms
+# instead of well under 1 ms (``python -m bench.perf``); the values no longer depend on the core count.
 
 
 def _worker_init() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:  # forked workers inherit BLAS pools sized for the whole machine: oversubscription
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except Exception:  # noqa: BLE001 - optional; only a speed matter
-        pass
+    threadpool_limits(1)  # forked workers inherit BLAS pools sized for the whole machine
     if "torch" in sys.modules:
         try:
             sys.modules["torch"].set_num_threads(1)
@@ -308,13 +294,13 @@ def evaluate_utterances(
 
     n = len(items)
     rows: list[dict[str, Any]] = []
-    with _one_blas_thread():
+    with threadpool_limits(1, user_api="blas"):
         for est, ref, mix in items:
             rows.append({"si_sdr": si_sdr(est, ref), "si_sdri": si_sdri(est, ref, mix)})
 
     slow: dict[int, dict[str, float]] = {}
     if n and workers <= 1:
-        with _one_blas_thread():
+        with threadpool_limits(1, user_api="blas"):
             for i, (est, ref, _) in enumerate(items):
                 try:
                     slow[i] = _slow_metrics(est, ref, sr, pesq, estoi)

@@ -56,6 +56,25 @@ def config_hash(*parts: Any, length: int = 16) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
+def key_slice(obj: Any, added_later: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields of dataclass ``obj`` for a cache key, without ``skip`` and without each field of
+    ``added_later`` that is at its declared default: a field added after results were cached, whose
+    default is the value the code used before, leaves those results' keys unchanged."""
+    from dataclasses import MISSING, fields
+
+    out: dict[str, Any] = {}
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if f.name in skip:
+            continue
+        if f.name in added_later:
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            if v == default:
+                continue
+        out[f.name] = v
+    return out
+
+
 def file_hash(path: str | Path, length: int = 16) -> str:
     """SHA-256 of a file (or of all files under a directory, in sorted order)."""
     h = hashlib.sha256()

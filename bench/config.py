@@ -91,6 +91,10 @@ class TeacherConfig:
         hub_id: hub id for ``source: pretrained`` (empty: the plugin's default).
         train_steps: steps of speaker-classification training for ``source: trained``.
         train_size: CPU-sized architecture preset for ``source: trained``.
+        train_lr, train_batch_size, train_crop_s, train_weight_decay, train_grad_clip: the
+            AM-softmax training of ``source: trained`` (AdamW; warm-up over a tenth of the steps,
+            then cosine decay, :func:`bench.trainloop.warmup_cosine`; crops of ``train_crop_s``).
+            ``train_lr`` 0: the plugin's own rate (2e-3; WavLM 1e-3).
     """
 
     name: str = "ge2e"
@@ -99,6 +103,16 @@ class TeacherConfig:
     hub_id: str = ""
     train_steps: int = 600
     train_size: str = "cpu"
+    train_lr: float = 0.0
+    train_batch_size: int = 32
+    train_crop_s: float = 2.0
+    train_weight_decay: float = 1e-4
+    train_grad_clip: float = 5.0
+
+
+# Fields added after results were cached (bench.cache.key_slice: in a cache key only when not at
+# their default, which is the value the code used before they existed, so existing keys stay valid)
+TEACHER_ADDED_FIELDS = ("train_lr", "train_batch_size", "train_crop_s", "train_weight_decay", "train_grad_clip")
 
 
 @dataclass
@@ -127,6 +141,14 @@ class DistillConfig:
     lr: float = 3e-3
     val_every: int = 50
     patience: int = 3
+    # optimiser (AdamW) and schedule: warm-up over min(warmup_max, steps / 10) steps, then cosine
+    # decay to 5 % (bench.trainloop.warmup_cosine); gradients clipped to this global norm
+    weight_decay: float = 1e-4
+    warmup_max: int = 50
+    grad_clip: float = 5.0
+
+
+DISTILL_ADDED_FIELDS = ("weight_decay", "warmup_max", "grad_clip")
 
 
 @dataclass
@@ -160,6 +182,8 @@ class PSEConfig:
     seed: int = 0
     val_every: int = 100
     patience: int = 10
+    # gradients clipped to this global norm (Adam, no weight decay)
+    grad_clip: float = 5.0
     # Training for a moving embedding (bench/pse/embaug.py). Each is the probability, per training
     # example, that its enrollment embedding is replaced: by the teacher embedding of a degraded
     # enrollment (noisy, reverberant, band-limited, competing talker, combined, short), by an
@@ -185,6 +209,9 @@ class PSEConfig:
     # checkpoint at ``path``, evaluated without training).
     source: str = "zoo"
     path: str = ""
+
+
+PSE_ADDED_FIELDS = ("grad_clip",)
 
 
 @dataclass
@@ -447,6 +474,11 @@ def _validate_models(cfg: ExperimentConfig) -> None:
     if cfg.teacher.source == "local" and not cfg.teacher.path:
         raise ConfigError("teacher.path is empty but teacher.source='local' needs a checkpoint path")
     _range("teacher.train_steps", cfg.teacher.train_steps, 1, 10**7)
+    _range("teacher.train_lr", cfg.teacher.train_lr, 0.0, 1.0)
+    _range("teacher.train_batch_size", cfg.teacher.train_batch_size, 2, 4096)
+    _range("teacher.train_crop_s", cfg.teacher.train_crop_s, 0.25, 30.0)
+    _range("teacher.train_weight_decay", cfg.teacher.train_weight_decay, 0.0, 1.0)
+    _range("teacher.train_grad_clip", cfg.teacher.train_grad_clip, 0.0, 1e6, lo_open=True)
     _choice("student.name", cfg.student.name, registry.names("student"))
     _range("student.max_params", cfg.student.max_params, 1000, 10**9)
     _choice("distill.loss", cfg.distill.loss, registry.names("loss"))
@@ -460,6 +492,9 @@ def _validate_models(cfg: ExperimentConfig) -> None:
     _range("distill.steps", cfg.distill.steps, 1, 10**7)
     _range("distill.batch_size", cfg.distill.batch_size, 2, 4096)
     _range("distill.lr", cfg.distill.lr, 0.0, 1.0, lo_open=True)
+    _range("distill.weight_decay", cfg.distill.weight_decay, 0.0, 1.0)
+    _range("distill.warmup_max", cfg.distill.warmup_max, 1, 10**7)
+    _range("distill.grad_clip", cfg.distill.grad_clip, 0.0, 1e6, lo_open=True)
 
 
 def _validate_pse(cfg: ExperimentConfig) -> None:
@@ -476,6 +511,7 @@ def _validate_pse(cfg: ExperimentConfig) -> None:
     _range("pse.train_steps", cfg.pse.train_steps, 1, 10**7)
     _range("pse.batch_size", cfg.pse.batch_size, 1, 4096)
     _range("pse.lr", cfg.pse.lr, 0.0, 1.0, lo_open=True)
+    _range("pse.grad_clip", cfg.pse.grad_clip, 0.0, 1e6, lo_open=True)
     _range("pse.spec_weight", cfg.pse.spec_weight, 0.0, 1e4)
     _choice("pse.lr_schedule", cfg.pse.lr_schedule, ("constant", "cosine"))
     for k in ("emb_degraded", "emb_mix", "emb_mix_max", "emb_drop", "refine_train", "refine_alpha_max"):

@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import random
 import time
 from collections.abc import Callable
@@ -35,12 +34,20 @@ import torch.nn.functional as F
 
 from bench import registry
 from bench.audio import SR
-from bench.cache import atomic_path, config_hash
+from bench.cache import atomic_path, config_hash, key_slice
+from bench.config import DISTILL_ADDED_FIELDS
 from bench.data.steps import STUDENT_TAG, step_batches
 from bench.metrics.speaker import agreement, crop_audio, utt_ids_of
 from bench.runtime import autocast, backward_step, grad_scaler
 from bench.teachers.emb_cache import EmbeddingCache
-from bench.trainloop import clone_state, progress_bar, restore_rng, save_checkpoint
+from bench.trainloop import (
+    clone_state,
+    note_validation,
+    progress_bar,
+    restore_rng,
+    save_checkpoint,
+    warmup_cosine,
+)
 
 STAGE = "student"
 WINDOWS_PER_UTT = 6
@@ -57,7 +64,7 @@ def distill_key(cfg: Any, corpus: Any, teacher: Any, enhancer: Any = None, devic
     from bench.runtime import key_extras
 
     return config_hash(
-        f"distill-v{STAGE_VERSION}", teacher.identity, cfg.student, cfg.distill, corpus.key, cfg.mix, cfg.seed, enhancer_identity(cfg, enhancer),
+        f"distill-v{STAGE_VERSION}", teacher.identity, cfg.student, key_slice(cfg.distill, DISTILL_ADDED_FIELDS), corpus.key, cfg.mix, cfg.seed, enhancer_identity(cfg, enhancer),
         *key_extras(device, getattr(cfg, "train", None)),
     )
 
@@ -307,15 +314,9 @@ def _optimiser(cfg: Any, student: torch.nn.Module, device: Any, ckpt_path: Any) 
     """Optimiser, schedule (linear warm-up, cosine to 5 %), AMP scaler, sampling generator and
     loop state, resumed from ``ckpt_path`` when a checkpoint is there."""
     dc = cfg.distill
-    opt = torch.optim.AdamW(student.parameters(), lr=dc.lr, weight_decay=1e-4)
-    warm = min(50, max(1, dc.steps // 10))
-
-    def lr_at(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, dc.steps - warm)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    opt = torch.optim.AdamW(student.parameters(), lr=dc.lr, weight_decay=dc.weight_decay)
+    warm = min(dc.warmup_max, max(1, dc.steps // 10))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, dc.steps, warm))
     scaler = grad_scaler(device, cfg.train)
     rng = np.random.default_rng(int(cfg.seed) + 5)
     run: dict[str, Any] = {
@@ -351,11 +352,9 @@ def _after_validation(student: torch.nn.Module, loss_fn: Any, val: dict[str, Any
     state = run["state"]
     vl, va = _validate(student, loss_fn, val, device)
     state["history"].append({"step": state["step"], "val_loss": vl, "val_agreement": va, "train_loss": float(np.mean(train_losses[-val_every:]))})
-    if vl < state["best"] - 1e-6:
-        state.update(best=vl, best_agree=va, best_step=state["step"], bad=0)
+    if note_validation(state, vl, higher_is_better=False, min_delta=1e-6):
+        state["best_agree"] = va
         run["best_state"] = clone_state(student)
-    else:
-        state["bad"] += 1
     _checkpoint(student, run)
 
 
@@ -387,7 +386,7 @@ def _train_loop(cfg: Any, student: torch.nn.Module, loss_fn: Any, pool: dict[str
             s = student(x)
         loss = loss_fn(s.float(), targets[idx], pool["spk_t"][idx].to(device))
         run["opt"].zero_grad()
-        backward_step(loss, run["opt"], student.parameters(), run["scaler"])
+        backward_step(loss, run["opt"], student.parameters(), run["scaler"], clip=float(dc.grad_clip))
         run["sched"].step()
         state["step"] += 1
         train_losses.append(float(loss.detach()))

@@ -353,8 +353,9 @@ def complexity_points(board: pd.DataFrame) -> pd.DataFrame:
     sub = board[board["condition"] == "all"].dropna(subset=["total_macs_per_s"])
     sub = sub[sub["role"].isin(["system", "baseline", "backbone"])] if "role" in sub else sub
     cols = ["d_si_sdr_mean", "d_si_sdr_ci_lo", "d_si_sdr_ci_hi"]
-    anchor = (sub["role"] == "baseline") if "role" in sub else (sub["system"] == "static")
-    anchor = anchor & sub["d_si_sdr_mean"].isna()
+    anchor = sub["d_si_sdr_mean"].isna()  # the baseline: no gain against itself
+    if "role" in sub:
+        anchor = anchor & (sub["role"] == "baseline")
     pts = sub[[*_keys(sub), *cols, "total_macs_per_s"]].assign(anchor=anchor.to_numpy())
     pts.loc[pts["anchor"], cols] = 0.0
     pts = pts.dropna(subset=["d_si_sdr_mean"])

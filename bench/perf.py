@@ -324,21 +324,14 @@ def refiner(stream: np.ndarray, device: str, repeats: int) -> dict[str, Any]:
     """Backbone alone vs + window student, + streaming student, + teacher oracle (batch 1)."""
     import torch
 
-    from bench.config import RefineConfig
     from bench.metrics.complexity import macs_per_second
-    from bench.refine import EMARefiner, OracleRefiner, StaticRefiner, block_samples, time_streaming
+    from bench.refine import block_samples, cost_variants, time_streaming
 
     model, student, teacher = _refiner_models(device)
     emb = torch.zeros(1, teacher.dim, device=device)
     pse_macs = macs_per_second(model, lambda n: (torch.zeros(1, n, device=device), emb))
     block = block_samples(BLOCK_S, model.hop)
-    variants = {
-        "backbone alone (static)": StaticRefiner(),
-        "+ student, window": EMARefiner(RefineConfig(name="ema", alpha=0.1, context_s=CONTEXT_S), student),
-        "+ student, streaming": EMARefiner(RefineConfig(name="ema", alpha=0.1, student_mode="streaming"), student),
-        "+ teacher oracle, window": OracleRefiner(RefineConfig(name="oracle", alpha=0.1, context_s=CONTEXT_S),
-                                                  None, teacher),
-    }
+    variants = cost_variants(student, teacher, alpha=0.1, context_s=CONTEXT_S)
     x = torch.from_numpy(stream[None]).to(device)
     e0 = torch.nn.functional.normalize(torch.randn(1, teacher.dim), dim=-1).to(device)
     batch = torch.cat([x] * 16)

@@ -21,8 +21,14 @@ import numpy as np
 import pandas as pd
 
 from bench.audio import SR
-from bench.cache import Cache, atomic_path, config_hash
-from bench.config import COMPETING_CONDITIONS, STREAM_CONDITIONS, ExperimentConfig
+from bench.cache import Cache, atomic_path, config_hash, key_slice
+from bench.config import (
+    COMPETING_CONDITIONS,
+    DISTILL_ADDED_FIELDS,
+    STREAM_CONDITIONS,
+    TEACHER_ADDED_FIELDS,
+    ExperimentConfig,
+)
 from bench.refine import make_refiner, system_name, updates_embedding, uses_student
 from bench.runtime import key_extras
 
@@ -61,7 +67,7 @@ def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
         "test_corpus": cfg.test_corpus if cfg.test_corpus.name else "",
         "mix": cfg.mix,
         "eval": {k: v for k, v in vars(cfg.eval).items() if k not in ("workers",)},
-        "teacher": cfg.teacher,
+        "teacher": key_slice(cfg.teacher, TEACHER_ADDED_FIELDS),
         "pse": training_slice(cfg.pse),
         "pse_source": [cfg.pse.source, cfg.pse.path],
     }
@@ -69,7 +75,7 @@ def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
         s["refine"] = _refine_slice(cfg) if updates_embedding(cfg) else {"name": cfg.refine.name}
     if uses_student(cfg):
         s["student"] = cfg.student
-        s["distill"] = cfg.distill
+        s["distill"] = key_slice(cfg.distill, DISTILL_ADDED_FIELDS)
         s["seed"] = cfg.seed
     return s
 

@@ -1,19 +1,48 @@
 """Pieces shared by the suite's training loops: backbone (:mod:`bench.pse.train`), student
 (:mod:`bench.distill`) and in-suite teacher (:mod:`bench.teachers._train`) training.
 
-Each loop keeps its own schedule and data (what they compute is part of the cached results);
-what they share is mechanics that computes nothing: copies of the best weights, atomic
-checkpoint writes, RNG state capture/restore and the progress bar. The optimiser step itself
-(backward, gradient clipping, AMP scaler) is :func:`bench.runtime.backward_step`.
+Each loop keeps its own data and objective; they share the learning-rate schedule
+(:func:`warmup_cosine`), the validation bookkeeping (best score, best weights, early stopping:
+:func:`note_validation`), copies of the best weights, atomic checkpoint writes, RNG state
+capture/restore and the progress bar. The optimiser step itself (backward, gradient clipping at
+``train.grad_clip``, AMP scaler) is :func:`bench.runtime.backward_step`.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+FINAL_LR_FRAC = 0.05  # every cosine schedule of the suite ends at this fraction of its peak
+
+
+def warmup_cosine(step: int, total: int, warmup: int, peak: float = 1.0, final_frac: float = FINAL_LR_FRAC) -> float:
+    """Learning rate (or, with ``peak=1``, the multiplier of a base rate) at optimiser step ``step``
+    (0-based): linear warm-up from ``peak / warmup`` to ``peak`` over ``warmup`` steps, then cosine
+    decay to ``final_frac * peak`` at ``total`` (held there after it). A pure function of the step,
+    so a resumed run follows the same schedule."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    span = max(1, total - warmup)
+    # pi * k / span in this order: the student schedule's arithmetic before the loops shared it,
+    # so cached students stay reproducible bit for bit (the backbone's differed in the last bit)
+    return peak * (final_frac + (1.0 - final_frac) * 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, span) / span)))
+
+
+def note_validation(state: dict[str, Any], score: float, higher_is_better: bool, min_delta: float = 0.0) -> bool:
+    """Record a validation ``score`` in the loop ``state`` (keys ``best``, ``best_step``, ``bad``,
+    ``step``): True when it beats ``best`` by more than ``min_delta`` (the caller then keeps a copy
+    of the weights), else one more ``bad`` validation toward the loop's patience."""
+    better = score > state["best"] + min_delta if higher_is_better else score < state["best"] - min_delta
+    if better:
+        state.update(best=score, best_step=state["step"], bad=0)
+    else:
+        state["bad"] += 1
+    return better
 
 
 def clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ from bench.config import ExperimentConfig, PSEConfig
 from bench.pse import compensate_latency
 from bench.pse import train as pse_train
 from bench.pse.pdfnet2 import PDFNet2, estimate_macs_per_second, make_pdfnet2
+from bench.trainloop import FINAL_LR_FRAC
 
 D = 8
 HOP = 160
@@ -270,9 +271,9 @@ def test_lr_schedule():
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)  # linear warm-up
     assert all(a < b for a, b in zip(lrs[:9], lrs[1:10], strict=True))
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))  # then monotone decay
-    assert lrs[-1] > pse_train.FINAL_LR_FRAC * 1e-3 > 0
-    assert pse_train.lr_at(100, pc) == pytest.approx(pse_train.FINAL_LR_FRAC * 1e-3)
-    assert pse_train.lr_at(10_000, pc) == pytest.approx(pse_train.FINAL_LR_FRAC * 1e-3)
+    assert lrs[-1] > FINAL_LR_FRAC * 1e-3 > 0
+    assert pse_train.lr_at(100, pc) == pytest.approx(FINAL_LR_FRAC * 1e-3)
+    assert pse_train.lr_at(10_000, pc) == pytest.approx(FINAL_LR_FRAC * 1e-3)
     const = PSEConfig(lr=2e-3, lr_schedule="constant")
     assert {pse_train.lr_at(k, const) for k in (0, 5, 10_000)} == {2e-3}
 

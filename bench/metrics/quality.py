@@ -354,14 +354,13 @@ def aggregate(
     finite = values[np.isfinite(values)]
     flag = f"{metric}_failed"
     failures = int(np.asarray(df[flag]).sum()) if flag in df else int((~np.isfinite(values)).sum())
-    lo, hi = bootstrap_ci(finite, n_boot=n_boot, seed=seed, level=level)
-    return {
-        "mean": float(finite.mean()) if finite.size else float("nan"),
-        "ci_low": lo,
-        "ci_high": hi,
-        "n": int(finite.size),
-        "failures": failures,
-    }
+    return {**_mean_ci(finite, n_boot, seed, level), "failures": failures}
+
+
+def _mean_ci(x: np.ndarray, n_boot: int, seed: int, level: float) -> dict[str, Any]:
+    """``{"mean", "ci_low", "ci_high", "n"}`` of finite values ``x`` (percentile bootstrap)."""
+    lo, hi = bootstrap_ci(x, n_boot=n_boot, seed=seed, level=level)
+    return {"mean": float(x.mean()) if x.size else float("nan"), "ci_low": lo, "ci_high": hi, "n": int(x.size)}
 
 
 def paired_delta(
@@ -379,11 +378,4 @@ def paired_delta(
         raise ValueError(f"paired_delta needs aligned rows; got {x.size} and {y.size} values")
     ok = np.isfinite(x) & np.isfinite(y)
     d = x[ok] - y[ok]
-    lo, hi = bootstrap_ci(d, n_boot=n_boot, seed=seed, level=level)
-    return {
-        "mean": float(d.mean()) if d.size else float("nan"),
-        "ci_low": lo,
-        "ci_high": hi,
-        "n": int(d.size),
-        "excluded": int((~ok).sum()),
-    }
+    return {**_mean_ci(d, n_boot, seed, level), "excluded": int((~ok).sum())}

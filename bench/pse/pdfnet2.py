@@ -63,6 +63,9 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset(nb_erb=16, nb_df=32, df_order=3, conv_ch=8, hidden=32, gru_layers=1,
                    df_gru_layers=0, emb_proj=16),
     "cpu": Preset(nb_df=64, conv_ch=16, hidden=128, gru_layers=2, df_gru_layers=0, emb_proj=64),
+    # ``cpu`` with a wider GRU and the deep filter up to 4.8 kHz: 0.63 M params, 83 MMAC/s, about
+    # the same CPU training step (0.32 s vs 0.30 s, batch 16 x 1.5 s, one thread)
+    "cpu_wide": Preset(nb_df=96, conv_ch=16, hidden=160, gru_layers=2, df_gru_layers=0, emb_proj=64),
     "paper": Preset(conv_ch=48, hidden=256, gru_layers=3, df_gru_layers=1, emb_proj=128),
 }
 

@@ -10,11 +10,9 @@ shifted by the model's ``latency_samples`` (so it is compared to the time-aligne
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import logging
-import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,16 +21,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.cache import Cache, atomic_path, atomic_write_json, config_hash
-from bench.config import ExperimentConfig
+from bench.cache import Cache, atomic_path, atomic_write_json, config_hash, key_slice
+from bench.config import PSE_ADDED_FIELDS, ExperimentConfig
 from bench.pse.base import PSEModel
-from bench.trainloop import progress_bar, restore_rng, rng_state, save_checkpoint
+from bench.trainloop import (
+    clone_state,
+    note_validation,
+    progress_bar,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+    warmup_cosine,
+)
 
 log = logging.getLogger("bench")
 
 STAGE = "pse"
 DEFAULT_FFTS = (512, 256, 1024)
-FINAL_LR_FRAC = 0.05  # the cosine schedule ends at this fraction of the peak learning rate
 GAIN_DB = 10.0  # random level augmentation, +- dB
 VAL_MIN = 32  # at least this many fixed validation mixtures
 VAL_SEED_OFFSET = 7919
@@ -91,12 +96,7 @@ def lr_at(step: int, pc: Any) -> float:
     lr = float(pc.lr)
     if pc.lr_schedule == "constant":
         return lr
-    warm = int(pc.warmup_steps)
-    if step < warm:
-        return lr * (step + 1) / warm
-    span = max(1, int(pc.train_steps) - warm)
-    frac = min(1.0, (step - warm) / span)
-    return lr * (FINAL_LR_FRAC + (1.0 - FINAL_LR_FRAC) * 0.5 * (1.0 + math.cos(math.pi * frac)))
+    return warmup_cosine(step, int(pc.train_steps), int(pc.warmup_steps), peak=lr)
 
 
 def _align(enhanced: torch.Tensor, target: torch.Tensor, latency: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +127,7 @@ def training_slice(pc: Any) -> dict[str, Any]:
     """The part of ``cfg.pse`` that shapes trained weights: everything but ``source``/``path``, and
     for a non-personalized backbone nothing about the embedding either."""
     skip = _SOURCE_FIELDS + (() if pc.personalized else _EMBEDDING_FIELDS)
-    return {k: v for k, v in vars(pc).items() if k not in skip}
+    return key_slice(pc, PSE_ADDED_FIELDS, skip)
 
 
 def stage_key(cfg: ExperimentConfig, corpus: Any, teacher: Any, device: Any = "cpu") -> str:
@@ -319,7 +319,7 @@ def _train_step(model: PSEModel, opt: torch.optim.Optimizer, scaler: Any, b: dic
     for group in opt.param_groups:
         group["lr"] = lr_at(step, pc)
     opt.zero_grad(set_to_none=True)
-    backward_step(loss, opt, model.parameters(), scaler)
+    backward_step(loss, opt, model.parameters(), scaler, clip=float(cfg.pse.grad_clip))
     return loss
 
 
@@ -399,10 +399,8 @@ def _validate(model: PSEModel, opt: torch.optim.Optimizer, scaler: Any, rng: np.
     """Score the validation set, keep the best weights, write the checkpoint."""
     score = evaluate_si_sdri(model, ctx["val"], ctx["device"])
     st["history"].append({"step": st["step"], "val_si_sdri": score, "loss": float(loss.item())})
-    if score > st["best"]:
-        st.update(best=score, best_step=st["step"], bad=0, best_state=copy.deepcopy(model.state_dict()))
-    else:
-        st["bad"] += 1
+    if note_validation(st, score, higher_is_better=True):
+        st["best_state"] = clone_state(model)
     obj = {"model": model.state_dict(), "optim": opt.state_dict(), "best_state": st["best_state"],
            "step": st["step"], "best": st["best"], "best_step": st["best_step"], "bad": st["bad"],
            "history": st["history"], "wall_s": st["wall_prev"] + time.time() - ctx["t_run"],
@@ -444,7 +442,7 @@ def _train_locked(cfg: ExperimentConfig, corpus: Any, teacher: Any, cache: Cache
     sampler = _make_sampler(corpus, "train", cfg.mix, pc.seed)
     ctx = _prepare(cfg, corpus, teacher, cache, device, progress)
     st: dict[str, Any] = {"step": 0, "best": -float("inf"), "best_step": 0, "bad": 0, "history": [],
-                          "wall_prev": 0.0, "best_state": copy.deepcopy(model.state_dict())}
+                          "wall_prev": 0.0, "best_state": clone_state(model)}
     ckpt = cache.stage_dir(STAGE, key) / "ckpt.pt"
     resumed = _resume(ckpt, model, opt, scaler, rng, st, device)
 
@@ -482,7 +480,7 @@ def _finish(cfg: ExperimentConfig, model: PSEModel, teacher: Any, cache: Cache, 
     stopped_early = st["bad"] >= pc.patience and st["step"] < pc.train_steps
     if not st["history"]:  # train_steps == 0
         st["best"] = evaluate_si_sdri(model, ctx["val"], ctx["device"])
-        st["best_state"] = copy.deepcopy(model.state_dict())
+        st["best_state"] = clone_state(model)
     model.load_state_dict(st["best_state"])
     model.eval()
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)

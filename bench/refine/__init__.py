@@ -68,6 +68,7 @@ __all__ = [
     "reference_name",
     "default_system",
     "baseline_name",
+    "cost_variants",
     "refiner_class",
     "system_name",
     "updates_embedding",
@@ -146,3 +147,19 @@ def system_name(cfg: Any) -> str:
     if not cfg.pse.personalized:
         return "nonpersonalized"
     return refiner_class(cfg.refine.name).label(cfg)
+
+
+def cost_variants(student: Any, teacher: Any, alpha: float = 0.1, context_s: float = 1.5) -> dict[str, Refiner]:
+    """The refiners whose per-block cost ``python -m bench.perf`` measures, by a readable label:
+    the baseline, the default student system with its window and its streaming encoder, and the
+    teacher-oracle system (the first ``system`` refiner that uses the teacher)."""
+    from bench.config import RefineConfig
+
+    stu, tea = default_system(), next(n for n in names_with_role("system") if refiner_class(n).uses_teacher)
+    return {
+        f"backbone alone ({baseline_name()})": make_refiner(RefineConfig(name=baseline_name())),
+        "+ student, window": make_refiner(RefineConfig(name=stu, alpha=alpha, context_s=context_s), student),
+        "+ student, streaming": make_refiner(RefineConfig(name=stu, alpha=alpha, student_mode="streaming"), student),
+        "+ teacher oracle, window": make_refiner(RefineConfig(name=tea, alpha=alpha, context_s=context_s),
+                                                 None, teacher),
+    }

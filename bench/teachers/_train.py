@@ -20,9 +20,10 @@ from torch import nn
 
 from bench.audio import SR
 from bench.cache import config_hash
+from bench.config import TEACHER_ADDED_FIELDS
 from bench.metrics.speaker import crop_audio, speaker_eval, utt_ids_of
 from bench.runtime import backward_step
-from bench.trainloop import progress_bar
+from bench.trainloop import progress_bar, warmup_cosine
 
 
 class AMSoftmax(nn.Module):
@@ -40,8 +41,10 @@ class AMSoftmax(nn.Module):
 
 
 def trained_key(name: str, cfg: Any, corpus_key: str) -> str:
-    """Cache key of an in-suite trained teacher."""
-    return config_hash("teacher-trained-v1", name, cfg.train_size, cfg.train_steps, corpus_key)
+    """Cache key of an in-suite trained teacher (v2: the suite's shared warm-up + cosine schedule
+    replaced one-cycle, and the optimisation settings joined the key)."""
+    return config_hash("teacher-trained-v2", name, cfg.train_size, cfg.train_steps, corpus_key,
+                       {k: getattr(cfg, k) for k in TEACHER_ADDED_FIELDS})
 
 
 def train_speaker_encoder(
@@ -51,15 +54,18 @@ def train_speaker_encoder(
     embed_eval: Callable[[torch.Tensor], torch.Tensor],
     dim: int,
     corpus: Any,
-    steps: int,
+    cfg: Any,
     seed: int = 0,
-    crop_s: float = 2.0,
-    batch_size: int = 32,
-    lr: float = 2e-3,
+    default_lr: float = 2e-3,
     extra_params: Iterable[nn.Parameter] = (),
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train ``net`` for ``steps`` AM-softmax steps.
+    """Train ``net`` for ``cfg.train_steps`` AM-softmax steps (``cfg``: the
+    :class:`bench.config.TeacherConfig`; its ``train_lr`` 0 means ``default_lr``, the plugin's own).
+
+    AdamW at ``train_lr`` with ``train_weight_decay``, linear warm-up over a tenth of the steps and
+    cosine decay (:func:`bench.trainloop.warmup_cosine`), gradients clipped at ``train_grad_clip``,
+    batches of ``train_batch_size`` crops of ``train_crop_s`` seconds.
 
     Returns ``{steps, wall_s, train_loss, n_speakers, speakers, head_weight, val_eer}``
     (``head_weight``: the AM-softmax class weights ``[n_speakers, dim]``; pop it before
@@ -79,19 +85,21 @@ def train_speaker_encoder(
         raise ValueError(f"teacher {name!r}: source=trained needs >= 2 train speakers, found {len(speakers)}")
     head = AMSoftmax(dim, len(speakers))
     params = list(net.parameters()) + list(head.parameters()) + list(extra_params)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    steps, crop_s, lr = int(cfg.train_steps), float(cfg.train_crop_s), float(cfg.train_lr) or default_lr
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=float(cfg.train_weight_decay))
+    warm = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, steps, warm))
     n = int(crop_s * SR)
     t0 = time.time()
     losses: list[float] = []
     bar = progress_bar(progress, steps, f"train teacher {name}")
     net.train()
     for _ in range(steps):
-        labels = rng.integers(0, len(speakers), batch_size)
+        labels = rng.integers(0, len(speakers), int(cfg.train_batch_size))
         wav = _crop_batch(corpus, speakers, utts, labels, n, rng)
         loss = head(embed_train(wav), torch.as_tensor(labels))
         opt.zero_grad()
-        backward_step(loss, opt, params, None)
+        backward_step(loss, opt, params, None, clip=float(cfg.train_grad_clip))
         sched.step()
         losses.append(float(loss.detach()))
         if bar is not None:

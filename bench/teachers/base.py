@@ -28,11 +28,12 @@ class TeacherLoadError(RuntimeError):
     """A teacher's weights could not be found or loaded; the message says where it looked."""
 
 
-def by_source(name: str, cfg: Any, makers: dict[str, Any]) -> Any:
-    """The teacher ``makers[cfg.source]()`` builds; an unknown ``teacher.source`` names the choices."""
+def by_source(name: str, cfg: Any, device: Any, **makers: Any) -> Any:
+    """The teacher ``makers[cfg.source]()`` builds, on ``device``; an unknown ``teacher.source``
+    names the choices (the keyword names: ``pretrained``, ``local``, ``trained``)."""
     if cfg.source not in makers:
         raise TeacherLoadError(f"teacher {name!r}: unknown source {cfg.source!r}; choices: {', '.join(makers)}")
-    return makers[cfg.source]()
+    return makers[cfg.source]().to(device)
 
 
 def check_trainable(name: str, cfg: Any, corpus: Any, presets: Any = None) -> None:

@@ -21,16 +21,7 @@ import torch
 
 from bench.cache import atomic_path, atomic_write_text, config_hash, file_hash
 from bench.registry import register
-from bench.teachers import _train
-from bench.teachers.base import (
-    Teacher,
-    TeacherLoadError,
-    by_source,
-    check_local_path,
-    check_trainable,
-    resolve_hf_snapshot,
-    trained_origin,
-)
+from bench.teachers import _train, base
 
 DEFAULT_HUB_ID = "speechbrain/spkrec-ecapa-voxceleb"
 
@@ -116,7 +107,7 @@ def save_speechbrain_dir(directory: str | Path, arch: dict[str, Any], modules: d
     return d
 
 
-class ECAPATeacher(Teacher):
+class ECAPATeacher(base.Teacher):
     def __init__(self, classifier: Any, dim: int, source: str, weights_hash: str, origin: str) -> None:
         super().__init__("ecapa", dim, source, weights_hash, origin)
         self.classifier = classifier
@@ -129,10 +120,10 @@ class ECAPATeacher(Teacher):
 
 def load_local(path: str | Path, cache: Any, source: str = "local", origin: str | None = None, device: Any = "cpu") -> ECAPATeacher:
     """Load a speechbrain ECAPA model directory through ``EncoderClassifier.from_hparams``."""
-    d = check_local_path("ecapa", str(path), "a speechbrain model directory with hyperparams.yaml")
+    d = base.check_local_path("ecapa", str(path), "a speechbrain model directory with hyperparams.yaml")
     yaml_path = d / "hyperparams.yaml"
     if not yaml_path.is_file():
-        raise TeacherLoadError(f"teacher 'ecapa': {d} has no hyperparams.yaml (a speechbrain model directory is expected)")
+        raise base.TeacherLoadError(f"teacher 'ecapa': {d} has no hyperparams.yaml (a speechbrain model directory is expected)")
     from speechbrain.inference.speaker import EncoderClassifier
 
     text = yaml_path.read_text()
@@ -143,7 +134,7 @@ def load_local(path: str | Path, cache: Any, source: str = "local", origin: str 
             source=str(d), savedir=str(savedir), overrides=overrides, run_opts={"device": str(device)}
         )
     except Exception as exc:
-        raise TeacherLoadError(f"teacher 'ecapa': speechbrain could not load {d}: {exc}") from exc
+        raise base.TeacherLoadError(f"teacher 'ecapa': speechbrain could not load {d}: {exc}") from exc
     ckpt = d / "embedding_model.ckpt"
     h = config_hash(file_hash(yaml_path), file_hash(ckpt) if ckpt.exists() else file_hash(d))
     dim = int(clf.encode_batch(torch.zeros(1, 16000, device=str(device))).shape[-1])
@@ -152,28 +143,27 @@ def load_local(path: str | Path, cache: Any, source: str = "local", origin: str 
 
 @register("teacher", "ecapa")
 def make_ecapa(cfg, cache, corpus, device="cpu") -> ECAPATeacher:
-    return by_source("ecapa", cfg, {
-        "pretrained": lambda: _from_hub(cfg.hub_id or DEFAULT_HUB_ID, cache, device),
-        "local": lambda: load_local(cfg.path, cache, device=device),
-        "trained": lambda: _trained(cfg, cache, corpus, device),
-    }).to(device)
+    return base.by_source(
+        "ecapa", cfg, device, pretrained=lambda: _from_hub(cfg.hub_id or DEFAULT_HUB_ID, cache, device),
+        local=lambda: load_local(cfg.path, cache, device=device),
+        trained=lambda: _trained(cfg, cache, corpus, device))
 
 
 def _from_hub(hub_id: str, cache, device) -> ECAPATeacher:
-    d = resolve_hf_snapshot(hub_id, "ecapa")
+    d = base.resolve_hf_snapshot(hub_id, "ecapa")
     t = load_local(d, cache, "pretrained", device=device)
     t.weights_origin = f"hub: {hub_id} ({d}, sha256 {t.weights_hash})"
     return t
 
 
 def _trained(cfg, cache, corpus, device) -> ECAPATeacher:
-    check_trainable("ecapa", cfg, corpus)
+    base.check_trainable("ecapa", cfg, corpus)
     key = _train.trained_key("ecapa", cfg, corpus.key)
     d = cache.stage_dir("teacher", key)
     model_dir = d / "speechbrain"
     if not cache.is_done("teacher", key):
         if cfg.train_size not in PRESETS:
-            raise TeacherLoadError(f"teacher 'ecapa': train_size={cfg.train_size!r}; choices: {', '.join(PRESETS)}")
+            raise base.TeacherLoadError(f"teacher 'ecapa': train_size={cfg.train_size!r}; choices: {', '.join(PRESETS)}")
         arch = PRESETS[cfg.train_size]
         mods = build_modules(arch, 2)
 
@@ -191,7 +181,7 @@ def _trained(cfg, cache, corpus, device) -> ECAPATeacher:
                 return embed_train(wav)
 
         info = _train.train_speaker_encoder(
-            "ecapa", mods["embedding_model"], embed_train, embed_eval, arch["lin_neurons"], corpus, cfg.train_steps
+            "ecapa", mods["embedding_model"], embed_train, embed_eval, arch["lin_neurons"], corpus, cfg
         )
         from speechbrain.lobes.models.ECAPA_TDNN import Classifier
 
@@ -201,6 +191,6 @@ def _trained(cfg, cache, corpus, device) -> ECAPATeacher:
         cache.mark_done("teacher", key, info)
     info = cache.read_meta("teacher", key)
     t = load_local(model_dir, cache, "trained", device=device)
-    t.weights_origin = trained_origin("ecapa", cfg, corpus.key, info) + f" ({model_dir}, sha256 {t.weights_hash})"
+    t.weights_origin = base.trained_origin("ecapa", cfg, corpus.key, info) + f" ({model_dir}, sha256 {t.weights_hash})"
     t.info.update(info)
     return t

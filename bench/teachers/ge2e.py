@@ -136,11 +136,10 @@ def load_local(path: str | Path, source: str = "local", origin: str | None = Non
 
 @register("teacher", "ge2e")
 def make_ge2e(cfg, cache, corpus, device="cpu") -> GE2ETeacher:
-    return by_source("ge2e", cfg, {
-        "pretrained": lambda: _packaged(cfg),
-        "local": lambda: load_local(cfg.path),
-        "trained": lambda: _trained(cfg, cache, corpus),
-    }).to(device)
+    return by_source(
+        "ge2e", cfg, device, pretrained=lambda: _packaged(cfg),
+        local=lambda: load_local(cfg.path),
+        trained=lambda: _trained(cfg, cache, corpus))
 
 
 def _packaged(cfg) -> GE2ETeacher:
@@ -173,7 +172,7 @@ def _trained(cfg, cache, corpus) -> GE2ETeacher:
         for p in net.parameters():
             p.requires_grad_(True)
         info = _train.train_speaker_encoder(
-            "ge2e", net, net._forward_train, net.embed, 256, corpus, cfg.train_steps, seed=0
+            "ge2e", net, net._forward_train, net.embed, 256, corpus, cfg, seed=0
         )
         info.pop("head_weight")
         out = {k: v for k, v in net.state_dict().items() if k.startswith(("lstm.", "linear."))}

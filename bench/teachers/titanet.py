@@ -20,18 +20,7 @@ import torch
 
 from bench.cache import file_hash
 from bench.registry import register
-from bench.teachers import _train
-from bench.teachers.base import (
-    Teacher,
-    TeacherLoadError,
-    by_source,
-    check_local_path,
-    check_trainable,
-    is_offline,
-    offline_message,
-    resolve_hf_snapshot,
-    trained_origin,
-)
+from bench.teachers import _train, base
 
 DEFAULT_HUB_ID = "titanet_large"
 
@@ -84,7 +73,7 @@ def build_model(cfg_dict: dict[str, Any]) -> Any:
     return EncDecSpeakerLabelModel(cfg=OmegaConf.create(cfg_dict))
 
 
-class TitaNetTeacher(Teacher):
+class TitaNetTeacher(base.Teacher):
     def __init__(self, model: Any, dim: int, source: str, weights_hash: str, origin: str) -> None:
         super().__init__("titanet", dim, source, weights_hash, origin)
         self.model = model
@@ -103,18 +92,18 @@ def _emb_dim(model: Any) -> int:
 
 def load_local(path: str | Path, source: str = "local", origin: str | None = None, device: Any = "cpu") -> TitaNetTeacher:
     """Restore a ``.nemo`` speaker model with ``EncDecSpeakerLabelModel.restore_from``."""
-    p = check_local_path("titanet", str(path), "a NeMo .nemo file")
+    p = base.check_local_path("titanet", str(path), "a NeMo .nemo file")
     if p.is_dir():
         files = sorted(p.glob("*.nemo"))
         if not files:
-            raise TeacherLoadError(f"teacher 'titanet': no .nemo file in {p}")
+            raise base.TeacherLoadError(f"teacher 'titanet': no .nemo file in {p}")
         p = files[0]
     from nemo.collections.asr.models import EncDecSpeakerLabelModel
 
     try:
         model = EncDecSpeakerLabelModel.restore_from(str(p), map_location=torch.device(str(device)))
     except Exception as exc:
-        raise TeacherLoadError(f"teacher 'titanet': NeMo could not restore {p}: {exc}") from exc
+        raise base.TeacherLoadError(f"teacher 'titanet': NeMo could not restore {p}: {exc}") from exc
     model.eval()
     h = file_hash(p)
     return TitaNetTeacher(model, _emb_dim(model), source, h, origin or f"local: {p} (sha256 {h})")
@@ -126,7 +115,7 @@ def nemo_cache_dir() -> Path:
 
 def _pretrained(hub_id: str, device: Any) -> TitaNetTeacher:
     if "/" in hub_id:  # Hugging Face repo holding a .nemo file
-        d = resolve_hf_snapshot(hub_id, "titanet", allow_patterns=["*.nemo"])
+        d = base.resolve_hf_snapshot(hub_id, "titanet", allow_patterns=["*.nemo"])
         t = load_local(d, "pretrained", device=device)
         t.weights_origin = f"hub: {hub_id} ({d}, sha256 {t.weights_hash})"
         return t
@@ -136,21 +125,21 @@ def _pretrained(hub_id: str, device: Any) -> TitaNetTeacher:
         t = load_local(hits[-1], "pretrained", device=device)
         t.weights_origin = f"hub: {hub_id} (NeMo cache {hits[-1]}, sha256 {t.weights_hash})"
         return t
-    if is_offline():
-        raise TeacherLoadError(offline_message("titanet", hub_id, cache))
+    if base.is_offline():
+        raise base.TeacherLoadError(base.offline_message("titanet", hub_id, cache))
     from nemo.collections.asr.models import EncDecSpeakerLabelModel
 
     try:
         EncDecSpeakerLabelModel.from_pretrained(hub_id, map_location="cpu")
     except Exception as exc:
-        raise TeacherLoadError(offline_message("titanet", hub_id, cache) + f" (download failed: {exc})") from exc
+        raise base.TeacherLoadError(base.offline_message("titanet", hub_id, cache) + f" (download failed: {exc})") from exc
     return _pretrained_cached_or_fail(hub_id, cache, device)
 
 
 def _pretrained_cached_or_fail(hub_id: str, cache: Path, device: Any) -> TitaNetTeacher:
     hits = sorted(cache.rglob(f"{hub_id}.nemo"))
     if not hits:
-        raise TeacherLoadError(f"teacher 'titanet': {hub_id} downloaded but no {hub_id}.nemo under {cache}")
+        raise base.TeacherLoadError(f"teacher 'titanet': {hub_id} downloaded but no {hub_id}.nemo under {cache}")
     t = load_local(hits[-1], "pretrained", device=device)
     t.weights_origin = f"hub: {hub_id} (NeMo cache {hits[-1]}, sha256 {t.weights_hash})"
     return t
@@ -158,15 +147,14 @@ def _pretrained_cached_or_fail(hub_id: str, cache: Path, device: Any) -> TitaNet
 
 @register("teacher", "titanet")
 def make_titanet(cfg, cache, corpus, device="cpu") -> TitaNetTeacher:
-    return by_source("titanet", cfg, {
-        "pretrained": lambda: _pretrained(cfg.hub_id or DEFAULT_HUB_ID, device),
-        "local": lambda: load_local(cfg.path, device=device),
-        "trained": lambda: _trained(cfg, cache, corpus, device),
-    }).to(device)
+    return base.by_source(
+        "titanet", cfg, device, pretrained=lambda: _pretrained(cfg.hub_id or DEFAULT_HUB_ID, device),
+        local=lambda: load_local(cfg.path, device=device),
+        trained=lambda: _trained(cfg, cache, corpus, device))
 
 
 def _trained(cfg, cache, corpus, device) -> TitaNetTeacher:
-    check_trainable("titanet", cfg, corpus, PRESETS)
+    base.check_trainable("titanet", cfg, corpus, PRESETS)
     key = _train.trained_key("titanet", cfg, corpus.key)
     d = cache.stage_dir("teacher", key)
     path = d / "titanet.nemo"
@@ -183,7 +171,7 @@ def _trained(cfg, cache, corpus, device) -> TitaNetTeacher:
             with torch.no_grad():
                 return embed_train(wav)
 
-        info = _train.train_speaker_encoder("titanet", model, embed_train, embed_eval, _emb_dim(model), corpus, cfg.train_steps)
+        info = _train.train_speaker_encoder("titanet", model, embed_train, embed_eval, _emb_dim(model), corpus, cfg)
         info.pop("head_weight")
         tmp = d / ".titanet.tmp.nemo"
         model.save_to(str(tmp))
@@ -191,6 +179,6 @@ def _trained(cfg, cache, corpus, device) -> TitaNetTeacher:
         cache.mark_done("teacher", key, info)
     info = cache.read_meta("teacher", key)
     t = load_local(path, "trained", device=device)
-    t.weights_origin = trained_origin("titanet", cfg, corpus.key, info) + f" ({path}, sha256 {t.weights_hash})"
+    t.weights_origin = base.trained_origin("titanet", cfg, corpus.key, info) + f" ({path}, sha256 {t.weights_hash})"
     t.info.update(info)
     return t

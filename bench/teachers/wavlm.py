@@ -22,16 +22,7 @@ import torch
 
 from bench.cache import config_hash, file_hash
 from bench.registry import register
-from bench.teachers import _train
-from bench.teachers.base import (
-    Teacher,
-    TeacherLoadError,
-    by_source,
-    check_local_path,
-    check_trainable,
-    resolve_hf_snapshot,
-    trained_origin,
-)
+from bench.teachers import _train, base
 
 DEFAULT_HUB_ID = "microsoft/wavlm-base-plus-sv"
 
@@ -69,7 +60,7 @@ def save_transformers_dir(model: Any, directory: str | Path) -> Path:
     return d
 
 
-class WavLMTeacher(Teacher):
+class WavLMTeacher(base.Teacher):
     def __init__(self, model: Any, normalize: bool, source: str, weights_hash: str, origin: str) -> None:
         super().__init__("wavlm", int(model.config.xvector_output_dim), source, weights_hash, origin)
         self.model = model
@@ -83,13 +74,13 @@ class WavLMTeacher(Teacher):
 
 def load_local(path: str | Path, source: str = "local", origin: str | None = None, device: Any = "cpu") -> WavLMTeacher:
     """``WavLMForXVector.from_pretrained(path, local_files_only=True)``."""
-    d = check_local_path("wavlm", str(path), "a transformers save_pretrained directory")
+    d = base.check_local_path("wavlm", str(path), "a transformers save_pretrained directory")
     from transformers import WavLMForXVector
 
     try:
         model = WavLMForXVector.from_pretrained(str(d), local_files_only=True)
     except Exception as exc:
-        raise TeacherLoadError(f"teacher 'wavlm': transformers could not load {d}: {exc}") from exc
+        raise base.TeacherLoadError(f"teacher 'wavlm': transformers could not load {d}: {exc}") from exc
     model.eval()
     normalize = True
     pre = d / "preprocessor_config.json"
@@ -102,22 +93,21 @@ def load_local(path: str | Path, source: str = "local", origin: str | None = Non
 
 @register("teacher", "wavlm")
 def make_wavlm(cfg, cache, corpus, device="cpu") -> WavLMTeacher:
-    return by_source("wavlm", cfg, {
-        "pretrained": lambda: _from_hub(cfg.hub_id or DEFAULT_HUB_ID, device),
-        "local": lambda: load_local(cfg.path, device=device),
-        "trained": lambda: _trained(cfg, cache, corpus, device),
-    }).to(device)
+    return base.by_source(
+        "wavlm", cfg, device, pretrained=lambda: _from_hub(cfg.hub_id or DEFAULT_HUB_ID, device),
+        local=lambda: load_local(cfg.path, device=device),
+        trained=lambda: _trained(cfg, cache, corpus, device))
 
 
 def _from_hub(hub_id: str, device) -> WavLMTeacher:
-    d = resolve_hf_snapshot(hub_id, "wavlm")
+    d = base.resolve_hf_snapshot(hub_id, "wavlm")
     t = load_local(d, "pretrained", device=device)
     t.weights_origin = f"hub: {hub_id} ({d}, sha256 {t.weights_hash})"
     return t
 
 
 def _trained(cfg, cache, corpus, device) -> WavLMTeacher:
-    check_trainable("wavlm", cfg, corpus, PRESETS)
+    base.check_trainable("wavlm", cfg, corpus, PRESETS)
     key = _train.trained_key("wavlm", cfg, corpus.key)
     d = cache.stage_dir("teacher", key)
     model_dir = d / "transformers"
@@ -137,12 +127,12 @@ def _trained(cfg, cache, corpus, device) -> WavLMTeacher:
             with torch.no_grad():
                 return embed_train(wav)
 
-        info = _train.train_speaker_encoder("wavlm", model, embed_train, embed_eval, model.config.xvector_output_dim, corpus, cfg.train_steps, lr=1e-3)
+        info = _train.train_speaker_encoder("wavlm", model, embed_train, embed_eval, model.config.xvector_output_dim, corpus, cfg, default_lr=1e-3)
         info.pop("head_weight")
         save_transformers_dir(model, model_dir)
         cache.mark_done("teacher", key, info)
     info = cache.read_meta("teacher", key)
     t = load_local(model_dir, "trained", device=device)
-    t.weights_origin = trained_origin("wavlm", cfg, corpus.key, info) + f" ({model_dir}, sha256 {t.weights_hash})"
+    t.weights_origin = base.trained_origin("wavlm", cfg, corpus.key, info) + f" ({model_dir}, sha256 {t.weights_hash})"
     t.info.update(info)
     return t

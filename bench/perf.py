@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.audio import SR
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "ablations" / "smoke.yaml"
 BLOCK_S = 0.5
@@ -172,7 +174,7 @@ def _measure_cell(p, cfg) -> dict[str, Any]:
         for k in names:
             delattr(p, k)
     parts = _replay(p, cfg, model, student, teacher, rec)
-    audio = sum(len(m.mixture) for c in cfg.eval.conditions for m in p.eval_set(cfg, c)) / 16000
+    audio = sum(len(m.mixture) for c in cfg.eval.conditions for m in p.eval_set(cfg, c)) / SR
     inside = {f"{k} (all calls)": r.seconds for k, r in rec.items()}
     inside.update({f"Pipeline.{k}": r.seconds for k, r in spans.items()})
     return {"cell": refine.system_name(cfg), "audio_s": audio, "harness_s": total, "parts": parts,
@@ -226,7 +228,7 @@ def _clips(cache: Path | None, seconds: float = 4.0, n: int = 8) -> tuple[list, 
     if clips:
         return clips, "smoke-grid test mixtures (mixture as the estimate)"
     rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * 16000)) / 16000
+    t = np.arange(int(seconds * SR)) / SR
     for _ in range(n):
         f0 = rng.uniform(100, 220)
         speech = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 8))
@@ -243,7 +245,7 @@ def _fit(x: np.ndarray, n: int) -> np.ndarray:
 def metric_items(cache: Path | None, n: int, seconds: float) -> tuple[list, str]:
     """``n`` (estimate, reference, mixture) items of ``seconds`` each (clips cut or tiled)."""
     clips, source = _clips(cache, seconds, n)
-    need = int(seconds * 16000)
+    need = int(seconds * SR)
     items = []
     for i in range(n):
         mix, ref = clips[i % len(clips)]
@@ -266,9 +268,9 @@ def metrics(items: list, repeats: int) -> dict[str, Any]:
     def torchmetrics_serial() -> None:
         for est, ref, _ in items:
             p, r = torch.from_numpy(est), torch.from_numpy(ref)
-            tm_pesq(p, r, 16000, "wb")
-            tm_stoi(p, r, 16000, extended=False)
-            tm_stoi(p, r, 16000, extended=True)
+            tm_pesq(p, r, SR, "wb")
+            tm_stoi(p, r, SR, extended=False)
+            tm_stoi(p, r, SR, extended=True)
 
     runs = {"suite_1proc": lambda: evaluate_utterances(items, workers=1),
             "suite_2proc": lambda: evaluate_utterances(items, workers=2), "torchmetrics_serial": torchmetrics_serial}
@@ -279,7 +281,7 @@ def metrics(items: list, repeats: int) -> dict[str, Any]:
         for k, fn in runs.items():
             t = _cpu_clock(fn)
             best[k] = min(best.get(k, t), t)
-    out: dict[str, Any] = {"n": len(items), "seconds_each": len(items[0][0]) / 16000}
+    out: dict[str, Any] = {"n": len(items), "seconds_each": len(items[0][0]) / SR}
     for k, (wall, own, children) in best.items():
         out[f"{k}_s"], out[f"{k}_cpu_s"], out[f"{k}_worker_cpu_s"] = wall, own, children
     out["speedup_2_vs_1"] = out["suite_1proc_s"] / out["suite_2proc_s"]
@@ -324,12 +326,11 @@ def refiner(stream: np.ndarray, device: str, repeats: int) -> dict[str, Any]:
     """Backbone alone vs + window student, + streaming student, + teacher oracle (batch 1)."""
     import torch
 
-    from bench.metrics.complexity import macs_per_second
+    from bench.metrics.complexity import backbone_macs_per_second
     from bench.refine import block_samples, cost_variants, time_streaming
 
     model, student, teacher = _refiner_models(device)
-    emb = torch.zeros(1, teacher.dim, device=device)
-    pse_macs = macs_per_second(model, lambda n: (torch.zeros(1, n, device=device), emb))
+    pse_macs = backbone_macs_per_second(model)
     block = block_samples(BLOCK_S, model.hop)
     variants = cost_variants(student, teacher, alpha=0.1, context_s=CONTEXT_S)
     x = torch.from_numpy(stream[None]).to(device)
@@ -346,12 +347,12 @@ def refiner(stream: np.ndarray, device: str, repeats: int) -> dict[str, Any]:
     for name, r in variants.items():
         extra = r.count_extra_macs(block) if r.updates_embedding else 0.0
         rows[name] = {"extra_macs_per_s": extra, **best[name].as_dict(), "x_realtime_1": 1.0 / best[name].rtf,
-                      "x_realtime_16": 16 * batch.shape[1] / 16000 / wall16[name]}
+                      "x_realtime_16": 16 * batch.shape[1] / SR / wall16[name]}
     base = rows["backbone alone (static)"]
     for row in rows.values():
         row["extra_macs_frac"] = row["extra_macs_per_s"] / pse_macs
         row["extra_wall_frac"] = row["wall_s"] / base["wall_s"] - 1.0
-    return {"pse_macs_per_s": pse_macs, "stream_s": len(stream) / 16000, "block_s": block / 16000,
+    return {"pse_macs_per_s": pse_macs, "stream_s": len(stream) / SR, "block_s": block / SR,
             "rows": rows}
 
 
@@ -364,7 +365,7 @@ def _stream_batch(model, batch, e0, r) -> None:
 def refiner_stream(cache: Path | None, seconds: float) -> np.ndarray:
     """A test stream of ``seconds``: the smoke grid's test mixtures back to back (or synthetic)."""
     clips, _ = _clips(cache, seconds, 1)
-    return _fit(np.concatenate([m for m, _ in clips]), int(seconds * 16000))
+    return _fit(np.concatenate([m for m, _ in clips]), int(seconds * SR))
 
 
 # --------------------------------------------------------------------------- report

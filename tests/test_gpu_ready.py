@@ -198,9 +198,9 @@ def test_quality_pool_uses_spawn_when_cuda_live(monkeypatch):
     assert seen == ["spawn"] and len(df) == 2
 
 
-def test_estimate_macs_builds_inputs_on_the_model_device(monkeypatch):
-    """The MAC estimate of bench.pse feeds the model tensors on the model's own device."""
-    from bench.pse.pdfnet2 import estimate_macs_per_second
+def test_backbone_macs_builds_inputs_on_the_model_device(monkeypatch):
+    """The backbone MAC count (bench.pse, bench.perf) feeds the model tensors on its own device."""
+    from bench.metrics.complexity import backbone_macs_per_second
 
     model = tp._tiny()
     seen = []
@@ -211,7 +211,7 @@ def test_estimate_macs_builds_inputs_on_the_model_device(monkeypatch):
         return orig(self, x, e)
 
     monkeypatch.setattr(type(model), "forward", spy)
-    assert estimate_macs_per_second(model) > 0
+    assert backbone_macs_per_second(model) > 0
     dev = next(model.parameters()).device
     assert seen and seen[0] == (dev, dev)
 

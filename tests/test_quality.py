@@ -95,7 +95,6 @@ def test_pesq_forced_library_failure(monkeypatch):
     assert math.isnan(q.pesq_wb(ref, ref))
     df = q.evaluate_utterances([(ref, ref, ref)], workers=1)
     assert math.isnan(df.loc[0, "pesq"]) and bool(df.loc[0, "pesq_failed"])
-    assert q.aggregate(df, "pesq")["failures"] == 1
     assert not bool(df.loc[0, "stoi_failed"])
 
     monkeypatch.setattr(pesq, "pesq", lambda *a, **k: -0.5)  # negative MOS -> failed
@@ -136,8 +135,7 @@ def test_evaluate_utterances_keeps_rows_order_and_counts_failures():
     for m in q.METRICS:
         assert df[f"{m}_failed"].tolist() == [False, False, True, False, False], m
     assert df["pesq"].iloc[[0, 1, 3, 4]].notna().all()
-    agg = q.aggregate(df, "pesq", n_boot=200)
-    assert agg["n"] == 4 and agg["failures"] == 1
+    assert int(df["pesq"].notna().sum()) == 4 and int(df["pesq_failed"].sum()) == 1
     serial = q.evaluate_utterances(items, workers=1)
     np.testing.assert_allclose(
         serial[list(q.METRICS)].to_numpy(), df[list(q.METRICS)].to_numpy(), equal_nan=True
@@ -168,33 +166,3 @@ def test_worker_crash_does_not_crash_run(monkeypatch):
     assert len(df) == 3
     assert df["pesq_failed"].tolist() == [False, True, False]
     assert df["pesq"].iloc[[0, 2]].notna().all()
-
-
-# --------------------------------------------------------------------------- statistics
-def test_aggregate_bootstrap_ci_contains_mean_and_is_seeded():
-    import pandas as pd
-
-    rng = np.random.default_rng(0)
-    vals = rng.normal(2.0, 1.0, 60)
-    vals[[3, 10]] = np.nan
-    df = pd.DataFrame({"si_sdr": vals, "si_sdr_failed": np.isnan(vals)})
-    a = q.aggregate(df, "si_sdr", n_boot=500, seed=1)
-    assert a["ci_low"] < a["mean"] < a["ci_high"]
-    assert a["mean"] == pytest.approx(np.nanmean(vals))
-    assert a["n"] == 58 and a["failures"] == 2
-    assert q.aggregate(df, "si_sdr", n_boot=500, seed=1) == a
-    assert q.aggregate(df, "si_sdr", n_boot=500, seed=2)["ci_low"] != a["ci_low"]
-    none = q.aggregate(pd.DataFrame({"x": [np.nan, np.nan]}), "x")
-    assert math.isnan(none["mean"]) and none["n"] == 0 and none["failures"] == 2
-
-
-def test_paired_delta():
-    a = np.array([1.0, 2.0, np.nan, 4.0, 5.0, 6.0])
-    b = np.array([0.5, 1.0, 1.0, np.nan, 4.0, 5.5])
-    d = q.paired_delta(a, b, n_boot=300, seed=0)
-    assert d["n"] == 4 and d["excluded"] == 2
-    assert d["mean"] == pytest.approx(np.mean([0.5, 1.0, 1.0, 0.5]))
-    assert d["ci_low"] <= d["mean"] <= d["ci_high"]
-    assert q.paired_delta(a, b, n_boot=300, seed=0) == d
-    with pytest.raises(ValueError):
-        q.paired_delta(a, b[:-1])

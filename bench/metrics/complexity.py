@@ -230,6 +230,14 @@ def macs_per_second(
     return macs_per_second_report(module, make_inputs, sr, batch_size).per_second
 
 
+def backbone_macs_per_second(model: nn.Module, sr: int = 16_000) -> float:
+    """MACs per second of audio of a PSE backbone ``model(mixture [1, T], emb [1, D] | None)``, with
+    a zero embedding when it is personalized; inputs on the model's own device."""
+    dev = next(model.parameters()).device
+    emb = torch.zeros(1, int(model.emb_dim), device=dev) if getattr(model, "personalized", False) else None
+    return macs_per_second(model, lambda n: (torch.zeros(1, n, device=dev), emb), sr)
+
+
 # --------------------------------------------------------------------------- time and memory
 def _rss_bytes() -> int | None:
     try:

@@ -36,11 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METRICS",
-    "aggregate",
-    "bootstrap_ci",
     "estoi",
     "evaluate_utterances",
-    "paired_delta",
     "pesq_wb",
     "si_sdr",
     "si_sdri",
@@ -318,64 +315,3 @@ def evaluate_utterances(
             failed = np.zeros(n, dtype=bool)
         df[f"{m}_failed"] = failed
     return df
-
-
-# --------------------------------------------------------------------------- statistics
-def bootstrap_ci(
-    values: Any, n_boot: int = 1000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of finite ``values`` (NaN, NaN if none)."""
-    x = np.asarray(values, dtype=np.float64).reshape(-1)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return float("nan"), float("nan")
-    if x.size == 1 or n_boot <= 0:
-        return float(x.mean()), float(x.mean())
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot, dtype=np.float64)
-    chunk = max(1, 2_000_000 // x.size)  # bound memory of the index matrix
-    for start in range(0, n_boot, chunk):
-        stop = min(n_boot, start + chunk)
-        idx = rng.integers(0, x.size, size=(stop - start, x.size))
-        means[start:stop] = x[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
-
-
-def aggregate(
-    df: Any, metric: str, n_boot: int = 1000, seed: int = 0, level: float = 0.95
-) -> dict[str, Any]:
-    """Mean and percentile-bootstrap CI of column ``metric`` ignoring NaN.
-
-    Returns ``{"mean", "ci_low", "ci_high", "n" (finite values), "failures"}``; ``failures`` is the
-    sum of ``<metric>_failed`` when that column exists, else the number of NaN values.
-    """
-    values = np.asarray(df[metric], dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    flag = f"{metric}_failed"
-    failures = int(np.asarray(df[flag]).sum()) if flag in df else int((~np.isfinite(values)).sum())
-    return {**_mean_ci(finite, n_boot, seed, level), "failures": failures}
-
-
-def _mean_ci(x: np.ndarray, n_boot: int, seed: int, level: float) -> dict[str, Any]:
-    """``{"mean", "ci_low", "ci_high", "n"}`` of finite values ``x`` (percentile bootstrap)."""
-    lo, hi = bootstrap_ci(x, n_boot=n_boot, seed=seed, level=level)
-    return {"mean": float(x.mean()) if x.size else float("nan"), "ci_low": lo, "ci_high": hi, "n": int(x.size)}
-
-
-def paired_delta(
-    a: Any, b: Any, n_boot: int = 1000, seed: int = 0, level: float = 0.95
-) -> dict[str, Any]:
-    """Mean of per-utterance differences ``a - b`` with a percentile-bootstrap CI.
-
-    ``a`` and ``b`` are aligned row by row (same utterances, same order). Pairs where either side
-    is NaN/inf are excluded and counted in ``"excluded"``. Returns
-    ``{"mean", "ci_low", "ci_high", "n", "excluded"}``.
-    """
-    x = np.asarray(a, dtype=np.float64).reshape(-1)
-    y = np.asarray(b, dtype=np.float64).reshape(-1)
-    if x.shape != y.shape:
-        raise ValueError(f"paired_delta needs aligned rows; got {x.size} and {y.size} values")
-    ok = np.isfinite(x) & np.isfinite(y)
-    d = x[ok] - y[ok]
-    return {**_mean_ci(d, n_boot, seed, level), "excluded": int((~ok).sum())}

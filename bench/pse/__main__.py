@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.config import load_config
     from bench.data.corpus import load_corpus
     from bench.harness import pick_device
-    from bench.pse.pdfnet2 import estimate_macs_per_second
+    from bench.metrics.complexity import backbone_macs_per_second
     from bench.pse.train import train_pse
     from bench.teachers import load_teacher
 
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         models[system] = model
         row = {k: info.get(k) for k in ("steps", "best_step", "best_val_si_sdri", "wall_s", "params", "cached")}
         row["train_call_s"] = time.time() - t0
-        row["macs_per_s"] = estimate_macs_per_second(model)
+        row["macs_per_s"] = backbone_macs_per_second(model)
         results[system] = row
     if args.train_only:
         print(json.dumps(results, indent=2, default=float))

@@ -34,11 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.audio import SR
 from bench.config import PSEConfig
 from bench.pse.base import PSEModel, State
 from bench.registry import register
-
-SR = 16_000
 
 
 @dataclass(frozen=True)
@@ -421,46 +420,3 @@ def make_pdfnet2(cfg: PSEConfig, emb_dim: int) -> PDFNet2:
 
 make_pdfnet2.sizes = tuple(PRESETS)  # type: ignore[attr-defined]  (read by config validation)
 make_pdfnet2.injections = ("join", "encoder", "decoder")  # type: ignore[attr-defined]
-
-
-def estimate_macs_per_second(model: PDFNet2) -> float:
-    """Multiply-accumulates per second of 16 kHz audio (convs, linears, GRUs, STFT matmuls excluded)."""
-    p = model.preset
-    counts = {"macs": 0.0}
-    hooks = []
-
-    def lin(m, i, o):
-        counts["macs"] += o.numel() * m.in_features
-
-    def conv(m, i, o):
-        counts["macs"] += o.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
-
-    def convt(m, i, o):
-        counts["macs"] += i[0].numel() * (m.out_channels // m.groups) * math.prod(m.kernel_size)
-
-    def gru(m, i, o):
-        tt = i[0].shape[1] * i[0].shape[0]
-        for layer in range(m.num_layers):
-            ins = m.input_size if layer == 0 else m.hidden_size
-            counts["macs"] += 3 * tt * (ins * m.hidden_size + m.hidden_size**2)
-
-    for mod in model.modules():
-        if isinstance(mod, nn.Linear):
-            hooks.append(mod.register_forward_hook(lin))
-        elif isinstance(mod, nn.Conv2d):
-            hooks.append(mod.register_forward_hook(conv))
-        elif isinstance(mod, nn.ConvTranspose2d):
-            hooks.append(mod.register_forward_hook(convt))
-        elif isinstance(mod, nn.GRU):
-            hooks.append(mod.register_forward_hook(gru))
-    try:
-        with torch.no_grad():  # inputs on the model's device (a CUDA model takes no CPU tensors)
-            dev = next(model.parameters()).device
-            x = torch.zeros(1, SR, device=dev)
-            e = torch.zeros(1, model.emb_dim, device=dev) if model.personalized else None
-            model(x, e)
-    finally:
-        for hk in hooks:
-            hk.remove()
-    del p
-    return counts["macs"]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.audio import SR
 from bench.cache import atomic_path, file_hash
 from bench.registry import register
 from bench.teachers import _train
@@ -33,7 +34,6 @@ from bench.teachers.base import (
     trained_origin,
 )
 
-SR = 16_000
 N_FFT, HOP, N_MELS = 400, 160, 40
 PARTIAL = 160  # frames (1.6 s)
 RATE, MIN_COVERAGE = 1.3, 0.75

@@ -209,6 +209,10 @@ class PSEConfig:
     # checkpoint at ``path``, evaluated without training).
     source: str = "zoo"
     path: str = ""
+    # Attenuation limit in dB at inference (bench/pse/limit.py): the output gets
+    # 10 ** (-atten_lim_db / 20) of the latency-aligned mixture added back, so no bin of a mask-based
+    # backbone is attenuated by more than this; 0 = off. Not part of training (weights unchanged).
+    atten_lim_db: float = 0.0
 
 
 PSE_ADDED_FIELDS = ("grad_clip",)
@@ -512,6 +516,7 @@ def _validate_pse(cfg: ExperimentConfig) -> None:
     _range("pse.batch_size", cfg.pse.batch_size, 1, 4096)
     _range("pse.lr", cfg.pse.lr, 0.0, 1.0, lo_open=True)
     _range("pse.grad_clip", cfg.pse.grad_clip, 0.0, 1e6, lo_open=True)
+    _range("pse.atten_lim_db", cfg.pse.atten_lim_db, 0.0, 200.0)
     _range("pse.spec_weight", cfg.pse.spec_weight, 0.0, 1e4)
     _choice("pse.lr_schedule", cfg.pse.lr_schedule, ("constant", "cosine"))
     for k in ("emb_degraded", "emb_mix", "emb_mix_max", "emb_drop", "refine_train", "refine_alpha_max"):

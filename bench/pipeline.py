@@ -71,6 +71,8 @@ def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
         "pse": training_slice(cfg.pse),
         "pse_source": [cfg.pse.source, cfg.pse.path],
     }
+    if cfg.pse.atten_lim_db:  # inference-time; absent at 0 so that older keys hold
+        s["pse_atten_lim_db"] = cfg.pse.atten_lim_db
     if cfg.pse.personalized:
         s["refine"] = _refine_slice(cfg) if updates_embedding(cfg) else {"name": cfg.refine.name}
     if uses_student(cfg):
@@ -78,6 +80,11 @@ def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
         s["distill"] = key_slice(cfg.distill, DISTILL_ADDED_FIELDS)
         s["seed"] = cfg.seed
     return s
+
+
+def _limit_tag(cfg: ExperimentConfig) -> str:
+    """What ``pse.atten_lim_db`` adds to a backbone's identity ("" when off, so older keys hold)."""
+    return f"+lim{cfg.pse.atten_lim_db:g}dB" if cfg.pse.atten_lim_db else ""
 
 
 def _refine_slice(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -180,6 +187,7 @@ class Pipeline:
         return self._memoised("evalset", key, make)
 
     def pse(self, cfg: ExperimentConfig):
+        from bench.pse.limit import with_limit
         from bench.pse.train import stage_key, train_pse
 
         teacher = self.teacher(cfg)
@@ -188,10 +196,11 @@ class Pipeline:
 
         def make():
             model, info = train_pse(cfg, corpus, teacher, self.cache, device=self.device, progress=self.progress)
+            model = with_limit(model, cfg.pse.atten_lim_db)
             model.eval()
             return model, info
 
-        return self._memoised("pse", key, make)
+        return self._memoised("pse", key + _limit_tag(cfg), make)
 
     def student(self, cfg: ExperimentConfig):
         from bench.distill import distill_key, distill_student
@@ -202,7 +211,7 @@ class Pipeline:
         enhancer = None
         if "enhanced" in cfg.distill.inputs:
             pse_model, _ = self.pse(cfg)
-            enhancer = _Enhancer(pse_model, identity=stage_key(cfg, corpus, teacher, self.device))
+            enhancer = _Enhancer(pse_model, identity=stage_key(cfg, corpus, teacher, self.device) + _limit_tag(cfg))
         key = distill_key(cfg, corpus, teacher, enhancer, self.device)
 
         def make():

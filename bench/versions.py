@@ -36,7 +36,7 @@ STAGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "evalset": ("bench.pipeline", "STAGE_VERSION.evalset", ("data/mix.py", "data/conditions.py", "data/streams.py")),
     "eval": ("bench.pipeline", "STAGE_VERSION.eval", ("pipeline.py", "refine/base.py", "refine/refiners.py",
                                                       "refine/streaming.py", "metrics/quality.py",
-                                                      "students/streaming.py")),
+                                                      "students/streaming.py", "pse/limit.py")),
 }
 
 

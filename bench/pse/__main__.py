@@ -6,7 +6,8 @@
 Trains (or loads from the cache) each system with :func:`bench.pse.train.train_pse`, then
 reports on ``--n-test`` random mixtures of unseen speakers (``eval.split`` of ``test_corpus``
 when one is set, e.g. ``-o test_corpus.name=manifest -o test_corpus.path=DIR/manifest.csv
--o eval.split=all``; else the ``test`` split of ``corpus``), mean and 95 % bootstrap CI:
+-o eval.split=all``; else the ``eval.split`` split of ``corpus``: ``test`` by default, ``val`` to
+choose a setting without looking at the test speakers), mean and 95 % bootstrap CI:
 
 * SI-SDRi (dB) of the personalized model with the clean-enrollment embedding (``static``), with
   the wrong speaker's embedding, with the zero embedding, and of the non-personalized model;
@@ -81,7 +82,7 @@ def test_mixtures(cfg, cache, n: int, test_s: float, seed: int) -> tuple[dict, A
 
     corpus_cfg = cfg.test_corpus if cfg.test_corpus.name else cfg.corpus
     corpus = load_corpus(corpus_cfg, cache)
-    split = None if cfg.eval.split == "all" else ("test" if not cfg.test_corpus.name else cfg.eval.split)
+    split = None if cfg.eval.split == "all" else cfg.eval.split
     sampler = MixtureSampler(corpus, split, cfg.mix, seed)
     return sampler.batch(np.random.default_rng(seed), n, test_s), corpus
 
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.data.corpus import load_corpus
     from bench.harness import pick_device
     from bench.metrics.complexity import backbone_macs_per_second
+    from bench.pse.limit import with_limit
     from bench.pse.train import train_pse
     from bench.teachers import load_teacher
 
@@ -123,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         c = replace(cfg, pse=replace(cfg.pse, personalized=system == "personalized"))
         t0 = time.time()
         model, info = train_pse(c, corpus, teacher, cache, device=device)
+        model = with_limit(model, cfg.pse.atten_lim_db)
         models[system] = model
         row = {k: info.get(k) for k in ("steps", "best_step", "best_val_si_sdri", "wall_s", "params", "cached")}
         row["train_call_s"] = time.time() - t0

@@ -115,8 +115,9 @@ def _make_sampler(corpus: Any, split: str, mix_cfg: Any, seed: int) -> Any:
 
 # Bump when the training code changes what a given config produces (the stage's cache key).
 STAGE_VERSION = 2
-# PSEConfig fields that say where weights come from, not how they are trained
-_SOURCE_FIELDS = ("source", "path")
+# PSEConfig fields that say where weights come from or how they are used at inference, not how
+# they are trained
+_SOURCE_FIELDS = ("source", "path", "atten_lim_db")
 
 
 # PSEConfig fields about the embedding, meaningless for a non-personalized backbone

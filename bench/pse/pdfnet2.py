@@ -21,8 +21,9 @@ Signal path (one frame every ``hop`` = 10 ms):
    ``df_order`` over the current and past frames of the low band; the filtered low band is added
    to the gained spectrum as a residual (zero-initialised, so training starts from the ERB path).
 
-Size presets (``cfg.size``): ``tiny`` (tests, < 50 k params), ``cpu`` (default, ~0.4 M params, ~55 MMAC/s),
-``paper`` (~2.3 M params, like pDFNet2).
+Size presets (``cfg.size``): ``tiny`` (tests, < 50 k params), ``cpu`` (~0.4 M params, ~55 MMAC/s),
+``cpu_wide`` (~0.63 M params, ~83 MMAC/s: GRU 160 wide, deep filter up to 4.8 kHz), ``paper``
+(~2.3 M params, like pDFNet2).
 """
 
 from __future__ import annotations

@@ -59,11 +59,11 @@ def test_streaming_equals_offline(cuts):
 
 
 def test_keys_training_unchanged_evaluation_changed():
-    a, b = ExperimentConfig(), ExperimentConfig()
-    b.pse.atten_lim_db = 20.0
-    assert training_slice(a.pse) == training_slice(b.pse)  # the weights do not depend on it
-    assert "pse_atten_lim_db" not in eval_slice(a)  # older evaluation keys hold at 0
-    assert eval_slice(a) != eval_slice(b)
+    a, b, off = ExperimentConfig(), ExperimentConfig(), ExperimentConfig()
+    b.pse.atten_lim_db, off.pse.atten_lim_db = 20.0, 0.0
+    assert training_slice(a.pse) == training_slice(b.pse) == training_slice(off.pse)  # weights do not depend on it
+    assert "pse_atten_lim_db" not in eval_slice(off)  # keys made before the limit existed hold with it off
+    assert eval_slice(a) != eval_slice(b) != eval_slice(off)
 
 
 def test_bad_limit_is_named():

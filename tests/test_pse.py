@@ -49,6 +49,16 @@ def test_registered_and_tiny_size():
     assert backbone_macs_per_second(m) > 0
 
 
+def test_cpu_wide_is_wider_than_cpu():
+    """The ``cpu_wide`` preset: deep filter to 4.8 kHz, a 160-wide GRU (0.63 M params, 83 MMAC/s)."""
+    cpu = make_pdfnet2(PSEConfig(size="cpu"), 256)
+    wide = make_pdfnet2(PSEConfig(size="cpu_wide"), 256)
+    n_cpu, n_wide = (sum(p.numel() for p in m.parameters()) for m in (cpu, wide))
+    assert 0.35e6 < n_cpu < 0.45e6 and 0.6e6 < n_wide < 0.66e6
+    assert wide.preset.nb_df == 96 and wide.preset.hidden == 160
+    assert 75e6 < backbone_macs_per_second(wide) < 90e6
+
+
 @pytest.mark.parametrize("t", [1600, 1000, 161])
 def test_forward_shapes(t):
     m = _tiny()

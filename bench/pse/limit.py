@@ -7,9 +7,8 @@ ends up more than ``atten_lim_db`` below the mixture, which is DeepFilterNet's a
 it trades residual noise for less speech distortion. The weights are untouched (the backbone is
 trained without it), so the training stage key does not see the setting; evaluation keys do.
 
-Measured on the zoo default backbone (``python -m bench.pse --n-test 80 --quality``, docs/STATUS.md):
-20 dB moved SI-SDRi from +3.09 to +3.26 dB, STOI from -0.005 to +0.015 over the mixture, PESQ-WB
-from +0.057 to +0.035.
+The default (26 dB) was chosen on validation mixtures; the measurements that chose it are in
+docs/STATUS.md (issue 10) and the README ("The model zoo").
 """
 
 from __future__ import annotations

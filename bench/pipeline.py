@@ -522,9 +522,8 @@ class Pipeline:
         count is memoised by what it depends on (model, encoder, block, context, student mode),
         so a grid traces each model once rather than once per cell.
         """
-        import torch
 
-        from bench.metrics.complexity import count_params, macs_per_second_report
+        from bench.metrics.complexity import backbone_macs_report, count_params
         from bench.refine import block_samples, encoder_macs_per_s
 
         block = block_samples(cfg.refine.block_s, model.hop)
@@ -532,9 +531,7 @@ class Pipeline:
         mode = getattr(cfg.refine, "student_mode", "window")
 
         def backbone():
-            dev = next(model.parameters()).device
-            emb = torch.zeros(1, teacher.dim, device=dev) if cfg.pse.personalized else None
-            rep = macs_per_second_report(model, lambda n: (torch.zeros(1, n, device=dev), emb))
+            rep = backbone_macs_report(model)
             return float(rep["per_second"]), ",".join(sorted(rep["unsupported"] or []))
 
         def counted(what: str, key: tuple, fn) -> float:

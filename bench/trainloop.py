@@ -5,7 +5,8 @@ Each loop keeps its own data and objective; they share the learning-rate schedul
 (:func:`warmup_cosine`), the validation bookkeeping (best score, best weights, early stopping:
 :func:`note_validation`), copies of the best weights, atomic checkpoint writes, RNG state
 capture/restore and the progress bar. The optimiser step itself (backward, gradient clipping at
-``train.grad_clip``, AMP scaler) is :func:`bench.runtime.backward_step`.
+the loop's own ``grad_clip``: ``pse.grad_clip``, ``distill.grad_clip``, ``teacher.train_grad_clip``;
+AMP scaler) is :func:`bench.runtime.backward_step`.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+_SWEPT = [0]  # len(sys.modules) after the last sweep: nothing new imported, nothing to sweep
+
+
 def _drop_broken_lazy_modules() -> None:
     """Remove lazily imported modules whose attribute lookup raises ImportError (speechbrain's
     integrations of optional packages such as k2, registered by importing speechbrain): hypothesis
@@ -20,6 +23,8 @@ def _drop_broken_lazy_modules() -> None:
     import sys
     import warnings
 
+    if len(sys.modules) == _SWEPT[0]:
+        return
     with warnings.catch_warnings():  # the lookup itself makes speechbrain warn about its redirects
         warnings.simplefilter("ignore")
         for name, mod in list(sys.modules.items()):
@@ -27,6 +32,7 @@ def _drop_broken_lazy_modules() -> None:
                 getattr(mod, "__file__", None)
             except ImportError:
                 del sys.modules[name]
+    _SWEPT[0] = len(sys.modules)
 
 
 @pytest.fixture(autouse=True)

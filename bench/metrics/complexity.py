@@ -230,12 +230,18 @@ def macs_per_second(
     return macs_per_second_report(module, make_inputs, sr, batch_size).per_second
 
 
-def backbone_macs_per_second(model: nn.Module, sr: int = 16_000) -> float:
-    """MACs per second of audio of a PSE backbone ``model(mixture [1, T], emb [1, D] | None)``, with
-    a zero embedding when it is personalized; inputs on the model's own device."""
+def backbone_macs_report(model: nn.Module, sr: int = 16_000) -> MacReport:
+    """:class:`MacReport` (per second of audio) of a PSE backbone ``model(mixture [1, T], emb [1, D]
+    | None)``, with a zero embedding of ``model.emb_dim`` when it is personalized; inputs on the
+    model's own device."""
     dev = next(model.parameters()).device
     emb = torch.zeros(1, int(model.emb_dim), device=dev) if getattr(model, "personalized", False) else None
-    return macs_per_second(model, lambda n: (torch.zeros(1, n, device=dev), emb), sr)
+    return macs_per_second_report(model, lambda n: (torch.zeros(1, n, device=dev), emb), sr)
+
+
+def backbone_macs_per_second(model: nn.Module, sr: int = 16_000) -> float:
+    """MACs per second of audio of a PSE backbone (:func:`backbone_macs_report`)."""
+    return backbone_macs_report(model, sr).per_second
 
 
 # --------------------------------------------------------------------------- time and memory

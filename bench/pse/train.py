@@ -125,8 +125,9 @@ _EMBEDDING_FIELDS = ("emb_degraded", "emb_mix", "emb_mix_max", "emb_drop", "refi
 
 
 def training_slice(pc: Any) -> dict[str, Any]:
-    """The part of ``cfg.pse`` that shapes trained weights: everything but ``source``/``path``, and
-    for a non-personalized backbone nothing about the embedding either."""
+    """The part of ``cfg.pse`` that shapes trained weights: everything but ``source``, ``path`` and
+    the inference-time ``atten_lim_db``, for a non-personalized backbone nothing about the embedding
+    either, and fields added later only away from their defaults (:func:`bench.cache.key_slice`)."""
     skip = _SOURCE_FIELDS + (() if pc.personalized else _EMBEDDING_FIELDS)
     return key_slice(pc, PSE_ADDED_FIELDS, skip)
 

@@ -221,21 +221,32 @@ class PSEConfig:
 PSE_ADDED_FIELDS = ("grad_clip",)
 
 
+def _refine_default(what: str) -> str:
+    """``RefineConfig``'s default refiner (``name``: the baseline) or update ``rule``, asked of
+    ``bench.refine`` when a config is made (the refiners are defined there, after this module)."""
+    import bench.refine
+
+    return bench.refine.baseline_name() if what == "name" else bench.refine.RULES[0]
+
+
 @dataclass
 class RefineConfig:
     """On-the-fly refinement of the embedding while enhancing."""
 
-    name: str = "static"
+    # the refiner; by default the baseline (the enrollment embedding, never updated), named by
+    # bench.refine, which owns every refiner's name
+    name: str = field(default_factory=lambda: _refine_default("name"))
     alpha: float = 0.0
     block_s: float = 0.5
     gate: str = "none"
     gate_threshold: float = 0.0
     # seconds of past enhanced audio prepended to each block before encoding (0 = block only)
     context_s: float = 1.5
-    # update rule (bench/refine/base.py): "ema" (fixed rate alpha), "anchored" (rate 1/(k + n0):
-    # a running mean where the enrollment weighs n0 blocks), "reliability" (rate alpha * w_k,
-    # w_k = clip((cos(s_k, e_0) - rel_lo) / (rel_hi - rel_lo), 0, 1)); alpha = 0 is static for all
-    rule: str = "ema"
+    # update rule, one of bench.refine.RULES (defined in bench/refine/base.py): a fixed rate alpha
+    # (the first, the default), a running mean where the enrollment weighs n0 blocks, or a rate
+    # alpha * w_k, w_k = clip((cos(s_k, e_0) - rel_lo) / (rel_hi - rel_lo), 0, 1); alpha = 0
+    # leaves the embedding as it is for every rule
+    rule: str = field(default_factory=lambda: _refine_default("rule"))
     n0: float = 4.0
     rel_lo: float = 0.3
     rel_hi: float = 0.8
@@ -365,25 +376,24 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if hint in _NUMBERS:
+        what, accepted = _NUMBERS[hint]
+        if isinstance(value, bool) or not isinstance(value, accepted):
+            raise ConfigError(f"{key}: expected {what}, got {value!r}")
         try:
-            return int(value)
+            return hint(value)
         except ValueError:
-            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        try:
-            return float(value)
-        except ValueError:
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+            raise ConfigError(f"{key}: expected {what}, got {value!r}") from None
     if hint is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return "" if value is None else str(value)
     return value
+
+
+# numeric field types: how an error names them, and the YAML / command-line values they accept
+_NUMBERS: dict[type, tuple[str, tuple[type, ...]]] = {int: ("an integer", (int, str)),
+                                                      float: ("a number", (int, float, str))}
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
@@ -542,8 +552,10 @@ def _validate_refine(cfg: ExperimentConfig) -> None:
     _choice("refine.name", cfg.refine.name, registry.names("refiner"))
     _range("refine.alpha", cfg.refine.alpha, 0.0, 1.0)
     _range("refine.block_s", cfg.refine.block_s, 0.05, 10.0)
-    _choice("refine.gate", cfg.refine.gate, ("none", "energy", "agreement"))
-    _choice("refine.rule", cfg.refine.rule, ("ema", "anchored", "reliability"))
+    from bench.refine import GATES, RULES
+
+    _choice("refine.gate", cfg.refine.gate, GATES)
+    _choice("refine.rule", cfg.refine.rule, RULES)
     _range("refine.n0", cfg.refine.n0, 0.0, 1e4, lo_open=True)
     _range("refine.rel_lo", cfg.refine.rel_lo, -1.0, 1.0)
     _range("refine.rel_hi", cfg.refine.rel_hi, -1.0, 1.0)

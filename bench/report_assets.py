@@ -99,13 +99,16 @@ def save_example(pipe: Any, configs: dict[str, Any], run_dir: Path) -> Path | No
     pick = pick_example(per, cells.fillna({"static_id": ""}))
     if pick is None or pick[1] not in configs or pick[2] not in configs:
         return None
+    from bench.refine import baseline_name
+
     cond, rid, sid = pick
+    base = baseline_name()  # the file and label of the baseline's audio
     m = pipe.eval_set(configs[rid], cond)[0]
-    outs = {"static": enhance_one(pipe, configs[sid], cond, 0), "refined": enhance_one(pipe, configs[rid], cond, 0)}
+    outs = {base: enhance_one(pipe, configs[sid], cond, 0), "refined": enhance_one(pipe, configs[rid], cond, 0)}
     n = min(len(o) for o in outs.values())
     late = (m.meta or {}).get("late_start_s")
     a, b = crop_window(n, int(round(float(late) * SR)) if late is not None else None, int(CROP_S * SR))
-    sig = {"mixture": m.mixture[a:b], "static": outs["static"][a:b], "refined": outs["refined"][a:b],
+    sig = {"mixture": m.mixture[a:b], base: outs[base][a:b], "refined": outs["refined"][a:b],
            "clean": m.target[a:b]}
     gain = PEAK / max(max(float(np.max(np.abs(x))) for x in sig.values()), 1e-6)
     folder = run_dir / "example"
@@ -113,7 +116,7 @@ def save_example(pipe: Any, configs: dict[str, Any], run_dir: Path) -> Path | No
     for name, x in sig.items():
         save(folder / f"{name}.wav", np.asarray(x, dtype=np.float32) * gain)
     row = cells.set_index("cell_id")
-    ids = {"mixture": "mixture", "static": sid, "refined": rid, "clean": ""}
+    ids = {"mixture": "mixture", base: sid, "refined": rid, "clean": ""}
     meta = {"condition": cond, "utt": 0, "speaker": m.speaker, "crop_start_s": a / SR, "crop_s": (b - a) / SR,
             "sr": SR, "gain": gain, "late_start_s": late,
             "signals": [{"name": k, "file": f"{k}.wav", "cell_id": v,

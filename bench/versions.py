@@ -33,10 +33,14 @@ STAGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
                                                  "trainloop.py")),
     "student": ("bench.distill", "STAGE_VERSION", ("distill.py", "students/tiny.py", "losses.py", "data/steps.py",
                                                    "runtime.py", "trainloop.py")),
-    "evalset": ("bench.pipeline", "STAGE_VERSION.evalset", ("data/mix.py", "data/conditions.py", "data/streams.py")),
-    "eval": ("bench.pipeline", "STAGE_VERSION.eval", ("pipeline.py", "refine/base.py", "refine/refiners.py",
-                                                      "refine/streaming.py", "metrics/quality.py",
-                                                      "students/streaming.py", "pse/limit.py")),
+    "evalset": ("bench.pipeline.keys", "STAGE_VERSION.evalset", ("data/mix.py", "data/conditions.py", "data/streams.py",
+                                                                 "pipeline/keys.py", "pipeline/stages.py")),
+    "eval": ("bench.pipeline.keys", "STAGE_VERSION.eval", ("pipeline/__init__.py", "pipeline/keys.py",
+                                                           "pipeline/stages.py", "pipeline/cell.py",
+                                                           "pipeline/speakers.py", "pipeline/cost.py",
+                                                           "refine/base.py", "refine/refiners.py",
+                                                           "refine/streaming.py", "metrics/quality.py",
+                                                           "students/streaming.py", "pse/limit.py")),
 }
 
 

@@ -6,9 +6,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from bench.cache import Cache
+from bench.cache import Cache, config_hash
 from bench.config import ExperimentConfig
-from bench.pipeline import Pipeline
+from bench.pipeline import EvalSetSpec, Pipeline, eval_slice
+from bench.pipeline.keys import mixture_key
 
 
 def _pipe(tmp_path) -> Pipeline:
@@ -17,14 +18,24 @@ def _pipe(tmp_path) -> Pipeline:
     return pipe
 
 
-def test_competitor_level_keys_only_the_conditions_it_changes(tmp_path):
-    pipe = _pipe(tmp_path)
+def test_competitor_level_keys_only_the_conditions_it_changes():
     a = ExperimentConfig.from_dict({"eval": {"competing_sir_db": [-5.0, 5.0]}})
     b = ExperimentConfig.from_dict({"eval": {"competing_sir_db": [0.0, 5.0]}})
     for cond in ("competing", "combined"):
-        assert pipe._evalset_key(a, cond) != pipe._evalset_key(b, cond)
+        assert EvalSetSpec.of(a, cond).key("k") != EvalSetSpec.of(b, cond).key("k")
     for cond in ("clean", "noisy", "drift"):
-        assert pipe._evalset_key(a, cond) == pipe._evalset_key(b, cond)
+        assert EvalSetSpec.of(a, cond).key("k") == EvalSetSpec.of(b, cond).key("k")
+
+
+def test_keys_are_the_ones_cached_before_the_pipeline_split(tmp_path):
+    """Literal keys of the default config, computed by the code before ``bench/pipeline.py`` was
+    split into a package (commit a70dda5): cached eval sets, mixture rows and cells stay valid."""
+    pipe = _pipe(tmp_path)
+    cfg = ExperimentConfig()
+    want = {"clean": "b82c5a37a4361028", "competing": "30d28cec12c11df6", "voice_change": "3895bb73b06859ca"}
+    assert {c: pipe.evalset_key(cfg, c) for c in want} == want
+    assert mixture_key(cfg, "corpus-key") == "a7ff76454d013601"
+    assert config_hash(eval_slice(cfg)) == "a4c0e54f37867d76"
 
 
 def test_enrollment_embeddings_follow_the_eval_set(tmp_path):

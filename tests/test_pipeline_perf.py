@@ -57,12 +57,12 @@ def test_each_distinct_clip_is_embedded_once_and_equal_lengths_together(tmp_path
     p = _pipeline(tmp_path, teacher)
     rng = np.random.default_rng(1)
     a, b, c = (rng.standard_normal(n).astype(np.float32) for n in (100, 100, 50))
-    got = p._embed_each(ExperimentConfig(), "k1", [a, b, a.copy(), c])
+    got = p.stages.embeddings(teacher, "k1", [a, b, a.copy(), c])
     assert sorted(teacher.batches) == [(1, 50), (2, 100)]
     want = np.stack([teacher.embed(torch.from_numpy(x)[None])[0].numpy() for x in (a, b, a, c)])
     np.testing.assert_allclose(got, want, rtol=1e-6)
     teacher.batches.clear()
-    p._embed_each(ExperimentConfig(), "k2", [c, a])  # another set sharing clips: nothing new to embed
+    p.stages.embeddings(teacher, "k2", [c, a])  # another set sharing clips: nothing new to embed
     assert teacher.batches == []
 
 

@@ -153,15 +153,20 @@ def test_ge2e_trained_roundtrip(cache):
     cfg = TeacherConfig(name="ge2e", source="trained", train_steps=3)
     t = load_teacher(cfg, cache, corpus, "cpu")
     assert t.source == "trained" and "trained in-suite" in t.weights_origin and "val EER" in t.weights_origin
+    assert f"sha256 {t.weights_hash}" in t.weights_origin
     _assert_teacher_ok(t, 256)
     t2 = load_teacher(cfg, cache, corpus, "cpu")  # cached: loaded back through the local path
     assert t2.identity == t.identity
 
 
 @pytest.mark.slow
-def test_ecapa_trained_roundtrip(cache):
+@pytest.mark.parametrize("name", ["ecapa", "titanet", "wavlm"])
+def test_trained_roundtrip(cache, name):
+    """Each library's in-suite training writes its own format and loads back through it."""
     corpus = FakeCorpus(n_train=3, n_val=2, n_test=0, n_utts=2)
-    cfg = TeacherConfig(name="ecapa", source="trained", train_steps=2, train_size="tiny")
+    cfg = TeacherConfig(name=name, source="trained", train_steps=2, train_size="tiny")
     t = load_teacher(cfg, cache, corpus, "cpu")
     assert (cache.root / "teacher").is_dir() and "trained in-suite" in t.weights_origin
-    _assert_teacher_ok(t, 192)
+    assert f"sha256 {t.weights_hash}" in t.weights_origin
+    _assert_teacher_ok(t, t.dim)
+    assert load_teacher(cfg, cache, corpus, "cpu").identity == t.identity  # cached: loaded back

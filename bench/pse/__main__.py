@@ -87,6 +87,20 @@ def test_mixtures(cfg, cache, n: int, test_s: float, seed: int) -> tuple[dict, A
     return sampler.batch(np.random.default_rng(seed), n, test_s), corpus
 
 
+def _quality_block(test: dict, ref: torch.Tensor, outs: dict[str, torch.Tensor], names: tuple[str, ...],
+                   workers: int) -> dict[str, Any]:
+    """PESQ-WB and STOI of the mixture and of each output in ``names``, and each minus the mixture."""
+    mix = test["mixture"][:, : ref.shape[1]]
+    q_mix = _quality(mix, test, workers)
+    block: dict[str, Any] = {"mixture": {m: _summary(v) for m, v in q_mix.items()}}
+    for name in names:
+        if name in outs:
+            q = _quality(outs[name], test, workers)
+            block[name] = {m: _summary(v) for m, v in q.items()}
+            block[f"{name}_minus_mixture"] = {m: _summary(q[m] - q_mix[m]) for m in q}
+    return block
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.pse", description=__doc__.splitlines()[0])
     p.add_argument("--config", default=None, help="experiment YAML (defaults when absent)")
@@ -141,30 +155,26 @@ def main(argv: list[str] | None = None) -> int:
     per: dict[str, np.ndarray] = {}
     outs: dict[str, torch.Tensor] = {}
     from bench.pse.train import si_sdr
+    from bench.refine import baseline_name
+
+    base = baseline_name()  # the enrollment embedding as it is: the static baseline
 
     lat = next(iter(models.values())).latency_samples
     ref = test["target"][:, : test["target"].shape[1] - lat]
     results["mixture_si_sdr"] = float(si_sdr(test["mixture"][:, : ref.shape[1]], ref).mean())
     for model in models.values():
         if model.personalized:
-            variants = {"static": emb, "wrong_emb": emb.roll(1, 0), "zero_emb": torch.zeros_like(emb)}
+            variants = {base: emb, "wrong_emb": emb.roll(1, 0), "zero_emb": torch.zeros_like(emb)}
         else:
             variants = {"nonpersonalized": None}
         for name, e in variants.items():
             outs[name] = enhance(model, test["mixture"], e)
             per[name] = heldout_si_sdri(model, test, e)
             results.setdefault("si_sdri", {})[name] = _summary(per[name])
-    if "static" in per and "nonpersonalized" in per:
-        results["static_minus_nonpersonalized"] = _summary(per["static"] - per["nonpersonalized"])
+    if base in per and "nonpersonalized" in per:
+        results[f"{base}_minus_nonpersonalized"] = _summary(per[base] - per["nonpersonalized"])
     if args.quality:
-        mix = test["mixture"][:, : ref.shape[1]]
-        q_mix = _quality(mix, test, cfg.eval.workers)
-        results["quality"] = {"mixture": {m: _summary(v) for m, v in q_mix.items()}}
-        for name in ("static", "nonpersonalized"):
-            if name in outs:
-                q = _quality(outs[name], test, cfg.eval.workers)
-                results["quality"][name] = {m: _summary(v) for m, v in q.items()}
-                results["quality"][f"{name}_minus_mixture"] = {m: _summary(q[m] - q_mix[m]) for m in q}
+        results["quality"] = _quality_block(test, ref, outs, (base, "nonpersonalized"), cfg.eval.workers)
     print(json.dumps(results, indent=2, default=float))
     return 0
 

@@ -47,6 +47,25 @@ def trained_key(name: str, cfg: Any, corpus_key: str) -> str:
                        {k: getattr(cfg, k) for k in TEACHER_ADDED_FIELDS})
 
 
+def trained_teacher(name: str, cfg: Any, cache: Any, corpus: Any, artifact: str, build: Callable[[Any], dict],
+                    load: Callable[[Any], Any], presets: Any = None) -> Any:
+    """The ``source=trained`` teacher ``name``: checked (``base.check_trainable``), keyed by
+    :func:`trained_key`, built once by ``build(path)`` (trains, writes ``<stage dir>/<artifact>``,
+    returns the training info) and loaded by ``load(path)``, with its provenance."""
+    from bench.teachers import base
+
+    base.check_trainable(name, cfg, corpus, presets)
+    key = trained_key(name, cfg, corpus.key)
+    path = cache.stage_dir("teacher", key) / artifact
+    if not cache.is_done("teacher", key):
+        cache.mark_done("teacher", key, build(path))
+    info = cache.read_meta("teacher", key)
+    t = load(path)
+    t.weights_origin = base.trained_origin(name, cfg, corpus.key, info) + f" ({path}, sha256 {t.weights_hash})"
+    t.info.update(info)
+    return t
+
+
 def train_speaker_encoder(
     name: str,
     net: nn.Module,

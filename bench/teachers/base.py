@@ -7,6 +7,7 @@ L2-normalised ``[B, dim]`` embeddings without gradients, deterministically (eval
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -34,6 +35,22 @@ def by_source(name: str, cfg: Any, device: Any, **makers: Any) -> Any:
     if cfg.source not in makers:
         raise TeacherLoadError(f"teacher {name!r}: unknown source {cfg.source!r}; choices: {', '.join(makers)}")
     return makers[cfg.source]().to(device)
+
+
+def register_teacher(name: str, *, pretrained: Any, local: Any, trained: Any) -> Any:
+    """Register teacher plugin ``name`` built according to ``teacher.source``. Each maker is called
+    as ``maker(cfg, cache, corpus, device)``; the registered factory (returned) has the registry's
+    teacher signature ``(cfg, cache, corpus, device="cpu")``."""
+    from bench.registry import register
+
+    makers = {"pretrained": pretrained, "local": local, "trained": trained}
+
+    def make(cfg: Any, cache: Any, corpus: Any, device: Any = "cpu") -> Any:
+        return by_source(name, cfg, device,
+                         **{source: functools.partial(f, cfg, cache, corpus, device) for source, f in makers.items()})
+
+    make.__name__ = make.__qualname__ = f"make_{name}"
+    return register("teacher", name)(make)
 
 
 def check_trainable(name: str, cfg: Any, corpus: Any, presets: Any = None) -> None:

@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from bench.cache import atomic_path, atomic_write_text, config_hash, file_hash
-from bench.registry import register
 from bench.teachers import _train, base
 
 DEFAULT_HUB_ID = "speechbrain/spkrec-ecapa-voxceleb"
@@ -141,12 +140,10 @@ def load_local(path: str | Path, cache: Any, source: str = "local", origin: str 
     return ECAPATeacher(clf, dim, source, h, origin or f"local: {d} (sha256 {h})")
 
 
-@register("teacher", "ecapa")
-def make_ecapa(cfg, cache, corpus, device="cpu") -> ECAPATeacher:
-    return base.by_source(
-        "ecapa", cfg, device, pretrained=lambda: _from_hub(cfg.hub_id or DEFAULT_HUB_ID, cache, device),
-        local=lambda: load_local(cfg.path, cache, device=device),
-        trained=lambda: _trained(cfg, cache, corpus, device))
+make_ecapa = base.register_teacher(
+    "ecapa", pretrained=lambda cfg, cache, corpus, device: _from_hub(cfg.hub_id or DEFAULT_HUB_ID, cache, device),
+    local=lambda cfg, cache, corpus, device: load_local(cfg.path, cache, device=device),
+    trained=lambda cfg, cache, corpus, device: _trained(cfg, cache, corpus, device))
 
 
 def _from_hub(hub_id: str, cache, device) -> ECAPATeacher:
@@ -157,11 +154,7 @@ def _from_hub(hub_id: str, cache, device) -> ECAPATeacher:
 
 
 def _trained(cfg, cache, corpus, device) -> ECAPATeacher:
-    base.check_trainable("ecapa", cfg, corpus)
-    key = _train.trained_key("ecapa", cfg, corpus.key)
-    d = cache.stage_dir("teacher", key)
-    model_dir = d / "speechbrain"
-    if not cache.is_done("teacher", key):
+    def build(model_dir: Path) -> dict:
         if cfg.train_size not in PRESETS:
             raise base.TeacherLoadError(f"teacher 'ecapa': train_size={cfg.train_size!r}; choices: {', '.join(PRESETS)}")
         arch = PRESETS[cfg.train_size]
@@ -188,9 +181,7 @@ def _trained(cfg, cache, corpus, device) -> ECAPATeacher:
         mods["classifier"] = Classifier(input_size=arch["lin_neurons"], out_neurons=info["n_speakers"])
         mods["classifier"].weight.data.copy_(info.pop("head_weight"))
         save_speechbrain_dir(model_dir, arch, mods)
-        cache.mark_done("teacher", key, info)
-    info = cache.read_meta("teacher", key)
-    t = load_local(model_dir, cache, "trained", device=device)
-    t.weights_origin = base.trained_origin("ecapa", cfg, corpus.key, info) + f" ({model_dir}, sha256 {t.weights_hash})"
-    t.info.update(info)
-    return t
+        return info
+
+    return _train.trained_teacher("ecapa", cfg, cache, corpus, "speechbrain", build,
+                                  lambda model_dir: load_local(model_dir, cache, "trained", device=device))

@@ -15,7 +15,6 @@ architecture (hidden 128, 2 layers) trained in-suite, saved in that format.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -23,15 +22,12 @@ from torch import nn
 
 from bench.audio import SR
 from bench.cache import atomic_path, file_hash
-from bench.registry import register
 from bench.teachers import _train
 from bench.teachers.base import (
     Teacher,
     TeacherLoadError,
-    by_source,
     check_local_path,
-    check_trainable,
-    trained_origin,
+    register_teacher,
 )
 
 N_FFT, HOP, N_MELS = 400, 160, 40
@@ -134,12 +130,10 @@ def load_local(path: str | Path, source: str = "local", origin: str | None = Non
     return t
 
 
-@register("teacher", "ge2e")
-def make_ge2e(cfg, cache, corpus, device="cpu") -> GE2ETeacher:
-    return by_source(
-        "ge2e", cfg, device, pretrained=lambda: _packaged(cfg),
-        local=lambda: load_local(cfg.path),
-        trained=lambda: _trained(cfg, cache, corpus))
+make_ge2e = register_teacher(
+    "ge2e", pretrained=lambda cfg, cache, corpus, device: _packaged(cfg),
+    local=lambda cfg, cache, corpus, device: load_local(cfg.path),
+    trained=lambda cfg, cache, corpus, device: _trained(cfg, cache, corpus))
 
 
 def _packaged(cfg) -> GE2ETeacher:
@@ -158,11 +152,7 @@ def _packaged(cfg) -> GE2ETeacher:
 
 
 def _trained(cfg, cache, corpus) -> GE2ETeacher:
-    check_trainable("ge2e", cfg, corpus)
-    key = _train.trained_key("ge2e", cfg, corpus.key)
-    d = cache.stage_dir("teacher", key)
-    path = d / "ge2e.pt"
-    if not cache.is_done("teacher", key):
+    def build(path: Path) -> dict:
         hidden, layers = (128, 2) if cfg.train_size != "paper" else (256, 3)
         lstm = nn.LSTM(N_MELS, hidden, layers, batch_first=True)
         linear = nn.Linear(hidden, 256)
@@ -178,11 +168,10 @@ def _trained(cfg, cache, corpus) -> GE2ETeacher:
         out = {k: v for k, v in net.state_dict().items() if k.startswith(("lstm.", "linear."))}
         with atomic_path(path) as tmp:
             torch.save({"model_state": out, "log_mel": True}, tmp)
-        cache.mark_done("teacher", key, info)
-    info: dict[str, Any] = cache.read_meta("teacher", key)
-    t = load_local(path, source="trained", origin=trained_origin("ge2e", cfg, corpus.key, info) + f" ({path})")
-    t.info.update(info)
-    return t
+        return info
+
+    return _train.trained_teacher("ge2e", cfg, cache, corpus, "ge2e.pt", build,
+                                  lambda path: load_local(path, source="trained"))
 
 
 __all__ = ["GE2ETeacher", "make_ge2e", "load_local", "partial_slices"]

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 
 from bench.cache import file_hash
-from bench.registry import register
 from bench.teachers import _train, base
 
 DEFAULT_HUB_ID = "titanet_large"
@@ -145,20 +144,14 @@ def _pretrained_cached_or_fail(hub_id: str, cache: Path, device: Any) -> TitaNet
     return t
 
 
-@register("teacher", "titanet")
-def make_titanet(cfg, cache, corpus, device="cpu") -> TitaNetTeacher:
-    return base.by_source(
-        "titanet", cfg, device, pretrained=lambda: _pretrained(cfg.hub_id or DEFAULT_HUB_ID, device),
-        local=lambda: load_local(cfg.path, device=device),
-        trained=lambda: _trained(cfg, cache, corpus, device))
+make_titanet = base.register_teacher(
+    "titanet", pretrained=lambda cfg, cache, corpus, device: _pretrained(cfg.hub_id or DEFAULT_HUB_ID, device),
+    local=lambda cfg, cache, corpus, device: load_local(cfg.path, device=device),
+    trained=lambda cfg, cache, corpus, device: _trained(cfg, cache, corpus, device))
 
 
 def _trained(cfg, cache, corpus, device) -> TitaNetTeacher:
-    base.check_trainable("titanet", cfg, corpus, PRESETS)
-    key = _train.trained_key("titanet", cfg, corpus.key)
-    d = cache.stage_dir("teacher", key)
-    path = d / "titanet.nemo"
-    if not cache.is_done("teacher", key):
+    def build(path: Path) -> dict:
         n_spk = len([s for s in corpus.speakers("train")])
         model = build_model(titanet_config(cfg.train_size, num_classes=max(n_spk, 2)))
 
@@ -173,12 +166,10 @@ def _trained(cfg, cache, corpus, device) -> TitaNetTeacher:
 
         info = _train.train_speaker_encoder("titanet", model, embed_train, embed_eval, _emb_dim(model), corpus, cfg)
         info.pop("head_weight")
-        tmp = d / ".titanet.tmp.nemo"
+        tmp = path.parent / ".titanet.tmp.nemo"
         model.save_to(str(tmp))
         os.replace(tmp, path)
-        cache.mark_done("teacher", key, info)
-    info = cache.read_meta("teacher", key)
-    t = load_local(path, "trained", device=device)
-    t.weights_origin = base.trained_origin("titanet", cfg, corpus.key, info) + f" ({path}, sha256 {t.weights_hash})"
-    t.info.update(info)
-    return t
+        return info
+
+    return _train.trained_teacher("titanet", cfg, cache, corpus, "titanet.nemo", build,
+                                  lambda path: load_local(path, "trained", device=device), PRESETS)

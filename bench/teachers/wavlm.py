@@ -21,7 +21,6 @@ from typing import Any
 import torch
 
 from bench.cache import config_hash, file_hash
-from bench.registry import register
 from bench.teachers import _train, base
 
 DEFAULT_HUB_ID = "microsoft/wavlm-base-plus-sv"
@@ -91,12 +90,10 @@ def load_local(path: str | Path, source: str = "local", origin: str | None = Non
     return WavLMTeacher(model.to(str(device)), normalize, source, h, origin or f"local: {d} (sha256 {h})")
 
 
-@register("teacher", "wavlm")
-def make_wavlm(cfg, cache, corpus, device="cpu") -> WavLMTeacher:
-    return base.by_source(
-        "wavlm", cfg, device, pretrained=lambda: _from_hub(cfg.hub_id or DEFAULT_HUB_ID, device),
-        local=lambda: load_local(cfg.path, device=device),
-        trained=lambda: _trained(cfg, cache, corpus, device))
+make_wavlm = base.register_teacher(
+    "wavlm", pretrained=lambda cfg, cache, corpus, device: _from_hub(cfg.hub_id or DEFAULT_HUB_ID, device),
+    local=lambda cfg, cache, corpus, device: load_local(cfg.path, device=device),
+    trained=lambda cfg, cache, corpus, device: _trained(cfg, cache, corpus, device))
 
 
 def _from_hub(hub_id: str, device) -> WavLMTeacher:
@@ -107,11 +104,7 @@ def _from_hub(hub_id: str, device) -> WavLMTeacher:
 
 
 def _trained(cfg, cache, corpus, device) -> WavLMTeacher:
-    base.check_trainable("wavlm", cfg, corpus, PRESETS)
-    key = _train.trained_key("wavlm", cfg, corpus.key)
-    d = cache.stage_dir("teacher", key)
-    model_dir = d / "transformers"
-    if not cache.is_done("teacher", key):
+    def build(model_dir: Path) -> dict:
         from transformers import WavLMForXVector
 
         n_spk = len(corpus.speakers("train"))
@@ -130,9 +123,7 @@ def _trained(cfg, cache, corpus, device) -> WavLMTeacher:
         info = _train.train_speaker_encoder("wavlm", model, embed_train, embed_eval, model.config.xvector_output_dim, corpus, cfg, default_lr=1e-3)
         info.pop("head_weight")
         save_transformers_dir(model, model_dir)
-        cache.mark_done("teacher", key, info)
-    info = cache.read_meta("teacher", key)
-    t = load_local(model_dir, "trained", device=device)
-    t.weights_origin = base.trained_origin("wavlm", cfg, corpus.key, info) + f" ({model_dir}, sha256 {t.weights_hash})"
-    t.info.update(info)
-    return t
+        return info
+
+    return _train.trained_teacher("wavlm", cfg, cache, corpus, "transformers", build,
+                                  lambda model_dir: load_local(model_dir, "trained", device=device), PRESETS)

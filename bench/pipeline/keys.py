@@ -1,0 +1,122 @@
+"""What each evaluation stage depends on: config slices and cache keys.
+
+Nothing here loads or computes anything; the stage providers (:mod:`bench.pipeline.stages`) and
+the cell evaluation (:mod:`bench.pipeline.cell`) key their caches with these functions, and
+``bench.run`` / ``bench.distributed`` use :func:`eval_slice` to name a cell's result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bench.cache import config_hash, key_slice
+from bench.config import (
+    COMPETING_CONDITIONS,
+    DISTILL_ADDED_FIELDS,
+    STREAM_CONDITIONS,
+    TEACHER_ADDED_FIELDS,
+    ExperimentConfig,
+    MixConfig,
+)
+from bench.refine import updates_embedding, uses_student
+
+# The evaluation mixtures do not depend on the cell's seed: every system and seed is scored on
+# the same utterances, so differences are paired.
+EVAL_SEED_OFFSET = 1000
+# Bump a stage's version when its code changes what a given config produces (its cache key).
+# eval 3: rtf is one stream's, per-block latency added; 4: SI-SDR with numpy's BLAS on one thread
+STAGE_VERSION = {"evalset": 2, "eval": 4}
+
+
+def eval_split(cfg: ExperimentConfig) -> str | None:
+    """The split the eval sets are drawn from (None: every speaker of the test corpus)."""
+    return None if cfg.eval.split == "all" else cfg.eval.split
+
+
+def n_items(cfg: ExperimentConfig, condition: str) -> int:
+    """Test items of a condition: ``eval.n_stream`` streams or ``eval.n_test`` short mixtures."""
+    return cfg.eval.n_stream if condition in STREAM_CONDITIONS else cfg.eval.n_test
+
+
+@dataclass(frozen=True)
+class EvalSetSpec:
+    """Everything one condition's fixed test mixtures depend on, besides the corpus they are cut
+    from: the slice of a cell's config the eval-set stage takes."""
+
+    condition: str
+    mix: MixConfig
+    n: int
+    test_s: float
+    seed: int
+    split: str  # ``eval.split`` as configured ("all" = every speaker)
+    competing_sir_db: tuple[float, float]
+    stream_s: float
+    stream_sir_snr_db: tuple[float, float]
+
+    @classmethod
+    def of(cls, cfg: ExperimentConfig, condition: str) -> EvalSetSpec:
+        e = cfg.eval
+        return cls(condition, cfg.mix, n_items(cfg, condition), e.test_s, cfg.corpus.seed + EVAL_SEED_OFFSET,
+                   e.split, tuple(e.competing_sir_db), e.stream_s, (e.stream_sir_db, e.stream_snr_db))
+
+    @property
+    def draw_split(self) -> str | None:
+        """The split the mixtures are drawn from (None: every speaker)."""
+        return None if self.split == "all" else self.split
+
+    def key(self, corpus_key: str) -> str:
+        """Content key of the mixtures cut from the corpus whose content key is ``corpus_key``;
+        the competitor's level and the stream settings enter only where the condition uses them."""
+        extra: list[Any] = [list(self.competing_sir_db)] if self.condition in COMPETING_CONDITIONS else []
+        if self.condition in STREAM_CONDITIONS:
+            extra.append(["stream", self.stream_s, *self.stream_sir_snr_db])
+        return config_hash(STAGE_VERSION["evalset"], corpus_key, self.mix, self.n, self.test_s, self.condition,
+                           self.seed, self.split, *extra)
+
+
+def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The part of a cell's config its evaluation depends on (its cache key)."""
+    from bench.pse.train import training_slice
+
+    s: dict[str, Any] = {
+        "v": STAGE_VERSION["eval"],
+        "corpus": cfg.corpus,
+        "test_corpus": cfg.test_corpus if cfg.test_corpus.name else "",
+        "mix": cfg.mix,
+        "eval": {k: v for k, v in vars(cfg.eval).items() if k not in ("workers",)},
+        "teacher": key_slice(cfg.teacher, TEACHER_ADDED_FIELDS),
+        "pse": training_slice(cfg.pse),
+        "pse_source": [cfg.pse.source, cfg.pse.path],
+    }
+    if cfg.pse.atten_lim_db:  # inference-time; absent at 0 so that older keys hold
+        s["pse_atten_lim_db"] = cfg.pse.atten_lim_db
+    if cfg.pse.personalized:
+        s["refine"] = refine_slice(cfg) if updates_embedding(cfg) else {"name": cfg.refine.name}
+    if uses_student(cfg):
+        s["student"] = cfg.student
+        s["distill"] = key_slice(cfg.distill, DISTILL_ADDED_FIELDS)
+        s["seed"] = cfg.seed
+    return s
+
+
+def mixture_key(cfg: ExperimentConfig, corpus_key: str) -> str:
+    """Key of the unprocessed mixtures' metrics on every condition of a cell's eval sets."""
+    e = cfg.eval
+    return config_hash("mixture", STAGE_VERSION["eval"], corpus_key, cfg.mix, e.n_test, e.n_stream, e.test_s,
+                       e.stream_s, e.stream_sir_db, e.stream_snr_db, e.split, e.conditions, e.pesq,
+                       e.competing_sir_db)
+
+
+def limit_tag(atten_lim_db: float) -> str:
+    """What ``pse.atten_lim_db`` adds to a backbone's identity ("" when off, so older keys hold)."""
+    return f"+lim{atten_lim_db:g}dB" if atten_lim_db else ""
+
+
+def refine_slice(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The refiner's settings a refining cell's evaluation depends on: ``student_mode`` only for
+    refiners that use a student (a streaming student's control and ceiling are the window ones)."""
+    out = dict(vars(cfg.refine))
+    if not uses_student(cfg) or out.get("student_mode") == "window":
+        out.pop("student_mode", None)
+    return out

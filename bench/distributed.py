@@ -78,6 +78,30 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+HEARTBEAT_S = 60  # default seconds between heartbeats
+
+
+def add_heartbeat_option(parser: Any, beats: str, stale: str, when: str = "") -> None:
+    """``--heartbeat S`` on ``parser``: seconds between the heartbeats of ``beats``; after three missed
+    ones ``stale`` (``when``: the help's opening condition). Values under 1 s are refused with the
+    value named (exit 2, no traceback)."""
+    def seconds(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            import argparse
+
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range: give whole seconds, at least 1 "
+                                             f"({HEARTBEAT_S} is usual)")
+        return value
+
+    parser.add_argument("--heartbeat", type=seconds, default=HEARTBEAT_S, metavar="S",
+                        help=f"{when}seconds between {beats} heartbeats; after three missed ones {stale} "
+                             f"(default: {HEARTBEAT_S})")
+
+
 def open_storage(url: str, heartbeat_s: int, retry: bool = True) -> Any:
     """An RDB storage whose running trials beat every ``heartbeat_s`` seconds and go stale after
     three missed beats; with ``retry`` a stale trial is enqueued again (at most MAX_RETRY times)."""

@@ -22,6 +22,8 @@ EXIT_CELL_FAILED = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bench.distributed import add_heartbeat_option
+
     p = argparse.ArgumentParser(
         prog="python -m bench.run",
         description="Run a benchmark grid (teachers x losses x temperatures x refinement rates x seeds) "
@@ -45,9 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share the grid's cells among every worker started with this Optuna storage URL (e.g. "
                         "postgresql+psycopg://user:pw@host/db; needs pip install -e .[scale]) and one shared "
                         "--cache-dir: each cell runs once, a dead worker's cell is picked up again")
-    d.add_argument("--heartbeat", type=int, default=60, metavar="S",
-                   help="with --storage: seconds between a worker's heartbeats; a claim is taken over after three "
-                        "missed ones (default: 60)")
+    add_heartbeat_option(d, "a worker's", "its claim is taken over", when="with --storage: ")
     d.add_argument("--board-only", action="store_true",
                    help="with --storage: write the leaderboard of the finished cells and exit, claiming none")
     return p
@@ -89,8 +89,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.board_only and not args.storage:
         return _fail("--board-only needs --storage URL (the study the workers share)")
-    if args.heartbeat < 1:
-        return _fail(f"--heartbeat={args.heartbeat} is out of range: give at least 1 second (60 is usual)")
     if args.storage:
         return _run_distributed(args, grid.name, cells, out, argv)
     try:

@@ -106,6 +106,8 @@ def report_student(pipe: Any, cfg: Any, trial: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bench.distributed import add_heartbeat_option
+
     p = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__.splitlines()[0])
     p.add_argument("--grid", required=True, help="grid YAML whose base config (and --set) the study starts from")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -128,9 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "every distill.val_every steps) against the other trials' at the same step; worth it when "
                         "only the student's values are searched: agreement says little about a refinement rate "
                         "(default: none; ignored with --multi-objective)")
-    p.add_argument("--heartbeat", type=int, default=60, metavar="S",
-                   help="seconds between a running trial's heartbeats; a trial whose worker stopped beating for "
-                        "three of them is failed, so it no longer counts as running (default: 60)")
+    add_heartbeat_option(p, "a running trial's", "the trial is failed, so it no longer counts as running")
     p.add_argument("--multi-objective", action="store_true",
                    help="maximise the metric and minimise total MACs per second (NSGA-II); prints the Pareto front")
     p.add_argument("--out", default=None, help="where trials.csv goes (default: results/sweep-<study>)")
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     name = args.study or f"{grid.name}-{args.metric}-{config_hash(base, [p.key for p in params], length=8)}"
     url = args.storage or f"sqlite:///{cache.root / 'optuna.db'}"
     try:
-        storage = open_storage(url, max(1, args.heartbeat), retry=False)
+        storage = open_storage(url, args.heartbeat, retry=False)
     except Exception as exc:  # noqa: BLE001 - a missing driver or an unreachable server: one line
         hint = " (pip install -e .[scale])" if isinstance(exc, ModuleNotFoundError) else ""
         print(f"error: --storage {redact(url)}: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)

@@ -138,6 +138,18 @@ def test_bad_grid_value_is_a_clear_error(tmp_path, capsys):
     assert run.main(["--grid", str(tmp_path / "missing.yaml")]) == 2
 
 
+@pytest.mark.parametrize("value", ["0", "-5", "soon"])
+def test_bad_heartbeat_is_refused_by_run_and_sweep_alike(value, capsys):
+    from bench import sweep
+
+    for main, args in ((run.main, ["--grid", SMOKE, "--dry-run"]), (sweep.main, ["--grid", SMOKE])):
+        with pytest.raises(SystemExit) as exc:
+            main([*args, "--heartbeat", value])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert f"{value!r} is out of range" in err and "Traceback" not in err
+
+
 def test_dry_run_lists_cells(capsys):
     assert run.main(["--grid", SMOKE, "--dry-run"]) == 0
     assert "cells" in capsys.readouterr().out

@@ -30,7 +30,7 @@ import pandas as pd
 KEYS = ("cell_id", "condition")
 SKIP = re.compile(r"^(rtf|batch_rtf|block_ms|algo_latency|peak_mem|latency|lat_|wall|time|throughput|prep)|(_ms|_mb)$|^p_|_p$|_holm$|"
                   r"_failures$|^recovered|^n$|^n_seeds$|"
-                  r"^(alpha|tau|block_s|gate_threshold|context_s|seed|n0|distill_steps)$")  # config, not results
+                  r"^(alpha|tau|block_s|gate_threshold|context_s|seed|n0|distill_steps|enh_emb_mix)$")  # config, not results
 DB = re.compile(r"sdr|headroom")
 TOL_DB = 0.5
 TOL = 0.05

@@ -146,9 +146,14 @@ class DistillConfig:
     weight_decay: float = 1e-4
     warmup_max: int = 50
     grad_clip: float = 5.0
+    # Enhanced inputs made under a drifted embedding (bench/distill.py:finish_inputs): each
+    # `enhanced` item's enhancer embedding is moved toward another training speaker's by a weight
+    # U(0, enh_emb_mix), as a refined embedding drifts toward an interferer; the student still
+    # learns the clean target's embedding. 0 = off (the enrollment embedding as it is).
+    enh_emb_mix: float = 0.0
 
 
-DISTILL_ADDED_FIELDS = ("weight_decay", "warmup_max", "grad_clip")
+DISTILL_ADDED_FIELDS = ("weight_decay", "warmup_max", "grad_clip", "enh_emb_mix")
 
 
 @dataclass
@@ -512,6 +517,7 @@ def _validate_models(cfg: ExperimentConfig) -> None:
     _range("distill.weight_decay", cfg.distill.weight_decay, 0.0, 1.0)
     _range("distill.warmup_max", cfg.distill.warmup_max, 1, 10**7)
     _range("distill.grad_clip", cfg.distill.grad_clip, 0.0, 1e6, lo_open=True)
+    _range("distill.enh_emb_mix", cfg.distill.enh_emb_mix, 0.0, 1.0)
 
 
 def _validate_pse(cfg: ExperimentConfig) -> None:

@@ -153,11 +153,15 @@ class WindowMixer:
 
 
 def draw_inputs(idx: np.ndarray, inputs: list[str], rng: np.random.Generator, mixer: WindowMixer,
-                by_spk: dict[int, list[int]], spk: list[int]) -> tuple[np.ndarray, list[int], list[int]]:
-    """The numpy part of a batch's inputs: ``(x [B, T], enh, enroll)``; item ``j`` is of kind
+                by_spk: dict[int, list[int]], spk: list[int],
+                emb_mix: float = 0.0) -> tuple[np.ndarray, list[int], list[int], list[tuple[int, float]]]:
+    """The numpy part of a batch's inputs: ``(x [B, T], enh, enroll, mix)``; item ``j`` is of kind
     ``inputs[j % len(inputs)]``: its clean pool window, or that window mixed (``noisy``, and
     ``enhanced`` before the enhancer runs); ``enh`` lists the ``enhanced`` items, ``enroll`` the
-    pool index of each one's enrollment window (same speaker). Draws from ``rng`` in item order."""
+    pool index of each one's enrollment window (same speaker). With ``emb_mix`` > 0
+    (``distill.enh_emb_mix``), ``mix`` gives each enhanced item a window of another speaker and a
+    weight ``U(0, emb_mix)`` toward whose embedding its enhancer embedding is moved (empty at 0).
+    Draws from ``rng`` in item order (nothing more at ``emb_mix`` 0)."""
     kinds = [inputs[j % len(inputs)] for j in range(len(idx))]
     wavs = []
     for i, kind in zip(idx, kinds, strict=True):
@@ -167,27 +171,44 @@ def draw_inputs(idx: np.ndarray, inputs: list[str], rng: np.random.Generator, mi
     for j in enh:
         same = by_spk[spk[int(idx[j])]]
         enroll.append(int(same[int(rng.integers(len(same)))]))
-    return np.stack(wavs), enh, enroll
+    mix: list[tuple[int, float]] = []
+    if emb_mix > 0:
+        for j in enh:
+            others = [s for s in by_spk if s != spk[int(idx[j])]]
+            if not others:
+                mix.append((int(idx[j]), 0.0))
+                continue
+            pool = by_spk[others[int(rng.integers(len(others)))]]
+            mix.append((int(pool[int(rng.integers(len(pool)))]), float(rng.uniform(0.0, emb_mix))))
+    return np.stack(wavs), enh, enroll, mix
 
 
 def finish_inputs(x: torch.Tensor, enh: list[int], enroll: list[int], enhancer: Any, pool_targets: torch.Tensor,
-                  device: Any) -> torch.Tensor:
+                  device: Any, mix: list[tuple[int, float]] | None = None) -> torch.Tensor:
     """``x`` (on ``device``) with its ``enh`` items replaced by ``enhancer(x[enh], e)``, ``e`` the
-    teacher targets of the pool windows ``enroll``."""
+    teacher targets of the pool windows ``enroll``, each moved (``mix``, from :func:`draw_inputs`)
+    to ``normalize((1 - w) e + w t)`` toward another speaker's target ``t``: enhanced speech made
+    under a drifted embedding, as refinement makes it."""
     if enh:
+        e = pool_targets[enroll].to(device)
+        if mix:
+            other = pool_targets[[i for i, _ in mix]].to(device)
+            w = torch.tensor([w for _, w in mix], dtype=e.dtype, device=device)[:, None]
+            e = torch.nn.functional.normalize((1 - w) * e + w * other, dim=-1)
         with torch.no_grad():
-            out = enhancer(x[enh], pool_targets[enroll].to(device))
+            out = enhancer(x[enh], e)
         x[enh] = out.to(x.dtype).reshape(len(enh), -1)[:, : x.shape[1]]
     return x
 
 
 def _student_batch(n_pool: int, batch_size: int, inputs: list[str], mixer: WindowMixer, by_spk: dict[int, list[int]],
-                   spk: list[int], rng: np.random.Generator) -> dict[str, Any]:
+                   spk: list[int], emb_mix: float, rng: np.random.Generator) -> dict[str, Any]:
     """One training batch of the step-seeded loader (:mod:`bench.data.steps`), made in a worker:
-    pool indices, their input audio and the enrollment picks of the ``enhanced`` items."""
+    pool indices, their input audio and the enrollment (and embedding-mix) picks of the
+    ``enhanced`` items."""
     idx = rng.choice(n_pool, size=batch_size, replace=n_pool < batch_size)
-    x, enh, enroll = draw_inputs(idx, inputs, rng, mixer, by_spk, spk)
-    return {"idx": torch.from_numpy(idx), "x": torch.from_numpy(x), "enh": enh, "enroll": enroll}
+    x, enh, enroll, mix = draw_inputs(idx, inputs, rng, mixer, by_spk, spk, emb_mix)
+    return {"idx": torch.from_numpy(idx), "x": torch.from_numpy(x), "enh": enh, "enroll": enroll, "mix": mix}
 
 
 # --------------------------------------------------------------------------- main entry
@@ -230,7 +251,7 @@ def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
     t_start = time.time()
     emb_cache = EmbeddingCache(cache, teacher, corpus.key)
     pool = _train_pool(cfg, corpus, emb_cache, device)
-    make_inputs = functools.partial(_make_inputs, inputs, enhancer, device)
+    make_inputs = functools.partial(_make_inputs, inputs, enhancer, device, float(dc.enh_emb_mix))
     val = _val_set(cfg, corpus, emb_cache, make_inputs, device)
     run = _optimiser(cfg, student, device, d / "ckpt.pt")
     desc = f"distill {cfg.student.name}<-{teacher.name} ({dc.loss})"
@@ -257,12 +278,12 @@ def _train_pool(cfg: Any, corpus: Any, emb_cache: Any, device: Any) -> dict[str,
     return {"ids": ids, "spk": spk, "targets": targets, "spk_t": spk_t, "mixer": mixer, "by_spk": by_spk}
 
 
-def _make_inputs(inputs: list[str], enhancer: Any, device: Any, idx: np.ndarray, rng: np.random.Generator,
-                 pool_mixer: WindowMixer, pool_targets: torch.Tensor, pool_by_spk: dict[int, list[int]],
-                 pool_spk: list[int]) -> torch.Tensor:
+def _make_inputs(inputs: list[str], enhancer: Any, device: Any, emb_mix: float, idx: np.ndarray,
+                 rng: np.random.Generator, pool_mixer: WindowMixer, pool_targets: torch.Tensor,
+                 pool_by_spk: dict[int, list[int]], pool_spk: list[int]) -> torch.Tensor:
     """A batch's inputs made here (on ``device``): :func:`draw_inputs`, then :func:`finish_inputs`."""
-    x, enh, enroll = draw_inputs(idx, inputs, rng, pool_mixer, pool_by_spk, pool_spk)
-    return finish_inputs(torch.from_numpy(x).to(device), enh, enroll, enhancer, pool_targets, device)
+    x, enh, enroll, mix = draw_inputs(idx, inputs, rng, pool_mixer, pool_by_spk, pool_spk, emb_mix)
+    return finish_inputs(torch.from_numpy(x).to(device), enh, enroll, enhancer, pool_targets, device, mix)
 
 
 def _val_set(cfg: Any, corpus: Any, emb_cache: Any, make_inputs: Callable[..., torch.Tensor],
@@ -371,7 +392,8 @@ def _train_loop(cfg: Any, student: torch.nn.Module, loss_fn: Any, pool: dict[str
     train_losses: list[float] = []
     # train.loader_workers > 0: batches made in DataLoader workers, batch s from a generator seeded
     # by (seed, s) (the same for any number of workers); 0: here, from `rng` (the cached results)
-    batches = (step_batches(functools.partial(_student_batch, n_pool, dc.batch_size, inputs, pool["mixer"], pool["by_spk"], pool["spk"]),
+    batches = (step_batches(functools.partial(_student_batch, n_pool, dc.batch_size, inputs, pool["mixer"], pool["by_spk"],
+                                              pool["spk"], float(dc.enh_emb_mix)),
                             int(cfg.seed), STUDENT_TAG, state["step"], dc.steps, cfg.train.loader_workers,
                             pin_memory=device.type == "cuda") if cfg.train.loader_workers > 0 else None)
     while state["step"] < dc.steps:
@@ -381,7 +403,8 @@ def _train_loop(cfg: Any, student: torch.nn.Module, loss_fn: Any, pool: dict[str
         else:
             b = next(batches)
             idx = b["idx"].numpy()
-            x = finish_inputs(b["x"].to(device, non_blocking=True), b["enh"], b["enroll"], enhancer, targets, device)
+            x = finish_inputs(b["x"].to(device, non_blocking=True), b["enh"], b["enroll"], enhancer, targets, device,
+                              b["mix"])
         with autocast(device, cfg.train):  # train.amp: CUDA only; the loss in float32
             s = student(x)
         loss = loss_fn(s.float(), targets[idx], pool["spk_t"][idx].to(device))

@@ -90,7 +90,7 @@ KEYS = ("cell_id", "condition", "system", "role", "teacher", "loss", "tau", "alp
 # settings that can tell cells of one system apart, with their short legend names
 VARIANTS = {"alpha": "a", "teacher": "teacher", "tau": "tau", "rule": "", "n0": "n0", "gate": "gate",
             "gate_threshold": "thr", "context_s": "ctx", "block_s": "block", "student_inputs": "in",
-            "distill_steps": "steps", "pse_key": "pse", "seed": "s"}
+            "distill_steps": "steps", "enh_emb_mix": "drift", "pse_key": "pse", "seed": "s"}
 CI = ("_mean", "_ci_lo", "_ci_hi")
 
 
@@ -422,7 +422,7 @@ def conditions(board: pd.DataFrame, path: Path, colours: dict[str, tuple] | None
 
 
 SPK_COLS = ("teacher_eer", "student_eer", "student_agreement")
-STUDENT_ID = ("teacher", "loss", "tau", "seed", "student_inputs", "distill_steps", "pse_key")
+STUDENT_ID = ("teacher", "loss", "tau", "seed", "student_inputs", "distill_steps", "enh_emb_mix", "pse_key")
 
 
 def speaker_points(board: pd.DataFrame) -> pd.DataFrame:

@@ -204,6 +204,8 @@ def _describe(cfg) -> str:
     if uses_student(cfg):
         parts += [f"loss={cfg.distill.loss}", f"tau={cfg.distill.tau}", f"seed={cfg.seed}",
                   f"inputs={'+'.join(cfg.distill.inputs)}", f"steps={cfg.distill.steps}"]
+        if cfg.distill.enh_emb_mix and "enhanced" in cfg.distill.inputs:
+            parts += [f"enh_emb_mix={cfg.distill.enh_emb_mix}"]
     if updates_embedding(cfg):
         parts += [f"alpha={cfg.refine.alpha}", f"rule={cfg.refine.rule}", f"block_s={cfg.refine.block_s}",
                   f"context_s={cfg.refine.context_s}"]
@@ -246,6 +248,8 @@ def _cell_row(cfg, cell_id: str, info: dict[str, Any], links: dict[str, str], co
         "seed": cfg.seed if stu else "",
         "student_inputs": "+".join(cfg.distill.inputs) if stu else "",
         "distill_steps": cfg.distill.steps if stu else float("nan"),
+        # distill.enh_emb_mix: enhanced training inputs made under a drifted embedding (NaN: none)
+        "enh_emb_mix": cfg.distill.enh_emb_mix if stu and "enhanced" in cfg.distill.inputs else float("nan"),
         "pse": f"{cfg.pse.name}/{cfg.pse.size}",
         "pse_source": info.get("pse_source", cfg.pse.source),
         "pse_key": str((info.get("pse_train") or {}).get("key", ""))[:8],

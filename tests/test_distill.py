@@ -91,3 +91,63 @@ def test_distill_enhanced_inputs_and_speaker_positives(cache, corpus):
 def test_distill_other_losses(cache, corpus, loss):
     _, info = distill_student(_cfg(steps=2, loss=loss), corpus, FakeTeacher(32), cache, progress=False)
     assert info["loss"] == loss and info["val_loss"] == info["val_loss"]
+
+
+def test_enhanced_inputs_under_a_drifted_embedding(cache, corpus):
+    """``distill.enh_emb_mix``: the enhancer's embedding is the enrollment's moved toward another
+    speaker's target by a weight in [0, enh_emb_mix]; at 0 it is the enrollment's own target."""
+    import numpy as np
+
+    from bench.distill import draw_inputs, finish_inputs
+
+    targets = torch.nn.functional.normalize(torch.randn(8, 4), dim=-1)
+    spk = [0, 0, 1, 1, 2, 2, 3, 3]
+    by_spk = {s: [i for i, t in enumerate(spk) if t == s] for s in set(spk)}
+
+    class Mixer:
+        def window(self, i):
+            return np.full(10, float(i), np.float32)
+
+        def noisy(self, i, rng):
+            return np.full(10, float(i), np.float32)
+
+    class Enh:
+        def __call__(self, x, e):
+            self.e = e
+            return x
+
+    idx = np.arange(8)
+    inputs = ["clean", "enhanced"]
+    rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
+    x, enh, enroll, mix = draw_inputs(idx, inputs, rng_a, Mixer(), by_spk, spk, 0.0)
+    assert mix == [] and enh == [1, 3, 5, 7]
+    enh_fn = Enh()
+    finish_inputs(torch.from_numpy(x), enh, enroll, enh_fn, targets, "cpu", mix)
+    assert torch.equal(enh_fn.e, targets[enroll])
+    x2, enh2, enroll2, mix2 = draw_inputs(idx, inputs, rng_b, Mixer(), by_spk, spk, 0.4)
+    assert enroll2 == enroll and np.array_equal(x2, x)  # the extra draws come after the usual ones
+    assert len(mix2) == len(enh2)
+    for j, (other, w) in zip(enh2, mix2, strict=True):
+        assert spk[other] != spk[j] and 0.0 <= w <= 0.4
+    finish_inputs(torch.from_numpy(x2), enh2, enroll2, enh_fn, targets, "cpu", mix2)
+    for k, (other, w) in enumerate(mix2):
+        want = torch.nn.functional.normalize((1 - w) * targets[enroll2[k]] + w * targets[other], dim=0)
+        assert torch.allclose(enh_fn.e[k], want, atol=1e-6)
+
+
+def test_enh_emb_mix_keys_the_student_only_when_on(cache, corpus):
+    from bench.distill import distill_key
+
+    class Enh:
+        identity = "half"
+
+        def __call__(self, mixture, emb):
+            return mixture * 0.5
+
+    def key(**kw):
+        return distill_key(_cfg(inputs=["clean", "enhanced"], **kw), corpus, FakeTeacher(32), Enh())
+
+    assert key(enh_emb_mix=0.0) == key() != key(enh_emb_mix=0.3)
+    cfg = _cfg(steps=2, inputs=["clean", "enhanced"], enh_emb_mix=0.3)
+    _, info = distill_student(cfg, corpus, FakeTeacher(32), cache, enhancer=Enh(), progress=False)
+    assert info["steps"] == 2 and cache.is_done("student", info["key"])

@@ -17,6 +17,7 @@ and a re-run of a finished one only writes the leaderboard (cells come from the 
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import socket
@@ -91,8 +92,6 @@ def add_heartbeat_option(parser: Any, beats: str, stale: str, when: str = "") ->
         except ValueError:
             value = 0
         if value < 1:
-            import argparse
-
             raise argparse.ArgumentTypeError(f"{text!r} is out of range: give whole seconds, at least 1 "
                                              f"({HEARTBEAT_S} is usual)")
         return value

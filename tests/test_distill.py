@@ -93,7 +93,7 @@ def test_distill_other_losses(cache, corpus, loss):
     assert info["loss"] == loss and info["val_loss"] == info["val_loss"]
 
 
-def test_enhanced_inputs_under_a_drifted_embedding(cache, corpus):
+def test_enhanced_inputs_under_a_drifted_embedding():
     """``distill.enh_emb_mix``: the enhancer's embedding is the enrollment's moved toward another
     speaker's target by a weight in [0, enh_emb_mix]; at 0 it is the enrollment's own target."""
     import numpy as np

@@ -33,9 +33,9 @@ from bench.pipeline.keys import (
     EVAL_SEED_OFFSET,
     STAGE_VERSION,
     EvalSetSpec,
+    backbone_key,
     eval_slice,
     eval_split,
-    limit_tag,
     mixture_key,
     n_items,
 )
@@ -53,8 +53,14 @@ class Pipeline:
 
     def __init__(self, cache: Cache, device: str = "cpu", progress: bool = True) -> None:
         self.stages = Stages(cache, device, progress)
-        self.cache = cache
-        self.device = device
+
+    @property
+    def cache(self) -> Cache:
+        return self.stages.cache
+
+    @property
+    def device(self) -> str:
+        return self.stages.device
 
     @property
     def on_validation(self) -> Any:
@@ -93,15 +99,12 @@ class Pipeline:
         return self.stages.pse(cfg, self.corpus(cfg), self.teacher(cfg))
 
     def student(self, cfg: ExperimentConfig) -> tuple[Any, dict[str, Any]]:
-        from bench.pse.train import stage_key
-
         teacher = self.teacher(cfg)
         corpus = self.corpus(cfg)
         enhancer = None
         if "enhanced" in cfg.distill.inputs:
             pse_model, _ = self.pse(cfg)
-            identity = stage_key(cfg, corpus, teacher, self.device) + limit_tag(cfg.pse.atten_lim_db)
-            enhancer = _Enhancer(pse_model, identity)
+            enhancer = _Enhancer(pse_model, backbone_key(cfg, corpus, teacher, self.device))
         return self.stages.student(cfg, corpus, teacher, enhancer)
 
     def weights_identity(self, cfg: ExperimentConfig) -> str:

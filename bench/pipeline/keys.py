@@ -29,9 +29,14 @@ EVAL_SEED_OFFSET = 1000
 STAGE_VERSION = {"evalset": 2, "eval": 4}
 
 
+def draw_split(split: str) -> str | None:
+    """The corpus split ``eval.split`` names (None for ``all``: every speaker)."""
+    return None if split == "all" else split
+
+
 def eval_split(cfg: ExperimentConfig) -> str | None:
     """The split the eval sets are drawn from (None: every speaker of the test corpus)."""
-    return None if cfg.eval.split == "all" else cfg.eval.split
+    return draw_split(cfg.eval.split)
 
 
 def n_items(cfg: ExperimentConfig, condition: str) -> int:
@@ -63,7 +68,7 @@ class EvalSetSpec:
     @property
     def draw_split(self) -> str | None:
         """The split the mixtures are drawn from (None: every speaker)."""
-        return None if self.split == "all" else self.split
+        return draw_split(self.split)
 
     def key(self, corpus_key: str) -> str:
         """Content key of the mixtures cut from the corpus whose content key is ``corpus_key``;
@@ -108,9 +113,13 @@ def mixture_key(cfg: ExperimentConfig, corpus_key: str) -> str:
                        e.competing_sir_db)
 
 
-def limit_tag(atten_lim_db: float) -> str:
-    """What ``pse.atten_lim_db`` adds to a backbone's identity ("" when off, so older keys hold)."""
-    return f"+lim{atten_lim_db:g}dB" if atten_lim_db else ""
+def backbone_key(cfg: ExperimentConfig, corpus: Any, teacher: Any, device: Any) -> str:
+    """The backbone as it is evaluated: its training stage key (``bench.pse.train.stage_key``) plus
+    what ``pse.atten_lim_db`` adds at inference ("" when off, so older keys hold)."""
+    from bench.pse.train import stage_key
+
+    lim = cfg.pse.atten_lim_db
+    return stage_key(cfg, corpus, teacher, device) + (f"+lim{lim:g}dB" if lim else "")
 
 
 def refine_slice(cfg: ExperimentConfig) -> dict[str, Any]:

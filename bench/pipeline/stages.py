@@ -17,7 +17,7 @@ import numpy as np
 
 from bench.cache import Cache, config_hash
 from bench.config import CorpusConfig, ExperimentConfig, TeacherConfig
-from bench.pipeline.keys import EvalSetSpec, limit_tag
+from bench.pipeline.keys import EvalSetSpec, backbone_key
 
 EMBED_BATCH = 16  # clips of equal length the teacher embeds at once
 
@@ -85,7 +85,7 @@ class Stages:
         attenuation limit. Its key is ``bench.pse.train.stage_key``: the training slice of ``cfg``
         (``pse``, ``mix``, ``eval.n_val``, ``train``), the teacher and the corpus content."""
         from bench.pse.limit import with_limit
-        from bench.pse.train import stage_key, train_pse
+        from bench.pse.train import train_pse
 
         def make() -> tuple[Any, dict[str, Any]]:
             model, info = train_pse(cfg, corpus, teacher, self.cache, device=self.device, progress=self.progress)
@@ -93,8 +93,7 @@ class Stages:
             model.eval()
             return model, info
 
-        return self.memoised("pse", stage_key(cfg, corpus, teacher, self.device) + limit_tag(cfg.pse.atten_lim_db),
-                             make)
+        return self.memoised("pse", backbone_key(cfg, corpus, teacher, self.device), make)
 
     def student(self, cfg: ExperimentConfig, corpus: Any, teacher: Any, enhancer: Any = None) -> tuple[Any, dict]:
         """The distilled student (``bench.distill``), keyed by ``bench.distill.distill_key``

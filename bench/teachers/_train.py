@@ -23,6 +23,7 @@ from bench.cache import config_hash
 from bench.config import TEACHER_ADDED_FIELDS
 from bench.metrics.speaker import crop_audio, speaker_eval, utt_ids_of
 from bench.runtime import backward_step
+from bench.teachers import base
 from bench.trainloop import progress_bar, warmup_cosine
 
 
@@ -52,8 +53,6 @@ def trained_teacher(name: str, cfg: Any, cache: Any, corpus: Any, artifact: str,
     """The ``source=trained`` teacher ``name``: checked (``base.check_trainable``), keyed by
     :func:`trained_key`, built once by ``build(path)`` (trains, writes ``<stage dir>/<artifact>``,
     returns the training info) and loaded by ``load(path)``, with its provenance."""
-    from bench.teachers import base
-
     base.check_trainable(name, cfg, corpus, presets)
     key = trained_key(name, cfg, corpus.key)
     path = cache.stage_dir("teacher", key) / artifact

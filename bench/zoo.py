@@ -14,8 +14,9 @@ time, commit, command, date, and the file's SHA-256).
 * ``pse.source: local`` + ``pse.path`` loads a user's checkpoint (a state dict, or a zoo entry's
   ``.pt``) for the configured architecture, without training.
 
-``python -m bench.zoo build --grid ablations/losses.yaml`` (re)trains every zoo backbone the
-grid uses and writes the entries; ``python -m bench.zoo verify`` checks every checksum;
+``python -m bench.zoo build --grid ablations/losses.yaml`` trains every zoo backbone the grid uses
+that the zoo does not already hold intact (same stage key, checksum verified) and writes its entry;
+``--force`` retrains and rewrites them all. ``python -m bench.zoo verify`` checks every checksum;
 ``python -m bench.zoo list`` prints the entries.
 """
 
@@ -166,6 +167,38 @@ def entry_name(cfg: Any, key: str = "") -> str:
     return f"{cfg.pse.name}-{cfg.pse.size}-{teacher}-{kind}" + (f"-{key[:8]}" if key else "")
 
 
+def plan_build(keys: dict[str, str], zoo_dir: str | Path | None = None,
+               force: bool = False) -> tuple[list[str], dict[str, str]]:
+    """Which backbones a build must train.
+
+    Args:
+        keys: entry name -> stage key of every backbone the build needs.
+        zoo_dir: the zoo (default: the repository's).
+        force: train every one, even those the zoo holds.
+
+    Returns:
+        The names to train, and for each one skipped why (the zoo entry with its stage key and an
+        intact checksum). A damaged or unreadable entry is retrained, with a warning naming it.
+    """
+    have = entries(zoo_dir)
+    todo: list[str] = []
+    skipped: dict[str, str] = {}
+    for name, key in keys.items():
+        rec = have.get(key)
+        if force or rec is None:
+            todo.append(name)
+            continue
+        try:
+            load_state(rec, zoo_dir)
+        except ZooError as exc:
+            log.warning("%s: %s; training it again", name, exc)
+            todo.append(name)
+            continue
+        skipped[name] = (f"in the zoo as {rec['file']} (sha256 {rec['sha256'][:16]}, {rec['steps']} steps, "
+                         f"commit {rec['commit']}); --force retrains it")
+    return todo, skipped
+
+
 # --------------------------------------------------------------------------- CLI
 def _build(args: argparse.Namespace) -> int:
     from dataclasses import replace
@@ -183,7 +216,8 @@ def _build(args: argparse.Namespace) -> int:
         return 2
     set_threads()
     pipe = None
-    todo: dict[str, Any] = {}
+    needed: dict[str, Any] = {}
+    keys: dict[str, str] = {}
     for c in cells:
         if c.config.pse.source != "zoo":
             continue
@@ -192,10 +226,17 @@ def _build(args: argparse.Namespace) -> int:
         for pers in (True, False):  # every personalized backbone is compared with its non-personalized twin
             cfg = replace(c.config, pse=replace(c.config.pse, personalized=pers, source="train"))
             key = stage_key(cfg, pipe.corpus(cfg), pipe.teacher(cfg))
-            todo.setdefault(entry_name(cfg, key), cfg)
-    if not todo or pipe is None:
+            needed.setdefault(entry_name(cfg, key), cfg)
+            keys.setdefault(entry_name(cfg, key), key)
+    if not needed or pipe is None:
         print(f"error: no cell of {args.grid} uses pse.source=zoo", file=sys.stderr)
         return 2
+    names, skipped = plan_build(keys, args.zoo_dir, force=args.force)
+    for name, why in skipped.items():
+        print(f"{name}: skipped, {why}")
+    todo = {name: needed[name] for name in names}
+    if not todo:
+        return 0
     from bench.config import Cell
     from bench.run import prefetch
 
@@ -240,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--grid", default="ablations/losses.yaml")
     b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--force", action="store_true",
+                   help="retrain every backbone, also those the zoo already holds with an intact checksum")
     for name in ("verify", "list"):
         sub.add_parser(name).add_argument("--zoo-dir", default=None)
     b.add_argument("--zoo-dir", default=None)

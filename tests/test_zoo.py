@@ -203,3 +203,21 @@ def test_two_workers_on_one_cache_train_a_stage_once(tmp_path):
         p.join(120)
     cached = sorted(out.get(timeout=5) for _ in procs)
     assert cached == [False, True]  # one trained, the other waited for the lock and loaded
+
+
+def test_build_plan_skips_intact_entries_and_retrains_damaged_ones(fake_world, tmp_path, caplog):
+    corpus, teacher = fake_world
+    corpus.speakers = lambda split=None: corpus.spk.get(split, [])
+    cfg = _train_cfg()
+    _, rec = _zoo_entry(tmp_path, corpus, teacher, cfg)
+    keys = {"tiny-test": rec["stage_key"], "twin-absent": "0" * 16}
+    todo, skipped = zoo.plan_build(keys, tmp_path / "zoo")
+    assert todo == ["twin-absent"] and set(skipped) == {"tiny-test"}
+    assert rec["sha256"][:16] in skipped["tiny-test"]
+    todo, skipped = zoo.plan_build(keys, tmp_path / "zoo", force=True)
+    assert todo == ["tiny-test", "twin-absent"] and not skipped
+    (tmp_path / "zoo" / "tiny-test.pt").write_bytes(b"broken")
+    with caplog.at_level(logging.WARNING, logger="bench"):
+        todo, skipped = zoo.plan_build(keys, tmp_path / "zoo")
+    assert todo == ["tiny-test", "twin-absent"] and not skipped
+    assert "tiny-test.pt is damaged" in caplog.text

@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         model, info = train_pse(c, corpus, teacher, cache, device=device)
         model = with_limit(model, cfg.pse.atten_lim_db)
         models[system] = model
-        row = {k: info.get(k) for k in ("steps", "best_step", "best_val_si_sdri", "wall_s", "params", "cached")}
+        row = {k: info.get(k) for k in ("steps", "best_step", "best_val_si_sdri", "wall_s", "params", "cached",
+                                       "pse_source")}
         row["train_call_s"] = time.time() - t0
         row["macs_per_s"] = backbone_macs_per_second(model)
         results[system] = row

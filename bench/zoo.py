@@ -216,8 +216,7 @@ def _build(args: argparse.Namespace) -> int:
         return 2
     set_threads()
     pipe = None
-    needed: dict[str, Any] = {}
-    keys: dict[str, str] = {}
+    needed: dict[str, tuple[Any, str]] = {}  # entry name -> (training config, stage key)
     for c in cells:
         if c.config.pse.source != "zoo":
             continue
@@ -226,12 +225,11 @@ def _build(args: argparse.Namespace) -> int:
         for pers in (True, False):  # every personalized backbone is compared with its non-personalized twin
             cfg = replace(c.config, pse=replace(c.config.pse, personalized=pers, source="train"))
             key = stage_key(cfg, pipe.corpus(cfg), pipe.teacher(cfg))
-            needed.setdefault(entry_name(cfg, key), cfg)
-            keys.setdefault(entry_name(cfg, key), key)
+            needed.setdefault(entry_name(cfg, key), (cfg, key))
     if not needed or pipe is None:
         print(f"error: no cell of {args.grid} uses pse.source=zoo", file=sys.stderr)
         return 2
-    names, skipped = plan_build(keys, args.zoo_dir, force=args.force)
+    names, skipped = plan_build({name: key for name, (_, key) in needed.items()}, args.zoo_dir, force=args.force)
     for name, why in skipped.items():
         print(f"{name}: skipped, {why}")
     todo = {name: needed[name] for name in names}
@@ -240,14 +238,13 @@ def _build(args: argparse.Namespace) -> int:
     from bench.config import Cell
     from bench.run import prefetch
 
-    prefetch(pipe, [Cell(config=c, axes={}) for c in todo.values()], workers=2, progress=not args.no_progress)
-    for name, cfg in todo.items():
+    prefetch(pipe, [Cell(config=c, axes={}) for c, _ in todo.values()], workers=2, progress=not args.no_progress)
+    for name, (cfg, key) in todo.items():
         t0 = time.time()
         _, info = pipe.pse(cfg)
-        key = stage_key(cfg, pipe.corpus(cfg), pipe.teacher(cfg))
         state = pipe.cache.stage_dir("pse", key) / "model.pt"
         rec = add(name, state, {**info, "key": key}, cfg, pipe.corpus(cfg), pipe.teacher(cfg),
-                  "python -m bench.zoo build " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else []),
+                  " ".join(["python -m bench.zoo", *args.argv]),
                   zoo_dir=args.zoo_dir)
         print(f"{name}: {rec['steps']} steps, {rec['train_wall_s']:.0f} s of training, "
               f"val SI-SDRi {rec['best_val_si_sdri']:.2f} dB, sha256 {rec['sha256'][:16]} ({time.time() - t0:.0f} s)")
@@ -287,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser(name).add_argument("--zoo-dir", default=None)
     b.add_argument("--zoo-dir", default=None)
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded as the entry's command
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     return {"build": _build, "verify": _verify, "list": _list}[args.cmd](args)
 

@@ -221,3 +221,20 @@ def test_build_plan_skips_intact_entries_and_retrains_damaged_ones(fake_world, t
         todo, skipped = zoo.plan_build(keys, tmp_path / "zoo")
     assert todo == ["tiny-test", "twin-absent"] and not skipped
     assert "tiny-test.pt is damaged" in caplog.text
+
+
+def test_build_command_writes_entries_then_skips_them(smoke_run, tmp_path, capsys):
+    from pathlib import Path
+
+    _, _, cache, _ = smoke_run
+    smoke = str(Path(__file__).resolve().parents[1] / "ablations" / "smoke.yaml")
+    args = ["build", "--grid", smoke, "--set", "pse.source=zoo", "--set", f"cache_dir={cache}",
+            "--zoo-dir", str(tmp_path / "zoo"), "--no-progress"]
+    assert zoo.main(args) == 0
+    built = zoo.entries(tmp_path / "zoo")
+    assert len(built) == 2
+    assert {r["command"] for r in built.values()} == {" ".join(["python -m bench.zoo", *args])}
+    capsys.readouterr()
+    assert zoo.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped, in the zoo as") == 2 and "s of training" not in out

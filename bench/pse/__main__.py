@@ -15,6 +15,10 @@ choose a setting without looking at the test speakers), mean and 95 % bootstrap 
 * with ``--quality``: PESQ-WB and STOI of the mixture and of each system, and each system's
   paired difference to the mixture.
 
+``--system-override SYSTEM:pse.KEY=VALUE`` changes one system only, e.g. ``personalized:pse.seed=1``
+scores another training run of the personalized backbone against the default twin on the same
+mixtures. A bad value or system is a message and exit status 2, not a traceback.
+
 The output is one JSON object (numbers only, so scripts can read it).
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
 from typing import Any
@@ -101,11 +106,37 @@ def _quality_block(test: dict, ref: torch.Tensor, outs: dict[str, torch.Tensor],
     return block
 
 
+SYSTEMS = ("personalized", "baseline")
+
+
+def _system_overrides(items: list[str], systems: list[str]) -> dict[str, list[str]]:
+    """``SYSTEM:pse.KEY=VALUE`` items grouped by system (ConfigError naming a bad item)."""
+    from bench.config import ConfigError
+
+    out: dict[str, list[str]] = {name: [] for name in systems}
+    for name in systems:
+        if name not in SYSTEMS:
+            raise ConfigError(f"--systems has {name!r}; choices: {', '.join(SYSTEMS)}")
+    for item in items:
+        name, sep, override = item.partition(":")
+        if not sep or name not in out:
+            raise ConfigError(f"--system-override {item!r}: expected SYSTEM:pse.KEY=VALUE with SYSTEM one of "
+                              f"{', '.join(systems)}")
+        if not override.startswith("pse.") or "=" not in override:
+            raise ConfigError(f"--system-override {item!r}: only pse.* keys can differ between systems "
+                              "(the test mixtures, teacher and corpus are shared)")
+        out[name].append(override)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.pse", description=__doc__.splitlines()[0])
     p.add_argument("--config", default=None, help="experiment YAML (defaults when absent)")
     p.add_argument("-o", "--override", action="append", default=[], help="dotted key=value")
     p.add_argument("--systems", default="personalized,baseline")
+    p.add_argument("--system-override", action="append", default=[], metavar="SYSTEM:pse.KEY=VALUE",
+                   help="a pse.* override for one system only, e.g. personalized:pse.seed=1 (score another "
+                        "training run of the personalized backbone against the default twin)")
     p.add_argument("--n-test", type=int, default=100)
     p.add_argument("--test-s", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=12345,
@@ -120,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from bench.cache import Cache
-    from bench.config import load_config
+    from bench.config import ConfigError, load_config
     from bench.data.corpus import load_corpus
     from bench.harness import pick_device
     from bench.metrics.complexity import backbone_macs_per_second
@@ -128,18 +159,26 @@ def main(argv: list[str] | None = None) -> int:
     from bench.pse.train import train_pse
     from bench.teachers import load_teacher
 
-    cfg = load_config(args.config, args.override)
+    systems = args.systems.split(",")
+    try:
+        per_system = _system_overrides(args.system_override, systems)
+        cfg = load_config(args.config, args.override)
+        system_cfgs = {name: load_config(args.config, args.override + per_system[name]) for name in systems}
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     cache = Cache(cfg.cache_dir or None)
     corpus = load_corpus(cfg.corpus, cache)
     device = pick_device(args.device or cfg.device)
     teacher = load_teacher(cfg.teacher, cache, corpus, device)
     models = {}
     results: dict[str, Any] = {}
-    for system in args.systems.split(","):
-        c = replace(cfg, pse=replace(cfg.pse, personalized=system == "personalized"))
+    for system in systems:
+        sc = system_cfgs[system]
+        c = replace(sc, pse=replace(sc.pse, personalized=system == "personalized"))
         t0 = time.time()
         model, info = train_pse(c, corpus, teacher, cache, device=device)
-        model = with_limit(model, cfg.pse.atten_lim_db)
+        model = with_limit(model, c.pse.atten_lim_db)
         models[system] = model
         row = {k: info.get(k) for k in ("steps", "best_step", "best_val_si_sdri", "wall_s", "params", "cached",
                                        "pse_source")}

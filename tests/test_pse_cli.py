@@ -56,3 +56,10 @@ def test_system_override_reaches_only_its_system(monkeypatch, tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert rows["personalized"]["steps"] == 3 and rows["baseline"]["steps"] == 2
     assert rows["personalized"]["pse_source"] == rows["baseline"]["pse_source"] == "trained"
+
+
+@pytest.mark.parametrize("argv", [["--n-test", "0"], ["--test-s", "-1"]])
+def test_bad_sizes_are_refused(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*argv, "--train-only"])
+    assert exc.value.code == 2 and "--n-test must be >= 1 and --test-s > 0" in capsys.readouterr().err

@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="where to train and run the backbones (default: the config's device, auto: CUDA when present)")
     p.add_argument("--train-only", action="store_true", help="train (or load) the systems, score nothing")
     args = p.parse_args(argv)
+    if args.n_test < 1 or args.test_s <= 0:
+        p.error(f"--n-test must be >= 1 and --test-s > 0 (got {args.n_test}, {args.test_s})")
     if args.threads:
         torch.set_num_threads(args.threads)
 

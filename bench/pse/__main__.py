@@ -111,7 +111,7 @@ SYSTEMS = ("personalized", "baseline")
 
 def _system_overrides(items: list[str], systems: list[str]) -> dict[str, list[str]]:
     """``SYSTEM:pse.KEY=VALUE`` items grouped by system (ConfigError naming a bad item)."""
-    from bench.config import ConfigError
+    from bench.config import ConfigError, parse_override
 
     out: dict[str, list[str]] = {name: [] for name in systems}
     for name in systems:
@@ -122,7 +122,7 @@ def _system_overrides(items: list[str], systems: list[str]) -> dict[str, list[st
         if not sep or name not in out:
             raise ConfigError(f"--system-override {item!r}: expected SYSTEM:pse.KEY=VALUE with SYSTEM one of "
                               f"{', '.join(systems)}")
-        if not override.startswith("pse.") or "=" not in override:
+        if not parse_override(override)[0].startswith("pse."):
             raise ConfigError(f"--system-override {item!r}: only pse.* keys can differ between systems "
                               "(the test mixtures, teacher and corpus are shared)")
         out[name].append(override)
@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         per_system = _system_overrides(args.system_override, systems)
         cfg = load_config(args.config, args.override)
-        system_cfgs = {name: load_config(args.config, args.override + per_system[name]) for name in systems}
+        system_cfgs = {name: load_config(args.config, args.override + extra) if extra else cfg
+                       for name, extra in per_system.items()}
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

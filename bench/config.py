@@ -184,7 +184,10 @@ class PSEConfig:
     spec_ffts: list[int] = field(default_factory=lambda: [512])
     # weight of the spectral term against -SI-SDR (dB) in the training loss
     spec_weight: float = 10.0
-    seed: int = 0
+    # Training seed (initialisation, mixtures drawn, embedding augmentation). 1, by the rule of
+    # results/operating_point/PLAN_seeds.md (best of the recipe's runs on the validation speakers);
+    # grids whose committed results used the earlier seed-0 zoo pair pin pse.seed: 0
+    seed: int = 1
     val_every: int = 100
     patience: int = 100
     # gradients clipped to this global norm (Adam, no weight decay)

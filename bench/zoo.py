@@ -71,6 +71,31 @@ def find(key: str, zoo_dir: str | Path | None = None) -> dict[str, Any] | None:
     return entries(zoo_dir).get(key)
 
 
+def nearest(pse: dict[str, Any], teacher: str, corpus_key: str, zoo_dir: str | Path | None = None,
+            max_diff: int = 3) -> list[tuple[str, dict[str, tuple[Any, Any]]]]:
+    """Zoo entries for the same teacher and corpus whose training config differs from ``pse`` (a
+    :func:`bench.pse.train.training_slice`) in at most ``max_diff`` fields, fewest first: ``[(name,
+    {field: (this value, the entry's value)})]``. It tells a user whose backbone missed the zoo which
+    override would have found one (e.g. ``pse.seed`` for the entries made before the seed-1 default)."""
+    out = []
+    for rec in entries(zoo_dir).values():
+        if rec.get("teacher") != teacher or (rec.get("corpus") or {}).get("key") != corpus_key:
+            continue
+        theirs = rec.get("pse") or {}
+        diff = {k: (pse.get(k), theirs.get(k)) for k in sorted(set(pse) | set(theirs)) if pse.get(k) != theirs.get(k)}
+        if diff and len(diff) <= max_diff:
+            out.append((str(rec.get("name", rec["stage_key"])), diff))
+    return sorted(out, key=lambda item: (len(item[1]), item[0]))
+
+
+def describe_nearest(near: list[tuple[str, dict[str, tuple[Any, Any]]]], limit: int = 3) -> str:
+    """One line for a log: ``"; closest zoo entries: NAME (pse.seed=0), ..."`` ("" when none)."""
+    if not near:
+        return ""
+    parts = [f"{name} ({', '.join(f'pse.{k}={v[1]!r}' for k, v in diff.items())})" for name, diff in near[:limit]]
+    return "; closest zoo entries, with the overrides that select them: " + ", ".join(parts)
+
+
 def load_state(rec: dict[str, Any], zoo_dir: str | Path | None = None) -> dict[str, Any]:
     """The verified state dict of entry ``rec`` (ZooError naming the file when it is damaged)."""
     import torch

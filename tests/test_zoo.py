@@ -64,6 +64,28 @@ def test_zoo_without_entry_trains_here_with_a_warning(fake_world, tmp_path, monk
     assert "no zoo entry" in caplog.text
 
 
+def test_zoo_miss_names_the_entry_a_few_overrides_would_select(fake_world, tmp_path, monkeypatch, caplog):
+    corpus, teacher = fake_world
+    corpus.speakers = lambda split=None: corpus.spk.get(split, [])
+    cfg = _train_cfg()
+    _zoo_entry(tmp_path, corpus, teacher, cfg)
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    other = _train_cfg()
+    other.pse.source, other.pse.seed = "zoo", cfg.pse.seed + 7
+    with caplog.at_level(logging.WARNING, logger="bench"):
+        _, info = pse_train.train_pse(other, corpus, teacher, Cache(tmp_path / "c"), progress=False)
+    assert info["pse_source"] == "trained"
+    assert f"tiny-test (pse.seed={cfg.pse.seed})" in caplog.text
+    # only entries of the same teacher and corpus, and only within max_diff fields
+    pse = pse_train.training_slice(other.pse)
+    assert [n for n, _ in zoo.nearest(pse, teacher.identity, corpus.key)] == ["tiny-test"]
+    assert zoo.nearest(pse, "another-teacher", corpus.key) == []
+    assert zoo.nearest(pse, teacher.identity, "another-corpus") == []
+    far = {**pse, "lr": 1.0, "batch_size": 3, "train_steps": 99}
+    assert zoo.nearest(far, teacher.identity, corpus.key) == []
+    assert zoo.describe_nearest([]) == ""
+
+
 def test_local_checkpoint_is_evaluated_without_training(fake_world, tmp_path):
     corpus, teacher = fake_world
     cfg = _train_cfg()

@@ -15,7 +15,7 @@ choose a setting without looking at the test speakers), mean and 95 % bootstrap 
 * with ``--quality``: PESQ-WB and STOI of the mixture and of each system, and each system's
   paired difference to the mixture.
 
-``--system-override SYSTEM:pse.KEY=VALUE`` changes one system only, e.g. ``personalized:pse.seed=1``
+``--system-override SYSTEM:pse.KEY=VALUE`` changes one system only, e.g. ``personalized:pse.seed=2``
 scores another training run of the personalized backbone against the default twin on the same
 mixtures. A bad value or system is a message and exit status 2, not a traceback.
 
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--override", action="append", default=[], help="dotted key=value")
     p.add_argument("--systems", default="personalized,baseline")
     p.add_argument("--system-override", action="append", default=[], metavar="SYSTEM:pse.KEY=VALUE",
-                   help="a pse.* override for one system only, e.g. personalized:pse.seed=1 (score another "
+                   help="a pse.* override for one system only, e.g. personalized:pse.seed=2 (score another "
                         "training run of the personalized backbone against the default twin)")
     p.add_argument("--n-test", type=int, default=100)
     p.add_argument("--test-s", type=float, default=4.0)

@@ -191,9 +191,11 @@ def _batch_emb(
     return torch.stack(rows)
 
 
-def _shipped(cfg: ExperimentConfig, teacher: Any, key: str, device: str) -> tuple[PSEModel, dict[str, Any]] | None:
+def _shipped(cfg: ExperimentConfig, teacher: Any, key: str, device: str,
+             corpus_key: str = "") -> tuple[PSEModel, dict[str, Any]] | None:
     """The backbone from the zoo (``pse.source: zoo``, when an entry has this key) or from a
-    user's checkpoint (``local``); None when it has to be trained (or read from the cache)."""
+    user's checkpoint (``local``); None when it has to be trained (or read from the cache). On a
+    zoo miss the warning names the entries of corpus ``corpus_key`` that a few overrides select."""
     from bench import zoo
 
     pc = cfg.pse
@@ -204,10 +206,12 @@ def _shipped(cfg: ExperimentConfig, teacher: Any, key: str, device: str) -> tupl
     else:
         rec = zoo.find(key)
         if rec is None:
+            ident = teacher.identity if (pc.personalized and teacher is not None) else "none"
+            near = zoo.nearest(training_slice(pc), ident, corpus_key)
             log.warning("no zoo entry for backbone %s (%s/%s, %s, key %s): training it here (pse.source=zoo falls "
-                        "back to training; the zoo was built for another corpus or training config)",
+                        "back to training; the zoo was built for another corpus or training config)%s",
                         zoo.entry_name(cfg, key), pc.name, pc.size, "personalized" if pc.personalized else
-                        "non-personalized", key)
+                        "non-personalized", key, zoo.describe_nearest(near))
             return None
         state = zoo.load_state(rec)
         source = f"zoo:{rec['file']}@{rec['sha256'][:12]}"
@@ -357,7 +361,7 @@ def train_pse(
         raise ValueError("pse.personalized=true needs a teacher for the enrollment embeddings")
     key = stage_key(cfg, corpus, teacher, device)
     # the zoo holds weights; where they run does not change them: looked up by the device-free key
-    shipped = _shipped(cfg, teacher, stage_key(cfg, corpus, teacher), device)
+    shipped = _shipped(cfg, teacher, stage_key(cfg, corpus, teacher), device, getattr(corpus, "key", ""))
     if shipped is not None:
         return shipped
     # one trainer per stage, also across processes sharing the cache: a second one waits, then loads

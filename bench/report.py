@@ -190,9 +190,10 @@ def _row(cell: pd.Series, columns: Any, cond: str, sub: pd.DataFrame, links: dic
         if cid not in (cell.get("static_id"), cell.get("upper_id")):
             gain, _ = _paired(sub, st, "si_sdr")
             # A fraction of a headroom whose CI includes 0 is a ratio of noise: NaN.
+            r = lo = hi = float("nan")  # the column exists whatever the data (a stable schema)
             if gain.shape == head.shape and row["headroom_si_sdr_ci_lo"] > 0:
                 r, lo, hi = bootstrap_ratio(gain, head, n_boot, seed)
-                row.update({"recovered_frac": r, "recovered_ci_lo": lo, "recovered_ci_hi": hi})
+            row.update({"recovered_frac": r, "recovered_ci_lo": lo, "recovered_ci_hi": hi})
     return row
 
 

@@ -89,7 +89,8 @@ def nearest(pse: dict[str, Any], teacher: str, corpus_key: str, zoo_dir: str | P
 
 
 def describe_nearest(near: list[tuple[str, dict[str, tuple[Any, Any]]]], limit: int = 3) -> str:
-    """One line for a log: ``"; closest zoo entries: NAME (pse.seed=0), ..."`` ("" when none)."""
+    """The tail of the zoo-miss warning: ``"; closest zoo entries, with the overrides that select
+    them: NAME (pse.seed=0), ..."`` ("" when none)."""
     if not near:
         return ""
     parts = [f"{name} ({', '.join(f'pse.{k}={v[1]!r}' for k, v in diff.items())})" for name, diff in near[:limit]]

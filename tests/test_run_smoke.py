@@ -206,7 +206,13 @@ def test_sweep_bad_param_is_a_clear_error(param, tmp_path, capsys):
 def test_interrupted_rerun_keeps_previous_results(smoke_run, monkeypatch, capsys):
     """A re-run into a finished results folder writes into a partial folder; interrupting it leaves
     the previous leaderboard byte for byte, and the next complete run swaps its results in."""
-    _, out, cache, _ = smoke_run
+    import shutil
+
+    _, shared, cache, _ = smoke_run
+    # a copy: the swapped-in --no-figures run must not replace the shared folder that
+    # test_report_html.py reads (figures, report.html, example), whatever the test order
+    out = shared.parent / "out_interrupt"
+    shutil.copytree(shared, out)
     before = (out / "leaderboard.csv").read_bytes()
     from bench.pipeline import Pipeline
 

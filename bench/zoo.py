@@ -93,7 +93,10 @@ def describe_nearest(near: list[tuple[str, dict[str, tuple[Any, Any]]]], limit: 
     them: NAME (pse.seed=0), ..."`` ("" when none)."""
     if not near:
         return ""
-    parts = [f"{name} ({', '.join(f'pse.{k}={v[1]!r}' for k, v in diff.items())})" for name, diff in near[:limit]]
+    def override(k: str, theirs: Any) -> str:  # JSON values read back by the override parser
+        return f"pse.{k} at its default" if theirs is None else f"pse.{k}={json.dumps(theirs)}"
+
+    parts = [f"{name} ({', '.join(override(k, v[1]) for k, v in diff.items())})" for name, diff in near[:limit]]
     return "; closest zoo entries, with the overrides that select them: " + ", ".join(parts)
 
 
@@ -140,7 +143,7 @@ def add(name: str, state_path: str | Path, info: dict[str, Any], cfg: Any, corpu
     """Copy a trained backbone into the zoo as ``<name>.pt`` with its provenance ``<name>.json``."""
     import shutil
 
-    from bench.pse.train import STAGE_VERSION, training_slice
+    from bench.pse.train import STAGE_VERSION, teacher_identity, training_slice
     from bench.report import git_commit
 
     d = _dir(zoo_dir)
@@ -157,7 +160,7 @@ def add(name: str, state_path: str | Path, info: dict[str, Any], cfg: Any, corpu
         "pse": training_slice(cfg.pse),
         "mix": vars(cfg.mix),
         "n_val": cfg.eval.n_val,
-        "teacher": teacher.identity if cfg.pse.personalized else "none",
+        "teacher": teacher_identity(cfg, teacher),
         "teacher_weights": getattr(teacher, "weights_origin", ""),
         "corpus": {"name": cfg.corpus.name, "size": cfg.corpus.size, "seed": cfg.corpus.seed, "key": corpus.key,
                    "content_sha256": _content_stamp(corpus)},

@@ -84,6 +84,9 @@ def test_zoo_miss_names_the_entry_a_few_overrides_would_select(fake_world, tmp_p
     far = {**pse, "lr": 1.0, "batch_size": 3, "train_steps": 99}
     assert zoo.nearest(far, teacher.identity, corpus.key) == []
     assert zoo.describe_nearest([]) == ""
+    # values as the override parser reads them back; a field the entry leaves at its default says so
+    line = zoo.describe_nearest([("x", {"injection": ("film", "join"), "grad_clip": (1.0, None)})])
+    assert line.endswith('x (pse.injection="join", pse.grad_clip at its default)')
 
 
 def test_local_checkpoint_is_evaluated_without_training(fake_world, tmp_path):

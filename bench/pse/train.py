@@ -132,6 +132,12 @@ def training_slice(pc: Any) -> dict[str, Any]:
     return key_slice(pc, PSE_ADDED_FIELDS, skip)
 
 
+def teacher_identity(cfg: ExperimentConfig, teacher: Any) -> str:
+    """The teacher a backbone depends on: its identity when personalized, else ``"none"`` (what the
+    stage key, the training record and the zoo entries hold)."""
+    return teacher.identity if (cfg.pse.personalized and teacher is not None) else "none"
+
+
 def stage_key(cfg: ExperimentConfig, corpus: Any, teacher: Any, device: Any = "cpu") -> str:
     """Cache key of the PSE stage: (code version, pse training config, teacher identity, corpus
     key, mix config, validation size) and what the runtime changes in the weights
@@ -139,9 +145,8 @@ def stage_key(cfg: ExperimentConfig, corpus: Any, teacher: Any, device: Any = "c
     nothing on a CPU with the defaults, so the keys of the zoo and of existing caches hold)."""
     from bench.runtime import key_extras
 
-    ident = teacher.identity if (cfg.pse.personalized and teacher is not None) else "none"
-    return config_hash(STAGE_VERSION, training_slice(cfg.pse), ident, getattr(corpus, "key", ""), cfg.mix,
-                       max(int(cfg.eval.n_val), VAL_MIN), *key_extras(device, getattr(cfg, "train", None)))
+    return config_hash(STAGE_VERSION, training_slice(cfg.pse), teacher_identity(cfg, teacher), getattr(corpus, "key", ""),
+                       cfg.mix, max(int(cfg.eval.n_val), VAL_MIN), *key_extras(device, getattr(cfg, "train", None)))
 
 
 def build_model(cfg: ExperimentConfig, teacher: Any) -> PSEModel:
@@ -192,7 +197,7 @@ def _batch_emb(
 
 
 def _shipped(cfg: ExperimentConfig, teacher: Any, key: str, device: str,
-             corpus_key: str = "") -> tuple[PSEModel, dict[str, Any]] | None:
+             corpus_key: str) -> tuple[PSEModel, dict[str, Any]] | None:
     """The backbone from the zoo (``pse.source: zoo``, when an entry has this key) or from a
     user's checkpoint (``local``); None when it has to be trained (or read from the cache). On a
     zoo miss the warning names the entries of corpus ``corpus_key`` that a few overrides select."""
@@ -206,8 +211,7 @@ def _shipped(cfg: ExperimentConfig, teacher: Any, key: str, device: str,
     else:
         rec = zoo.find(key)
         if rec is None:
-            ident = teacher.identity if (pc.personalized and teacher is not None) else "none"
-            near = zoo.nearest(training_slice(pc), ident, corpus_key)
+            near = zoo.nearest(training_slice(pc), teacher_identity(cfg, teacher), corpus_key)
             log.warning("no zoo entry for backbone %s (%s/%s, %s, key %s): training it here (pse.source=zoo falls "
                         "back to training; the zoo was built for another corpus or training config)%s",
                         zoo.entry_name(cfg, key), pc.name, pc.size, "personalized" if pc.personalized else
@@ -496,7 +500,7 @@ def _finish(cfg: ExperimentConfig, model: PSEModel, teacher: Any, cache: Cache, 
         "size": pc.size,
         "personalized": personalized,
         "injection": pc.injection,
-        "teacher": teacher.identity if (personalized and teacher is not None) else "none",
+        "teacher": teacher_identity(cfg, teacher),
         "steps": st["step"],
         "best_step": st["best_step"],
         "best_val_si_sdri": st["best"],

@@ -151,9 +151,18 @@ class DistillConfig:
     # U(0, enh_emb_mix), as a refined embedding drifts toward an interferer; the student still
     # learns the clean target's embedding. 0 = off (the enrollment embedding as it is).
     enh_emb_mix: float = 0.0
+    # Making the contrastive student coherent with the teacher's space (bench/losses.py,
+    # bench/students/heads.py): `centre` trains InfoNCE on targets minus the teacher's training
+    # mean and restores the mean on the output; `coord_weight` adds that weight times the MSE
+    # coordinate term to InfoNCE (both read by the contrastive loss only); `align` fits a map from
+    # the trained student's outputs to the teacher's space (any loss): none | affine | orthogonal.
+    centre: bool = False
+    coord_weight: float = 0.0
+    align: str = "none"
 
 
-DISTILL_ADDED_FIELDS = ("weight_decay", "warmup_max", "grad_clip", "enh_emb_mix")
+DISTILL_ADDED_FIELDS = ("weight_decay", "warmup_max", "grad_clip", "enh_emb_mix", "centre", "coord_weight", "align")
+DISTILL_ALIGNS = ("none", "affine", "orthogonal")
 
 
 @dataclass
@@ -521,6 +530,8 @@ def _validate_models(cfg: ExperimentConfig) -> None:
     _range("distill.warmup_max", cfg.distill.warmup_max, 1, 10**7)
     _range("distill.grad_clip", cfg.distill.grad_clip, 0.0, 1e6, lo_open=True)
     _range("distill.enh_emb_mix", cfg.distill.enh_emb_mix, 0.0, 1.0)
+    _range("distill.coord_weight", cfg.distill.coord_weight, 0.0, 1e3)
+    _choice("distill.align", cfg.distill.align, DISTILL_ALIGNS)
 
 
 def _validate_pse(cfg: ExperimentConfig) -> None:

@@ -16,8 +16,19 @@
   loss; the best weights are kept.
 - **Resumable**: a checkpoint (model, optimiser, RNG states, early-stopping state) is written to
   the stage directory at every validation and picked up by the next call.
-- **Cached** in ``<cache>/student/<key>/`` (key: teacher identity, student and distill config,
-  corpus key, mix config, seed, enhancer identity) with a ``DONE`` marker.
+- **Loss space and output map**: with ``distill.centre`` the loss sees the targets minus the
+  train pool's mean teacher embedding (centred InfoNCE, :func:`bench.losses.centre_targets`);
+  after training, ``distill.align`` (``affine`` | ``orthogonal``) fits a map from the student's
+  outputs on a fixed set of train windows to their teacher targets, or, with ``centre`` and no
+  ``align``, the mean is restored (:mod:`bench.students.heads`). The map is stored with the
+  student, so refiners and speaker metrics see teacher-space vectors.
+- **Mechanism numbers** (the stage's info, on the validation windows, in teacher space): the
+  agreement with the teacher, and the mean cosine of student and teacher embeddings to the
+  teacher's mean direction (``val_mean_cos_student`` / ``val_mean_cos_teacher``): a student that
+  drops the direction all teacher embeddings share shows it there.
+- **Cached** in ``<cache>/student/<key>/`` (key: teacher identity, student and distill config as
+  :func:`bench.losses.distill_slice` gives it, corpus key, mix config, seed, enhancer identity)
+  with a ``DONE`` marker.
 """
 
 from __future__ import annotations
@@ -34,11 +45,12 @@ import torch.nn.functional as F
 
 from bench import registry
 from bench.audio import SR
-from bench.cache import atomic_path, config_hash, key_slice
-from bench.config import DISTILL_ADDED_FIELDS
+from bench.cache import atomic_path, config_hash
 from bench.data.steps import STUDENT_TAG, step_batches
+from bench.losses import centre_targets, distill_slice
 from bench.metrics.speaker import agreement, crop_audio, utt_ids_of
 from bench.runtime import autocast, backward_step, grad_scaler
+from bench.students.heads import MappedStudent, fit_affine, fit_orthogonal, restore_map
 from bench.teachers.emb_cache import EmbeddingCache
 from bench.trainloop import (
     clone_state,
@@ -53,6 +65,7 @@ STAGE = "student"
 WINDOWS_PER_UTT = 6
 VAL_WINDOWS_PER_UTT = 2
 MAX_VAL = 384
+MAX_FIT = 1024  # train windows the output map (distill.align) is fitted on
 
 
 # Bump when the distillation code changes what a given config produces (the stage's cache key).
@@ -64,7 +77,7 @@ def distill_key(cfg: Any, corpus: Any, teacher: Any, enhancer: Any = None, devic
     from bench.runtime import key_extras
 
     return config_hash(
-        f"distill-v{STAGE_VERSION}", teacher.identity, cfg.student, key_slice(cfg.distill, DISTILL_ADDED_FIELDS), corpus.key, cfg.mix, cfg.seed, enhancer_identity(cfg, enhancer),
+        f"distill-v{STAGE_VERSION}", teacher.identity, cfg.student, distill_slice(cfg.distill), corpus.key, cfg.mix, cfg.seed, enhancer_identity(cfg, enhancer),
         *key_extras(device, getattr(cfg, "train", None)),
     )
 
@@ -238,6 +251,8 @@ def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
     torch.manual_seed(seed)
     student = registry.get("student", cfg.student.name)(cfg.student, teacher.dim).to(device)
     if cache.is_done(STAGE, key):
+        if has_map(dc):
+            student = MappedStudent(student, teacher.dim).to(device)
         student.load_state_dict(torch.load(d / "student.pt", map_location=device, weights_only=True))
         student.eval()
         info = cache.read_meta(STAGE, key)
@@ -253,12 +268,29 @@ def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
     pool = _train_pool(cfg, corpus, emb_cache, device)
     make_inputs = functools.partial(_make_inputs, inputs, enhancer, device, float(dc.enh_emb_mix))
     val = _val_set(cfg, corpus, emb_cache, make_inputs, device)
+    _loss_targets(cfg, pool, val)
     run = _optimiser(cfg, student, device, d / "ckpt.pt")
     desc = f"distill {cfg.student.name}<-{teacher.name} ({dc.loss})"
     stopped_early = _train_loop(cfg, student, loss_fn, pool, make_inputs, val, run, enhancer, device,
                                 inputs, progress, desc, on_validation)
-    extra = {"key": key, "t_start": t_start, "stopped_early": stopped_early, "inputs": inputs}
+    extra = {"key": key, "t_start": t_start, "stopped_early": stopped_early, "inputs": inputs,
+             "make_inputs": make_inputs}
     return _finish(cfg, student, teacher, cache, pool, val, run, extra)
+
+
+def has_map(dc: Any) -> bool:
+    """Whether a student of these distill settings ends in an output map (``centre`` or ``align``)."""
+    return bool(getattr(dc, "centre", False)) or getattr(dc, "align", "none") != "none"
+
+
+def _loss_targets(cfg: Any, pool: dict[str, Any], val: dict[str, Any]) -> None:
+    """Set the targets the loss sees (``loss_targets``), beside the teacher-space ``targets`` the
+    enhanced inputs are made with: the targets minus the train pool's mean under ``centre``."""
+    pool["mean"] = pool["targets"].mean(0)
+    centre = bool(getattr(cfg.distill, "centre", False))
+    for part in (pool, val):
+        if "targets" in part:
+            part["loss_targets"] = centre_targets(part["targets"], pool["mean"]) if centre else part["targets"]
 
 
 def _train_pool(cfg: Any, corpus: Any, emb_cache: Any, device: Any) -> dict[str, Any]:
@@ -322,7 +354,7 @@ def _validate(student: torch.nn.Module, loss_fn: Any, val: dict[str, Any], devic
     with torch.no_grad():
         for b_idx, x in val["batches"]:
             s = student(x.to(device))
-            t = val["targets"][b_idx]
+            t = val["loss_targets"][b_idx]
             losses.append(float(loss_fn(s, t, val["spk_t"][b_idx].to(device))) * len(b_idx))
             s_all.append(F.normalize(s, dim=-1).cpu())
             t_all.append(t.cpu())
@@ -407,7 +439,7 @@ def _train_loop(cfg: Any, student: torch.nn.Module, loss_fn: Any, pool: dict[str
                               b["mix"])
         with autocast(device, cfg.train):  # train.amp: CUDA only; the loss in float32
             s = student(x)
-        loss = loss_fn(s.float(), targets[idx], pool["spk_t"][idx].to(device))
+        loss = loss_fn(s.float(), pool["loss_targets"][idx], pool["spk_t"][idx].to(device))
         run["opt"].zero_grad()
         backward_step(loss, run["opt"], student.parameters(), run["scaler"], clip=float(dc.grad_clip))
         run["sched"].step()
@@ -432,19 +464,26 @@ def _train_loop(cfg: Any, student: torch.nn.Module, loss_fn: Any, pool: dict[str
 
 def _finish(cfg: Any, student: torch.nn.Module, teacher: Any, cache: Any, pool: dict[str, Any],
             val: dict[str, Any], run: dict[str, Any], extra: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Best weights into ``student``; write ``student.pt``, the stage's info and DONE marker."""
+    """Best weights into ``student`` (followed by its output map when it has one); write
+    ``student.pt``, the stage's info and DONE marker."""
     state, key = run["state"], extra["key"]
     if val["have"]:
         student.load_state_dict(run["best_state"])
-        best_state = run["best_state"]
         val_loss, val_agree = state["best"], state["best_agree"]
     else:
-        best_state = clone_state(student)
         val_loss, val_agree = float("nan"), float("nan")
     student.eval()
+    params = int(sum(p.numel() for p in student.parameters() if p.requires_grad))
+    info: dict[str, Any] = {}
+    if has_map(cfg.distill):
+        student = _with_map(cfg, student, teacher.dim, pool, extra["make_inputs"])
+        info = {"map": cfg.distill.align if cfg.distill.align != "none" else "restore",
+                "map_size": student.map_size, "val_agreement_loss_space": val_agree}
+        val_agree = _teacher_space(student, val, pool["mean"])["agreement"] if val["have"] else val_agree
     with atomic_path(cache.stage_dir(STAGE, key) / "student.pt") as tmp:
-        torch.save(best_state, tmp)
-    info: dict[str, Any] = {
+        torch.save(clone_state(student), tmp)
+    mech = _teacher_space(student, val, pool["mean"]) if val["have"] else {}
+    info = {
         "key": key,
         "steps": state["step"],
         "best_step": state["best_step"],
@@ -452,7 +491,10 @@ def _finish(cfg: Any, student: torch.nn.Module, teacher: Any, cache: Any, pool: 
         "wall_s": time.time() - extra["t_start"],
         "val_loss": val_loss,
         "val_agreement": val_agree,
-        "params": int(sum(p.numel() for p in student.parameters() if p.requires_grad)),
+        "val_mean_cos_student": mech.get("mean_cos_student", float("nan")),
+        "val_mean_cos_teacher": mech.get("mean_cos_teacher", float("nan")),
+        "params": params,
+        **info,
         "teacher": teacher.identity,
         "loss": cfg.distill.loss,
         "inputs": extra["inputs"],
@@ -466,3 +508,43 @@ def _finish(cfg: Any, student: torch.nn.Module, teacher: Any, cache: Any, pool: 
         run["ckpt"].unlink()
     info["cached"] = False
     return student, info
+
+
+def _student_outputs(student: torch.nn.Module, batches: list[tuple[Any, torch.Tensor]], device: Any) -> torch.Tensor:
+    """``student``'s outputs ``[N, D]`` (float32, on the CPU) on input ``batches`` (eval mode, no grad)."""
+    student.eval()
+    with torch.no_grad():
+        return torch.cat([student(x.to(device)).float().cpu() for _, x in batches])
+
+
+def _with_map(cfg: Any, student: torch.nn.Module, dim: int, pool: dict[str, Any],
+              make_inputs: Callable[..., torch.Tensor]) -> MappedStudent:
+    """``student`` followed by the map ``distill.align`` fits on up to :data:`MAX_FIT` train windows
+    (their inputs made as in training, from a fixed seed), or by centred InfoNCE's restoring map."""
+    dc = cfg.distill
+    mean = pool["mean"].float().cpu()
+    mapped = MappedStudent(student, dim).to(pool["targets"].device)
+    if dc.align == "none":  # centre alone: put the mean back
+        w, b = restore_map(mean, pool["loss_targets"].cpu())
+        mapped.map.set(w, b)
+        return mapped.eval()
+    n_pool = len(pool["ids"])
+    rng = np.random.default_rng(int(cfg.seed) + 6)
+    idx = np.sort(rng.choice(n_pool, size=min(MAX_FIT, n_pool), replace=False))
+    batches = [(None, make_inputs(idx[a : a + dc.batch_size], rng, pool["mixer"], pool["targets"], pool["by_spk"],
+                                  pool["spk"])) for a in range(0, len(idx), dc.batch_size)]
+    s = _student_outputs(student, batches, pool["targets"].device)
+    t = pool["targets"][idx].float().cpu()
+    w, b = fit_affine(s, t) if dc.align == "affine" else fit_orthogonal(s, t)
+    mapped.map.set(w, b)
+    return mapped.eval()
+
+
+def _teacher_space(student: torch.nn.Module, val: dict[str, Any], mean: torch.Tensor) -> dict[str, float]:
+    """On the validation windows: agreement of the student (as refiners see it) with the teacher,
+    and the mean cosine of student and teacher embeddings to the teacher's mean direction."""
+    s = F.normalize(_student_outputs(student, val["batches"], val["targets"].device), dim=-1)
+    t = torch.cat([val["targets"][b].float().cpu() for b, _ in val["batches"]])
+    mu = F.normalize(mean.float().cpu(), dim=-1)
+    return {"agreement": float(agreement(s, t)), "mean_cos_student": float((s @ mu).mean()),
+            "mean_cos_teacher": float((F.normalize(t, dim=-1) @ mu).mean())}

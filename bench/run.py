@@ -206,6 +206,8 @@ def _describe(cfg) -> str:
                   f"inputs={'+'.join(cfg.distill.inputs)}", f"steps={cfg.distill.steps}"]
         if cfg.distill.enh_emb_mix and "enhanced" in cfg.distill.inputs:
             parts += [f"enh_emb_mix={cfg.distill.enh_emb_mix}"]
+        if cfg.distill.align != "none":
+            parts += [f"align={cfg.distill.align}"]
     if updates_embedding(cfg):
         parts += [f"alpha={cfg.refine.alpha}", f"rule={cfg.refine.rule}", f"block_s={cfg.refine.block_s}",
                   f"context_s={cfg.refine.context_s}"]
@@ -222,6 +224,7 @@ def _describe(cfg) -> str:
 
 def _cell_row(cfg, cell_id: str, info: dict[str, Any], links: dict[str, str], common: dict[str, Any]) -> dict:
     from bench.cache import config_hash
+    from bench.losses import loss_options
     from bench.refine import refiner_class, system_name, updates_embedding, uses_student
 
     stu = uses_student(cfg)
@@ -236,7 +239,11 @@ def _cell_row(cfg, cell_id: str, info: dict[str, Any], links: dict[str, str], co
         "teacher_source": cfg.teacher.source,
         "teacher_weights": info.get("teacher_weights", ""),
         "loss": cfg.distill.loss if stu else "",
-        "tau": cfg.distill.tau if stu and cfg.distill.loss == "contrastive" else float("nan"),
+        "tau": cfg.distill.tau if stu and "tau" in loss_options(cfg.distill.loss) else float("nan"),
+        "centre": bool(cfg.distill.centre) if stu and "centre" in loss_options(cfg.distill.loss) else "",
+        "coord_weight": (cfg.distill.coord_weight if stu and "coord_weight" in loss_options(cfg.distill.loss)
+                         else float("nan")),
+        "align": cfg.distill.align if stu else "",
         "alpha": cfg.refine.alpha if refining else 0.0,
         "rule": cfg.refine.rule if refining else "",
         "n0": cfg.refine.n0 if refining and cfg.refine.rule == "anchored" else float("nan"),
@@ -279,6 +286,9 @@ def _cell_row(cfg, cell_id: str, info: dict[str, Any], links: dict[str, str], co
         "student_min_dcf": info.get("student_min_dcf") if stu else float("nan"),
         "student_agreement": info.get("student_agreement") if stu else float("nan"),
         "student_val_agreement": (info.get("student_train") or {}).get("val_agreement", float("nan")),
+        # the mechanism: mean cosine to the teacher's mean direction on the validation windows
+        "student_mean_cos": (info.get("student_train") or {}).get("val_mean_cos_student", float("nan")),
+        "teacher_mean_cos": (info.get("student_train") or {}).get("val_mean_cos_teacher", float("nan")),
         "config_hash": config_hash({k: v for k, v in cfg.to_dict().items() if k != "cache_dir"}),
         **common,
     }

@@ -31,7 +31,7 @@ STAGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "pse": ("bench.pse.train", "STAGE_VERSION", ("pse/train.py", "pse/pdfnet2.py", "pse/base.py", "pse/embaug.py",
                                                  "data/mix.py", "data/conditions.py", "data/steps.py", "runtime.py",
                                                  "trainloop.py")),
-    "student": ("bench.distill", "STAGE_VERSION", ("distill.py", "students/tiny.py", "losses.py", "data/steps.py",
+    "student": ("bench.distill", "STAGE_VERSION", ("distill.py", "students/tiny.py", "students/heads.py", "losses.py", "data/steps.py",
                                                    "runtime.py", "trainloop.py")),
     "evalset": ("bench.pipeline.keys", "STAGE_VERSION.evalset", ("data/mix.py", "data/conditions.py", "data/streams.py",
                                                                  "pipeline/keys.py", "pipeline/stages.py")),

@@ -151,3 +151,34 @@ def test_enh_emb_mix_keys_the_student_only_when_on(cache, corpus):
     cfg = _cfg(steps=2, inputs=["clean", "enhanced"], enh_emb_mix=0.3)
     _, info = distill_student(cfg, corpus, FakeTeacher(32), cache, enhancer=Enh(), progress=False)
     assert info["steps"] == 2 and cache.is_done("student", info["key"])
+
+
+def test_a_loss_by_tau_grid_trains_one_mse_student_not_one_per_tau(corpus):
+    from bench.distill import distill_key
+
+    teacher = FakeTeacher(32)
+    keys = {(loss, tau): distill_key(_cfg(loss=loss, tau=tau), corpus, teacher)
+            for loss in ("contrastive", "mse", "cosine") for tau in (0.03, 0.1, 0.3)}
+    assert len({keys["mse", tau] for tau in (0.03, 0.1, 0.3)}) == 1
+    assert len({keys["cosine", tau] for tau in (0.03, 0.1, 0.3)}) == 1
+    assert len({keys["contrastive", tau] for tau in (0.03, 0.1, 0.3)}) == 3
+    assert len(set(keys.values())) == 5
+
+
+@pytest.mark.parametrize(("extra", "map_kind"), [({"centre": True}, "restore"), ({"align": "affine"}, "affine"),
+                                                 ({"align": "orthogonal", "loss": "mse"}, "orthogonal")])
+def test_distill_with_an_output_map_stores_and_reloads_it(cache, corpus, extra, map_kind):
+    from bench.students.heads import MappedStudent
+
+    teacher = FakeTeacher(32)
+    student, info = distill_student(_cfg(steps=3, **extra), corpus, teacher, cache, progress=False)
+    assert isinstance(student, MappedStudent) and info["map"] == map_kind and info["map_size"] == 32 * 33
+    assert -1.0 <= info["val_agreement"] <= 1.0 and "val_agreement_loss_space" in info
+    assert -1.0 <= info["val_mean_cos_student"] <= 1.0 and -1.0 <= info["val_mean_cos_teacher"] <= 1.0
+    again, info2 = distill_student(_cfg(steps=3, **extra), corpus, teacher, cache, progress=False)
+    assert info2["cached"] and isinstance(again, MappedStudent)
+    wav = torch.randn(2, 8000) * 0.1
+    with torch.no_grad():
+        assert torch.equal(student(wav), again(wav))
+    if map_kind == "restore":  # centred InfoNCE's map puts the train pool's mean back
+        assert not torch.equal(again.map.bias, torch.zeros(32))

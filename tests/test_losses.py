@@ -90,3 +90,43 @@ def test_losses_backprop():
         loss = registry.get("loss", name)(DistillConfig(loss=name))(s, t, torch.tensor([0, 0, 1, 1]))
         (g,) = torch.autograd.grad(loss, s)
         assert torch.isfinite(g).all()
+
+
+def test_centred_infonce_is_unchanged_by_a_constant_added_to_every_teacher_embedding():
+    from bench.losses import centre_targets
+
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(16, 8, generator=g), torch.randn(16, 8, generator=g)
+    c = 3.0 * torch.randn(8, generator=g)
+    f = registry.get("loss", "contrastive")(DistillConfig(tau=0.1, centre=True))
+    centred = float(f(s, centre_targets(t, t.mean(0))))
+    shifted = float(f(s, centre_targets(t + c, (t + c).mean(0))))
+    assert shifted == pytest.approx(centred, rel=1e-5, abs=1e-6)
+    assert float(f(s, t + c)) != pytest.approx(float(f(s, t)), rel=1e-3)  # plain InfoNCE moves
+
+
+def test_coordinate_term_adds_weighted_mse():
+    from bench.losses import mse_loss
+
+    g = torch.Generator().manual_seed(1)
+    s, t = torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)
+    plain = float(registry.get("loss", "contrastive")(DistillConfig())(s, t))
+    coord = float(registry.get("loss", "contrastive")(DistillConfig(coord_weight=0.5))(s, t))
+    assert coord == pytest.approx(plain + 0.5 * float(mse_loss(s, t)), rel=1e-6)
+
+
+def test_loss_options_reach_the_key_only_where_the_loss_reads_them():
+    from bench.cache import key_slice
+    from bench.losses import distill_slice, loss_options
+
+    assert loss_options("mse") == () and "tau" in loss_options("contrastive")
+    assert distill_slice(DistillConfig(loss="mse", tau=0.03)) == distill_slice(DistillConfig(loss="mse", tau=1.0))
+    assert distill_slice(DistillConfig(loss="cosine", centre=True)) == distill_slice(DistillConfig(loss="cosine"))
+    assert distill_slice(DistillConfig(tau=0.03)) != distill_slice(DistillConfig(tau=1.0))
+    assert distill_slice(DistillConfig(centre=True)) != distill_slice(DistillConfig())
+    assert distill_slice(DistillConfig(loss="mse", align="affine")) != distill_slice(DistillConfig(loss="mse"))
+    # keys made before these options existed hold (the fields as they were then)
+    legacy = ("weight_decay", "warmup_max", "grad_clip", "enh_emb_mix")
+    for dc in (DistillConfig(), DistillConfig(loss="mse"), DistillConfig(tau=0.3, positives="speaker")):
+        before = {k: v for k, v in key_slice(dc, legacy).items() if k not in ("centre", "coord_weight", "align")}
+        assert distill_slice(dc) == before

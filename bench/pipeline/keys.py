@@ -13,12 +13,12 @@ from typing import Any
 from bench.cache import config_hash, key_slice
 from bench.config import (
     COMPETING_CONDITIONS,
-    DISTILL_ADDED_FIELDS,
     STREAM_CONDITIONS,
     TEACHER_ADDED_FIELDS,
     ExperimentConfig,
     MixConfig,
 )
+from bench.losses import distill_slice
 from bench.refine import updates_embedding, uses_student
 
 # The evaluation mixtures do not depend on the cell's seed: every system and seed is scored on
@@ -100,7 +100,7 @@ def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
         s["refine"] = refine_slice(cfg) if updates_embedding(cfg) else {"name": cfg.refine.name}
     if uses_student(cfg):
         s["student"] = cfg.student
-        s["distill"] = key_slice(cfg.distill, DISTILL_ADDED_FIELDS)
+        s["distill"] = distill_slice(cfg.distill)
         s["seed"] = cfg.seed
     return s
 

@@ -69,7 +69,9 @@ class EMARefiner(UpdatingRefiner):
 
     @classmethod
     def label(cls, cfg: Any) -> str:
-        return f"student-{cfg.distill.loss}"
+        from bench.losses import variant_label
+
+        return f"student-{cfg.distill.loss}{variant_label(cfg.distill)}"
 
     def reset(self) -> None:
         super().reset()

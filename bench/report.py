@@ -25,12 +25,15 @@ from bench.metrics.stats import (
     paired_p,
 )
 
-METRICS = ("si_sdr", "si_sdri", "pesq", "stoi", "estoi", "out_cos", "traj_cos",
+# DNSMOS P.835 (+ P.808) and pDNSMOS (bench.metrics.dnsmos): columns only where eval.metrics asked for them
+MOS_METRICS = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808", "pdnsmos_sig", "pdnsmos_bak",
+               "pdnsmos_ovrl")
+METRICS = ("si_sdr", "si_sdri", "pesq", "stoi", "estoi", *MOS_METRICS, "out_cos", "traj_cos",
            "late_si_sdr", "late_si_sdri", "late_pesq", "late_stoi", "late_traj_cos")
-DELTA_METRICS = ("si_sdr", "pesq", "stoi", "estoi", "late_si_sdr", "traj_cos", "late_traj_cos")
+DELTA_METRICS = ("si_sdr", "pesq", "stoi", "estoi", *MOS_METRICS, "late_si_sdr", "traj_cos", "late_traj_cos")
 SHRINK_METRICS = ("si_sdr", "late_si_sdr")
-PACKAGES = ("torch", "numpy", "pesq", "pystoi", "fvcore", "resemblyzer", "speechbrain", "nemo_toolkit",
-            "transformers", "optuna")
+PACKAGES = ("torch", "numpy", "pesq", "pystoi", "speechmos", "onnxruntime", "fvcore", "resemblyzer",
+            "speechbrain", "nemo_toolkit", "transformers", "optuna")
 
 
 def git_commit(root: str | Path | None = None) -> str:
@@ -232,6 +235,8 @@ SUMMARY_COLS = [
     ("late_si_sdri_mean", "late SI-SDRi"),
     ("pesq_mean", "PESQ"),
     ("stoi_mean", "STOI"),
+    ("dnsmos_ovrl_mean", "DNSMOS OVRL"),
+    ("pdnsmos_ovrl_mean", "pDNSMOS OVRL"),
     ("traj_cos_mean", "traj cos"),
     ("headroom_si_sdr_mean", "headroom"),
     ("recovered_frac", "recovered"),

@@ -40,7 +40,8 @@ STAGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
                                                            "pipeline/speakers.py", "pipeline/cost.py",
                                                            "refine/base.py", "refine/refiners.py",
                                                            "refine/streaming.py", "metrics/quality.py",
-                                                           "students/streaming.py", "pse/limit.py")),
+                                                           "metrics/dnsmos.py", "students/streaming.py",
+                                                           "pse/limit.py")),
 }
 
 

@@ -9,6 +9,9 @@ Conventions:
   ``inf``). ``si_sdri = si_sdr(est, ref) - si_sdr(mix, ref)``.
 * ``pesq_wb`` is ITU-T P.862.2 wide-band MOS-LQO (``pesq`` package, mode ``'wb'``, 16 kHz).
 * ``stoi`` / ``estoi`` come from ``pystoi`` (``extended=False`` / ``True``).
+* ``dnsmos_sig/bak/ovrl/p808`` and ``pdnsmos_sig/bak/ovrl`` (non-intrusive: of the estimate alone)
+  are DNSMOS P.835 + P.808 and personalized DNSMOS P.835 (:mod:`bench.metrics.dnsmos`), computed
+  only when asked for (their columns are absent otherwise).
 * Every metric function returns ``NaN`` when it cannot be computed (silence, too short, non-finite
   input, length mismatch, library error, PESQ < 0, pystoi's "not enough STFT frames" 1e-5
   fallback, STOI of a silent reference); it never raises on bad audio. :func:`evaluate_utterances` records such a NaN with a
@@ -21,9 +24,10 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METRICS",
+    "Selection",
     "estoi",
     "evaluate_utterances",
     "pesq_wb",
@@ -46,6 +51,44 @@ __all__ = [
 
 METRICS: tuple[str, ...] = ("si_sdr", "si_sdri", "pesq", "stoi", "estoi")
 _EPS = float(np.finfo(np.float64).eps)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which per-utterance metrics :func:`evaluate_utterances` computes besides SI-SDR(i).
+
+    ``dnsmos``: DNSMOS P.835 SIG/BAK/OVRL and P.808; ``pdnsmos``: personalized DNSMOS P.835."""
+
+    pesq: bool = True
+    stoi: bool = True
+    estoi: bool = True
+    dnsmos: bool = False
+    pdnsmos: bool = False
+
+    @classmethod
+    def of(cls, names: Iterable[str], pesq: bool = True) -> Selection:
+        """From ``eval.metrics`` names (``si_sdr`` is always computed); ``pesq=False`` (the older
+        ``eval.pesq`` switch) drops PESQ whatever the names say."""
+        chosen = set(names)
+        unknown = chosen - {"si_sdr", "pesq", "stoi", "estoi", "dnsmos", "pdnsmos"}
+        if unknown:
+            raise ValueError(f"unknown metrics {sorted(unknown)}")
+        return cls(pesq="pesq" in chosen and pesq, stoi="stoi" in chosen, estoi="estoi" in chosen,
+                   dnsmos="dnsmos" in chosen, pdnsmos="pdnsmos" in chosen)
+
+    def mos_columns(self) -> tuple[str, ...]:
+        """The DNSMOS / pDNSMOS columns this selection adds."""
+        from bench.metrics.dnsmos import DNSMOS_COLUMNS, PDNSMOS_COLUMNS
+
+        return (DNSMOS_COLUMNS if self.dnsmos else ()) + (PDNSMOS_COLUMNS if self.pdnsmos else ())
+
+    def columns(self) -> tuple[str, ...]:
+        """Every metric column of :func:`evaluate_utterances` with this selection."""
+        return METRICS + self.mos_columns()
+
+    def computed(self, column: str) -> bool:
+        """Whether ``column`` is computed (a NaN in it is then a failure)."""
+        return column not in ("pesq", "stoi", "estoi") or bool(getattr(self, column))
 
 
 # --------------------------------------------------------------------------- pure metrics
@@ -163,28 +206,32 @@ def _worker_init() -> None:
             pass
 
 
-def _slow_metrics(est: Any, ref: Any, sr: int, do_pesq: bool, do_estoi: bool = True) -> dict[str, float]:
-    """PESQ / STOI / ESTOI of one item (runs in a worker process)."""
-    return {
-        "pesq": pesq_wb(est, ref, sr) if do_pesq else float("nan"),
-        "stoi": stoi(est, ref, sr),
-        "estoi": estoi(est, ref, sr) if do_estoi else float("nan"),
+def _slow_metrics(est: Any, ref: Any, sr: int, which: Selection) -> dict[str, float]:
+    """PESQ / STOI / ESTOI (and DNSMOS / pDNSMOS) of one item (runs in a worker process)."""
+    out = {
+        "pesq": pesq_wb(est, ref, sr) if which.pesq else float("nan"),
+        "stoi": stoi(est, ref, sr) if which.stoi else float("nan"),
+        "estoi": estoi(est, ref, sr) if which.estoi else float("nan"),
     }
+    if which.dnsmos or which.pdnsmos:
+        from bench.metrics.dnsmos import scores
+
+        out.update(scores(est, sr, dnsmos=which.dnsmos, pdnsmos=which.pdnsmos))
+    return out
 
 
-def _nan_slow() -> dict[str, float]:
-    return {"pesq": float("nan"), "stoi": float("nan"), "estoi": float("nan")}
+def _nan_slow(which: Selection) -> dict[str, float]:
+    return dict.fromkeys(("pesq", "stoi", "estoi", *which.mos_columns()), float("nan"))
 
 
 def _run_pool(
     items: Sequence[tuple[Any, Any, Any]],
     indices: list[int],
     sr: int,
-    do_pesq: bool,
+    which: Selection,
     workers: int,
     ctx: Any,
     results: dict[int, dict[str, float]],
-    do_estoi: bool = True,
 ) -> list[int]:
     """Compute items ``indices`` in one pool; return the indices lost to a broken pool."""
     lost: list[int] = []
@@ -193,7 +240,7 @@ def _run_pool(
         try:
             for i in indices:
                 est, ref, _ = items[i]
-                futures[i] = ex.submit(_slow_metrics, est, ref, sr, do_pesq, do_estoi)
+                futures[i] = ex.submit(_slow_metrics, est, ref, sr, which)
         except BrokenProcessPool:
             pass
         for i in indices:
@@ -206,7 +253,7 @@ def _run_pool(
             except BrokenProcessPool:
                 lost.append(i)
             except Exception:  # noqa: BLE001
-                results[i] = _nan_slow()
+                results[i] = _nan_slow(which)
     return lost
 
 
@@ -223,8 +270,8 @@ def _pool_works(ctx: Any) -> bool:
         return False
 
 
-def _pooled(items: Sequence[tuple[Any, Any, Any]], workers: int, pesq: bool, sr: int, mp_context: str | None,
-            estoi: bool, slow: dict[int, dict[str, float]]) -> None:
+def _pooled(items: Sequence[tuple[Any, Any, Any]], workers: int, which: Selection, sr: int,
+            mp_context: str | None, slow: dict[int, dict[str, float]]) -> None:
     """The slow metrics of :func:`evaluate_utterances` in worker processes, into ``slow``."""
     import multiprocessing as mp
 
@@ -233,12 +280,13 @@ def _pooled(items: Sequence[tuple[Any, Any, Any]], workers: int, pesq: bool, sr:
         mp_context = pool_start_method()
     ctx = mp.get_context(mp_context)
     if mp_context == "fork":  # import once here, not in every forked worker
-        for mod in ("pesq", "pystoi"):
+        mods = ("pesq", "pystoi") + (("onnxruntime", "librosa") if which.dnsmos or which.pdnsmos else ())
+        for mod in mods:
             try:
                 __import__(mod)
             except Exception:  # noqa: BLE001 - the worker reports the failure as NaN
                 pass
-    lost = _run_pool(items, list(range(n)), sr, pesq, min(workers, n), ctx, slow, estoi)
+    lost = _run_pool(items, list(range(n)), sr, which, min(workers, n), ctx, slow)
     if lost and len(lost) == n and not _pool_works(ctx):
         warnings.warn(
             f"evaluate_utterances: a {mp_context!r} process pool cannot run here; "
@@ -247,7 +295,7 @@ def _pooled(items: Sequence[tuple[Any, Any, Any]], workers: int, pesq: bool, sr:
             stacklevel=3,
         )
         for i in lost:
-            slow[i] = _slow_metrics(items[i][0], items[i][1], sr, pesq, estoi)
+            slow[i] = _slow_metrics(items[i][0], items[i][1], sr, which)
     elif lost:
         warnings.warn(
             f"evaluate_utterances: a worker died; retrying {len(lost)} item(s) one per pool",
@@ -255,8 +303,8 @@ def _pooled(items: Sequence[tuple[Any, Any, Any]], workers: int, pesq: bool, sr:
             stacklevel=3,
         )
         for i in lost:  # isolate the culprit: one item per fresh pool
-            if _run_pool(items, [i], sr, pesq, 1, ctx, slow, estoi):
-                slow[i] = _nan_slow()
+            if _run_pool(items, [i], sr, which, 1, ctx, slow):
+                slow[i] = _nan_slow(which)
 
 
 def evaluate_utterances(
@@ -266,13 +314,19 @@ def evaluate_utterances(
     sr: int = 16_000,
     mp_context: str | None = None,
     estoi: bool = True,
+    stoi: bool = True,
+    dnsmos: bool = False,
+    pdnsmos: bool = False,
 ) -> pd.DataFrame:
     """Evaluate ``items`` = ``[(est, ref, mix), ...]`` (1-D numpy arrays) into a DataFrame.
 
     One row per item, in order, with columns ``si_sdr, si_sdri, pesq, stoi, estoi`` and a boolean
     ``<metric>_failed`` per metric. A metric that cannot be computed is NaN with its flag set; with
     ``pesq=False`` the ``pesq`` column is NaN and ``pesq_failed`` False (not computed, not failed);
-    the same for ``estoi=False``.
+    the same for ``stoi=False`` and ``estoi=False``. ``dnsmos=True`` adds ``dnsmos_sig``,
+    ``dnsmos_bak``, ``dnsmos_ovrl``, ``dnsmos_p808`` of each estimate, ``pdnsmos=True``
+    ``pdnsmos_sig``, ``pdnsmos_bak``, ``pdnsmos_ovrl`` (:mod:`bench.metrics.dnsmos`), each with its
+    ``<metric>_failed`` flag.
 
     SI-SDR(i) is computed here; PESQ/STOI/ESTOI in ``workers`` processes
     (``ProcessPoolExecutor``; start method ``mp_context``, default ``"fork"`` where available, else
@@ -289,6 +343,7 @@ def evaluate_utterances(
     """
     import pandas as pd
 
+    which = Selection(pesq=pesq, stoi=stoi, estoi=estoi, dnsmos=dnsmos, pdnsmos=pdnsmos)
     n = len(items)
     rows: list[dict[str, Any]] = []
     with threadpool_limits(1, user_api="blas"):
@@ -300,18 +355,19 @@ def evaluate_utterances(
         with threadpool_limits(1, user_api="blas"):
             for i, (est, ref, _) in enumerate(items):
                 try:
-                    slow[i] = _slow_metrics(est, ref, sr, pesq, estoi)
+                    slow[i] = _slow_metrics(est, ref, sr, which)
                 except Exception:  # noqa: BLE001
-                    slow[i] = _nan_slow()
+                    slow[i] = _nan_slow(which)
     elif n:
-        _pooled(items, workers, pesq, sr, mp_context, estoi, slow)
+        _pooled(items, workers, which, sr, mp_context, slow)
 
     for i, row in enumerate(rows):
-        row.update(slow.get(i, _nan_slow()))
-    df = pd.DataFrame(rows, columns=list(METRICS))
-    for m in METRICS:
+        row.update(slow.get(i, _nan_slow(which)))
+    columns = which.columns()
+    df = pd.DataFrame(rows, columns=list(columns))
+    for m in columns:
         failed = ~np.isfinite(df[m].to_numpy(dtype=np.float64))
-        if (m == "pesq" and not pesq) or (m == "estoi" and not estoi):
+        if not which.computed(m):
             failed = np.zeros(n, dtype=bool)
         df[f"{m}_failed"] = failed
     return df

@@ -218,8 +218,9 @@ def late_start(m: Any) -> int | None:
 def score(cfg: ExperimentConfig, sets: dict[str, list], outs: dict[str, list[np.ndarray]],
           extra: dict[str, list[float]] | None = None) -> pd.DataFrame:
     """Per-utterance metrics of ``outs`` (latency-aligned, per condition) against the clean
-    targets, on the whole utterance and (``late_*``) on the part after a stream's change."""
-    from bench.metrics.quality import evaluate_utterances
+    targets, on the whole utterance and (``late_*``) on the part after a stream's change; which
+    metrics besides SI-SDR: ``eval.metrics`` (and ``eval.pesq``)."""
+    from bench.metrics.quality import Selection, evaluate_utterances
 
     items, late_items, late_pos = [], [], []
     for cond, ms in sets.items():
@@ -230,9 +231,12 @@ def score(cfg: ExperimentConfig, sets: dict[str, list], outs: dict[str, list[np.
             if start is not None and start < n:
                 late_pos.append(len(items) - 1)
                 late_items.append((est[start:], m.target[start:n], m.mixture[start:n]))
-    df = evaluate_utterances(items, workers=cfg.eval.workers, pesq=cfg.eval.pesq)
-    if late_items:
-        late = evaluate_utterances(late_items, workers=cfg.eval.workers, pesq=cfg.eval.pesq, estoi=False)
+    which = Selection.of(cfg.eval.metrics, pesq=cfg.eval.pesq)
+    df = evaluate_utterances(items, workers=cfg.eval.workers, pesq=which.pesq, stoi=which.stoi, estoi=which.estoi,
+                             dnsmos=which.dnsmos, pdnsmos=which.pdnsmos)
+    if late_items:  # the late part: SI-SDR, PESQ and STOI (no ESTOI or DNSMOS)
+        late = evaluate_utterances(late_items, workers=cfg.eval.workers, pesq=which.pesq, stoi=which.stoi,
+                                   estoi=False)
         for col in late.columns:
             full = np.full(len(df), np.nan) if late[col].dtype != bool else np.zeros(len(df), dtype=bool)
             full[late_pos] = late[col].to_numpy()

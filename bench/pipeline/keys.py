@@ -13,10 +13,13 @@ from typing import Any
 from bench.cache import config_hash, key_slice
 from bench.config import (
     COMPETING_CONDITIONS,
+    DEFAULT_EVAL_METRICS,
     STREAM_CONDITIONS,
     TEACHER_ADDED_FIELDS,
+    EvalConfig,
     ExperimentConfig,
     MixConfig,
+    canonical_metrics,
 )
 from bench.losses import distill_slice
 from bench.refine import updates_embedding, uses_student
@@ -80,6 +83,13 @@ class EvalSetSpec:
                            self.seed, self.split, *extra)
 
 
+def metrics_slice(e: EvalConfig) -> list[Any]:
+    """``eval.metrics`` for a cache key: ``[]`` when it selects the default set (the metrics scored
+    before it existed, so older keys hold), else ``["metrics", <the selected set>]``."""
+    chosen = canonical_metrics(e.metrics)
+    return [] if chosen == canonical_metrics(DEFAULT_EVAL_METRICS) else ["metrics", chosen]
+
+
 def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
     """The part of a cell's config its evaluation depends on (its cache key)."""
     from bench.pse.train import training_slice
@@ -89,11 +99,13 @@ def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
         "corpus": cfg.corpus,
         "test_corpus": cfg.test_corpus if cfg.test_corpus.name else "",
         "mix": cfg.mix,
-        "eval": {k: v for k, v in vars(cfg.eval).items() if k not in ("workers",)},
+        "eval": {k: v for k, v in vars(cfg.eval).items() if k not in ("workers", "metrics")},
         "teacher": key_slice(cfg.teacher, TEACHER_ADDED_FIELDS),
         "pse": training_slice(cfg.pse),
         "pse_source": [cfg.pse.source, cfg.pse.path],
     }
+    if metrics_slice(cfg.eval):  # absent at the default set so that older keys hold
+        s["eval"]["metrics"] = metrics_slice(cfg.eval)[1]
     if cfg.pse.atten_lim_db:  # inference-time; absent at 0 so that older keys hold
         s["pse_atten_lim_db"] = cfg.pse.atten_lim_db
     if cfg.pse.personalized:
@@ -110,7 +122,7 @@ def mixture_key(cfg: ExperimentConfig, corpus_key: str) -> str:
     e = cfg.eval
     return config_hash("mixture", STAGE_VERSION["eval"], corpus_key, cfg.mix, e.n_test, e.n_stream, e.test_s,
                        e.stream_s, e.stream_sir_db, e.stream_snr_db, e.split, e.conditions, e.pesq,
-                       e.competing_sir_db)
+                       e.competing_sir_db, *metrics_slice(e))
 
 
 def backbone_key(cfg: ExperimentConfig, corpus: Any, teacher: Any, device: Any) -> str:

@@ -14,7 +14,10 @@ Sections (each printed as a table; all numbers also go to ``--out`` as JSON and 
    crops, MAC counts), which later cells find memoised.
 3. **metrics**: PESQ-WB + STOI + ESTOI of the same utterances by the suite's
    ``evaluate_utterances`` with 1 and 2 worker processes, and by torchmetrics' functional metrics
-   called serially.
+   called serially; then each metric alone (SI-SDR, PESQ-WB, STOI, ESTOI, DNSMOS P.835 + P.808,
+   pDNSMOS) in this process on one thread: CPU seconds per utterance and per second of audio, on
+   4 s utterances (the short test mixtures) and 16 s ones (the streams). DNSMOS scores 9.01 s
+   windows of a clip repeated to at least that length, so a 4 s clip costs about what a 16 s one does.
 4. **refiner**: the main grid's backbone (``pdfnet2/cpu``) streaming one 0.5 s block at a time,
    alone (static), with the window student (block + 1.5 s context per block), the streaming
    student (each block once) and the teacher oracle: extra MACs/s and extra wall time as a
@@ -292,6 +295,32 @@ def metrics(items: list, repeats: int) -> dict[str, Any]:
     return out
 
 
+COST_METRICS = ("si_sdr", "pesq", "stoi", "estoi", "dnsmos", "pdnsmos")
+
+
+def metric_costs(items: list, metrics: tuple[str, ...] = COST_METRICS) -> dict[str, Any]:
+    """CPU seconds of each metric computed alone by ``evaluate_utterances`` in this process (one
+    thread; ``si_sdr``: SI-SDR(i) only, which every other row includes), per item and per second
+    of audio, after a warm-up item (imports, ONNX sessions)."""
+    from bench.metrics.dnsmos import windows
+    from bench.metrics.quality import evaluate_utterances
+
+    off = {"pesq": False, "stoi": False, "estoi": False, "dnsmos": False, "pdnsmos": False}
+    extra = [m for m in metrics if m != "si_sdr"]
+    evaluate_utterances(items[:1], workers=1, **{**off, **dict.fromkeys(extra, True)})
+    audio_s = sum(len(est) for est, _, _ in items) / SR
+    out: dict[str, Any] = {"n": len(items), "seconds_each": len(items[0][0]) / SR,
+                           "dnsmos_windows_each": len(windows(items[0][0]))}
+    for m in metrics:
+        flags = off if m == "si_sdr" else {**off, m: True}
+        t0, w0 = time.process_time(), time.perf_counter()
+        evaluate_utterances(items, workers=1, **flags)
+        cpu, wall = time.process_time() - t0, time.perf_counter() - w0
+        out[m] = {"cpu_s_per_item": cpu / len(items), "cpu_s_per_audio_s": cpu / audio_s,
+                  "wall_s_per_item": wall / len(items)}
+    return out
+
+
 def _cpu_clock(fn: Callable[[], Any]) -> tuple[float, float, float]:
     """(wall s, CPU s of this process, CPU s of the child processes it reaped) of ``fn()``."""
     import resource
@@ -408,6 +437,12 @@ def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
                   _f(m["projected_speedup_2_vs_1_idle"], ".2f") + "x", ""]]
         out.append((f"metrics: PESQ-WB + STOI + ESTOI of {n} utterances x {m['seconds_each']:.0f} s ({m['source']})",
                     ["who", "wall s", "utt/s"], rows))
+    if res.get("metric_costs"):
+        rows = [[k, f"{c['n']} x {c['seconds_each']:.0f} s", _f(c[k]["cpu_s_per_item"], ".3g"),
+                 _f(c[k]["cpu_s_per_audio_s"], ".3g"), _f(c[k]["wall_s_per_item"], ".3g")]
+                for c in res["metric_costs"] for k in COST_METRICS if k in c]
+        out.append(("metrics, each alone in one process (one thread; every row includes SI-SDR(i))",
+                    ["metric", "utterances", "CPU s / utt", "CPU s / audio s", "wall s / utt"], rows))
     if "refiner" in res:
         r = res["refiner"]
         rows = [[k, _f(v["extra_macs_per_s"] / 1e6, ".2f"), f"{100 * v['extra_macs_frac']:.1f} %",
@@ -486,6 +521,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "metrics" in only:
         items, source = metric_items(cache, n_metrics, 4.0)
         res["metrics"] = {**metrics(items, repeats), "source": source}
+        n_cost = 2 if args.quick else 6
+        res["metric_costs"] = [{**metric_costs(metric_items(cache, n_cost, secs)[0]), "source": source}
+                               for secs in (4.0, 16.0)]
     if "refiner" in only:
         res["refiner"] = refiner(refiner_stream(cache, stream_s), device, repeats)
     res["total_s"] = time.perf_counter() - t0

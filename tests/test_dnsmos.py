@@ -112,3 +112,14 @@ def test_metric_selection_config_and_keys():
     assert len({mixture_key(c, "c") for c in (base, more, only)}) == 3
     with pytest.raises(ConfigError, match="eval.metrics"):
         validate(ExperimentConfig.from_dict({"eval": {"metrics": ["pesq", "mosnet"]}}))
+
+
+def test_perf_reports_each_metric_cost():
+    from bench import perf
+
+    items, _ = perf.metric_items(None, 1, 9.5)
+    costs = perf.metric_costs(items, ("si_sdr", "pesq", "dnsmos"))
+    assert costs["dnsmos_windows_each"] == 1 and costs["n"] == 1
+    assert costs["dnsmos"]["cpu_s_per_item"] > costs["si_sdr"]["cpu_s_per_item"] >= 0
+    table = perf.tables({"environment": {}, "metric_costs": [costs]})[-1]
+    assert [r[0] for r in table[2]] == ["si_sdr", "pesq", "dnsmos"]

@@ -88,6 +88,14 @@ def file_hash(path: str | Path, length: int = 16) -> str:
     return h.hexdigest()[:length]
 
 
+def file_stamp(path: str | Path) -> list[int]:
+    """What tells that a file is unchanged without reading it: its size and mtime, and what
+    ``touch -r`` cannot set back: the inode's change time (ctime) and the inode (a file replaced
+    by another one). Within one tick of the file-system clock (a few ms) a change can go unseen."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
 def _read_umask() -> int:
     mask = os.umask(0)  # the only portable way to read it is to set it; done once, at import
     os.umask(mask)

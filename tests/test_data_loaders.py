@@ -109,3 +109,103 @@ def test_replaced_audio_is_another_corpus(tmp_path):
     assert b.key != a.key
     after = b.audio("sp0-s0_0")
     assert after.shape == before.shape and not np.allclose(after, before)
+
+
+def _user_corpus(tmp_path, sr: int = 22050):
+    rows = ["path,speaker"]
+    for s in range(4):
+        for k in range(2):
+            _write(tmp_path / f"w/s{s}_{k}.wav", sr, f0=100 + 30 * s, seed=k)
+            rows.append(f"w/s{s}_{k}.wav,sp{s}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    return CorpusConfig(name="manifest", path=str(tmp_path / "m.csv"))
+
+
+def test_audio_changed_in_place_with_its_mtime_set_back_is_another_corpus(tmp_path):
+    """``touch -r`` restores size and mtime but not the inode's change time: the file is hashed
+    again, so the key changes and the resampled copy is made again."""
+    import os
+    import time
+
+    cfg, cache = _user_corpus(tmp_path), Cache(tmp_path / "cache")
+    load = registry.get("dataset", "manifest")
+    a = load(cfg, cache)
+    before = a.audio("sp0-s0_0")
+    path = tmp_path / "w/s0_0.wav"
+    st = os.stat(path)
+    time.sleep(0.05)  # an edit comes later than the file-system clock's tick
+    x = sf.read(str(path), dtype="float32")[0]
+    sf.write(str(path), (x[::-1] * 0.5).astype(np.float32), 22050)  # same length, format and size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(path).st_size == st.st_size and os.stat(path).st_mtime_ns == st.st_mtime_ns
+    b = load(cfg, cache)
+    assert b.key != a.key
+    after = b.audio("sp0-s0_0")
+    assert after.shape == before.shape and not np.allclose(after, before)
+    assert load(cfg, Cache(tmp_path / "fresh")).key == b.key  # what a fresh cache says
+
+
+def test_the_content_key_of_unchanged_files_survives_the_stamp_format(tmp_path):
+    """An index written with size and mtime only is hashed again, to the same key (the shipped
+    zoo's stage keys include the corpus key)."""
+    import json
+
+    cfg, cache = _user_corpus(tmp_path), Cache(tmp_path / "cache")
+    load = registry.get("dataset", "manifest")
+    key = load(cfg, cache).key
+    index_path = tmp_path / "cache" / "filehash" / "index.json"
+    index = json.loads(index_path.read_text())
+    assert all(len(rec) == 5 for rec in index.values())
+    index_path.write_text(json.dumps({k: rec[:3] for k, rec in index.items()}))  # the older format
+    assert load(cfg, cache).key == key
+    assert all(len(rec) == 5 for rec in json.loads(index_path.read_text()).values())
+
+
+def _rows(tmp_path) -> list[str]:
+    rows = []
+    for s in range(4):
+        for k in range(2):
+            _write(tmp_path / f"w/s{s}_{k}.wav", 16000, f0=100 + 30 * s, seed=k)
+            rows.append(f"w/s{s}_{k}.wav,sp{s},t{k}")
+    return rows
+
+
+def test_a_manifest_with_a_byte_order_mark_is_read(tmp_path):
+    (tmp_path / "m.csv").write_bytes(("\ufeffpath,speaker,text\n" + "\n".join(_rows(tmp_path)) + "\n").encode())
+    c = registry.get("dataset", "manifest")(CorpusConfig(name="manifest", path=str(tmp_path / "m.csv")),
+                                            Cache(tmp_path / "cache"))
+    assert len(c) == 8 and c.speakers() == ["sp0", "sp1", "sp2", "sp3"]
+
+
+def test_a_latin1_manifest_names_the_file_and_the_row(tmp_path):
+    rows = _rows(tmp_path)
+    rows[4] = rows[4].replace("t0", "caf\xe9")
+    (tmp_path / "m.csv").write_bytes(("path,speaker,text\n" + "\n".join(rows) + "\n").encode("latin-1"))
+    with pytest.raises(ValueError) as err:
+        registry.get("dataset", "manifest")(CorpusConfig(name="manifest", path=str(tmp_path / "m.csv")),
+                                            Cache(tmp_path / "cache"))
+    assert str(err.value) == f"manifest {tmp_path / 'm.csv'} row 6 is not UTF-8 (byte 0xe9); save the file as UTF-8"
+
+
+def test_an_empty_wav_is_one_line_naming_it_or_left_out_with_skip_bad(tmp_path, caplog):
+    import logging
+
+    from bench.config import TestCorpusConfig
+    from bench.data.validate import CorpusError, validate
+
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w/empty.wav").write_bytes(b"")
+    (tmp_path / "m.csv").write_text("path,speaker\n" + "\n".join([*_rows(tmp_path), "w/empty.wav,sp0"]) + "\n")
+    load, cache = registry.get("dataset", "manifest"), Cache(tmp_path / "cache")
+    with pytest.raises(CorpusError) as err:
+        load(CorpusConfig(name="manifest", path=str(tmp_path / "m.csv")), cache)
+    msg = str(err.value)
+    assert "\n" not in msg and f"row 10: audio file {str(tmp_path / 'w/empty.wav')!r} is empty (0 bytes)" in msg
+    assert "set corpus.skip_bad=true" in msg
+    with pytest.raises(CorpusError, match="set test_corpus.skip_bad=true"):
+        load(TestCorpusConfig(name="manifest", path=str(tmp_path / "m.csv")), cache)
+    corpus = load(CorpusConfig(name="manifest", path=str(tmp_path / "m.csv"), skip_bad=True), cache)
+    with caplog.at_level(logging.WARNING, logger="bench"):
+        slim = validate(corpus, skip_bad=True, eval_splits=(None,), train=False)
+    assert len(slim) == 8 and not any(u.path.endswith("empty.wav") for u in slim.utterances)
+    assert "unreadable" in caplog.text

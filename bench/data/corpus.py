@@ -3,7 +3,8 @@
 A corpus is a directory (``root``) with a ``manifest.csv``; every row is one
 :class:`Utterance`. Audio is read on demand with :meth:`Corpus.audio` (mono float32 at
 16 kHz, memoised in RAM). Files stored at another rate are resampled once and cached as
-16 kHz WAV under ``resample_dir`` (keyed by the source's path, size and modification time).
+16 kHz WAV under ``resample_dir`` (keyed by the source's path, size, modification and change
+times and inode).
 
 Splits are speaker-disjoint and grouped by *parent voice*: a derived speaker (speed / pitch
 perturbed copy of a voice, ``kind == "derived"``) always lands in the same split as its
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.audio import SR
-from bench.cache import Cache, atomic_path, config_hash, file_hash
+from bench.cache import Cache, atomic_path, config_hash, file_hash, file_stamp
 
 SPLITS = ("train", "val", "test")
 KINDS = ("real", "tts", "derived")
@@ -75,27 +77,45 @@ def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> None:
                 w.writerow(d)
 
 
+def read_csv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The column names and rows of a UTF-8 CSV file (a leading byte-order mark, as spreadsheet
+    programs write, is dropped).
+
+    Raises:
+        ValueError: the file is not UTF-8 (the message names the file and the row).
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        row = raw[:exc.start].count(b"\n") + 1
+        raise ValueError(f"manifest {path} row {row} is not UTF-8 (byte 0x{raw[exc.start]:02x}); save the file "
+                         "as UTF-8") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    return list(reader.fieldnames or []), list(reader)
+
+
 def read_manifest(path: str | Path) -> list[Utterance]:
     """Read a manifest CSV written by :func:`write_manifest` (extra columns are ignored).
 
     Raises:
-        ValueError: a required column (``utt_id``, ``path``, ``speaker``) is missing.
+        ValueError: a required column (``utt_id``, ``path``, ``speaker``) is missing, or the file
+            is not UTF-8.
     """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        cols = set(reader.fieldnames or [])
-        missing = {"utt_id", "path", "speaker"} - cols
-        if missing:
-            raise ValueError(f"manifest {path} lacks column(s) {sorted(missing)}")
-        out = []
-        for row in reader:
-            kw = {k: row[k] for k in MANIFEST_COLUMNS if k in row and row[k] is not None}
-            if "native_sample_rate" in kw:
-                kw["native_sample_rate"] = int(float(kw["native_sample_rate"] or SR))
-            if "duration_s" in kw:
-                kw["duration_s"] = float(kw["duration_s"] or 0.0)
-            out.append(Utterance(**kw))
+    cols, rows = read_csv(path)
+    missing = {"utt_id", "path", "speaker"} - set(cols)
+    if missing:
+        raise ValueError(f"manifest {path} lacks column(s) {sorted(missing)}")
+    out = []
+    for row in rows:
+        kw = {k: row[k] for k in MANIFEST_COLUMNS if k in row and row[k] is not None}
+        if "native_sample_rate" in kw:
+            kw["native_sample_rate"] = int(float(kw["native_sample_rate"] or SR))
+        if "duration_s" in kw:
+            kw["duration_s"] = float(kw["duration_s"] or 0.0)
+        out.append(Utterance(**kw))
     return out
 
 
@@ -280,9 +300,9 @@ class Corpus:
         src = self.path_of(utt_id)
         if self.resample_dir is not None and self._by_id[utt_id].native_sample_rate != SR:
             # float WAV: the cached copy is bit-identical to the first resampling; keyed by the
-            # source's path, size and mtime, so a replaced file is resampled again
-            st = src.stat()
-            cached = self.resample_dir / f"{config_hash(str(src.resolve()), st.st_size, st.st_mtime_ns)}.wav"
+            # source's path, size, mtime, ctime and inode, so a file replaced or changed in place
+            # is resampled again, even with its mtime set back (touch -r)
+            cached = self.resample_dir / f"{config_hash(str(src.resolve()), *file_stamp(src))}.wav"
             if cached.is_file():
                 return load(cached)
             x = load(src)

@@ -18,21 +18,40 @@ lists all four built-in datasets.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from bench import registry
+from bench.audio import SR
 from bench.cache import Cache, config_hash
 from bench.data import embedded  # noqa: F401  (registers the "embedded" dataset)
-from bench.data.corpus import SPLITS, Corpus, Utterance, assign_splits, write_manifest
+from bench.data.corpus import SPLITS, Corpus, Utterance, assign_splits, read_csv, write_manifest
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg")
 
 
-def _info(path: Path) -> tuple[int, float]:
+def _section(cfg) -> str:
+    """The config section of this corpus: ``test_corpus`` or ``corpus``."""
+    from bench.config import TestCorpusConfig
+
+    return "test_corpus" if isinstance(cfg, TestCorpusConfig) else "corpus"
+
+
+def _info(path: Path, cfg, where: str = "") -> tuple[int, float]:
+    """Sample rate and duration of an audio file. One that cannot be read (empty, not audio) is a
+    :class:`~bench.data.validate.CorpusError` naming it (``where``: the manifest row), or with
+    ``skip_bad`` a duration of 0: validation then leaves it out with the other bad files."""
     import soundfile as sf
 
-    i = sf.info(str(path))
+    from bench.data.validate import CorpusError, skip_key
+
+    try:
+        i = sf.info(str(path))
+    except (RuntimeError, OSError) as exc:  # soundfile's errors are RuntimeErrors
+        if cfg.skip_bad:
+            return SR, 0.0
+        why = "is empty (0 bytes)" if path.stat().st_size == 0 else f"is not readable audio ({exc})"
+        raise CorpusError(f"{where}audio file {str(path)!r} {why}; fix or remove it, or set {skip_key(_section(cfg))}=true "
+                          "to leave it out") from None
     return int(i.samplerate), i.frames / i.samplerate
 
 
@@ -46,11 +65,13 @@ def _need_path(cfg, kind: str) -> Path:
 
 
 def content_digest(files: list[Path], cache: Cache) -> str:
-    """SHA-256 over the bytes of ``files`` (in order), cheaply: a file whose size and mtime are
-    unchanged since it was last hashed is not read again (``<cache>/filehash/index.json``)."""
+    """SHA-256 over the bytes of ``files`` (in order), cheaply: a file whose stamp (size, mtime,
+    ctime, inode: :func:`~bench.cache.file_stamp`) is unchanged since it was last hashed is not
+    read again (``<cache>/filehash/index.json``, ``[size, mtime, digest, ctime, inode]`` per file).
+    The digest is of the bytes alone: hashed again, an unchanged file gives the same corpus key."""
     import json
 
-    from bench.cache import atomic_write_json, file_hash
+    from bench.cache import atomic_write_json, file_hash, file_stamp
 
     index_path = cache.root / "filehash" / "index.json"
     try:
@@ -59,14 +80,14 @@ def content_digest(files: list[Path], cache: Cache) -> str:
         index = {}  # a damaged index only costs re-hashing
     parts, changed = [], False
     for f in files:
-        st = f.stat()
+        size, mtime, ctime, ino = file_stamp(f)
         k = str(f.resolve())
         rec = index.get(k)
-        if rec and rec[0] == st.st_size and rec[1] == st.st_mtime_ns:
+        if isinstance(rec, list) and len(rec) == 5 and rec[:2] == [size, mtime] and rec[3:] == [ctime, ino]:
             digest = rec[2]
-        else:
+        else:  # new, changed, or recorded before ctime and inode were (hashed once more)
             digest = file_hash(f, 64)
-            index[k] = [st.st_size, st.st_mtime_ns, digest]
+            index[k] = [size, mtime, digest, ctime, ino]
             changed = True
         parts.append((k, digest))
     if changed:
@@ -105,7 +126,7 @@ def librispeech(cfg, cache: Cache) -> Corpus:
     utts = []
     for f in sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTS):
         speaker = f.parent.parent.name
-        sr, dur = _info(f)
+        sr, dur = _info(f, cfg)
         utts.append(Utterance(
             utt_id=f.stem, path=str(f.resolve()), speaker=speaker, source="librispeech",
             kind="real", licence="CC-BY-4.0 (LibriSpeech)", native_sample_rate=sr,
@@ -123,7 +144,7 @@ def voxceleb(cfg, cache: Cache) -> Corpus:
         spk_dir = f.parent.parent
         if not spk_dir.name.startswith("id"):
             continue
-        sr, dur = _info(f)
+        sr, dur = _info(f, cfg)
         utts.append(Utterance(
             utt_id=f"{spk_dir.name}-{f.parent.name}-{f.stem}", path=str(f.resolve()),
             speaker=spk_dir.name, source="voxceleb", kind="real",
@@ -139,14 +160,12 @@ def manifest(cfg, cache: Cache) -> Corpus:
     """CSV manifest with columns ``path``, ``speaker`` [, ``text``, ``split``]."""
     csv_path = _need_path(cfg, "manifest")
     base = csv_path.parent
-    with open(csv_path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        cols = set(reader.fieldnames or [])
-        missing = {"path", "speaker"} - cols
-        if missing:
-            raise ValueError(f"manifest {csv_path} lacks column(s) {sorted(missing)}; "
-                             "needs path, speaker [, text, split]")
-        rows = list(reader)
+    names, rows = read_csv(csv_path)
+    cols = set(names)
+    missing = {"path", "speaker"} - cols
+    if missing:
+        raise ValueError(f"manifest {csv_path} lacks column(s) {sorted(missing)}; "
+                         "needs path, speaker [, text, split]")
     utts = []
     has_split = "split" in cols and all((r.get("split") or "").strip() for r in rows)
     seen: dict[str, int] = {}
@@ -158,7 +177,7 @@ def manifest(cfg, cache: Cache) -> Corpus:
         split = (r.get("split") or "").strip() if has_split else "train"
         if split not in SPLITS:
             raise ValueError(f"manifest {csv_path} row {i + 2}: split {split!r} not in {SPLITS}")
-        sr, dur = _info(p)
+        sr, dur = _info(p, cfg, f"manifest {csv_path} row {i + 2}: ")
         uid = f"{r['speaker']}-{p.stem}"
         seen[uid] = seen.get(uid, 0) + 1
         if seen[uid] > 1:

@@ -1,12 +1,14 @@
 """Corpus validation, once, before any cell runs.
 
-Checked for every utterance: the file reads, its samples are finite, it is at least
-:data:`MIN_UTT_S` long and not silent (RMS above :data:`SILENCE_DBFS`). Checked per speaker and
+Checked for every utterance: no earlier utterance lists the same file (a manifest listing a file
+twice would let it enroll and be the target of one mixture), the file reads, its samples are
+finite, it is at least :data:`MIN_UTT_S` long and not silent (RMS above :data:`SILENCE_DBFS`). Checked per speaker and
 split: every speaker that may be a test target has at least two usable utterances (one enrolls,
 another is the test target, so the target never leaks into its own enrollment), and every split
 has at least two speakers (a target and an interferer). Problems are grouped by kind and reported
-once, naming the files or speakers and counting them. ``corpus.skip_bad: true`` drops the bad
-files and speakers instead, with one warning. A corpus that passes is remembered by its key
+once, naming the files or speakers and counting them. ``corpus.skip_bad: true`` (for the test
+corpus ``test_corpus.skip_bad``) drops the bad files and speakers instead, with one warning; a
+file listed twice is then kept once, under its first utterance id. A corpus that passes is remembered by its key
 (``<cache>/validated/<key>``), so it is read once, not once per run.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,14 +52,35 @@ def _audio_problem(corpus: Any, utt_id: str) -> str:
     return ""
 
 
+DUPLICATE = "listed more than once (it could enroll and be the target of one mixture)"
+
+
+def duplicates(corpus: Any) -> dict[str, str]:
+    """``{utt_id: "utt_id (path, as first_id)"}`` for every utterance whose audio file an utterance
+    earlier in id order already lists (the same path, however it is written)."""
+    first: dict[Path, str] = {}
+    out: dict[str, str] = {}
+    for u in corpus.utterances:
+        path = Path(corpus.path_of(u.utt_id)).resolve()
+        owner = first.setdefault(path, u.utt_id)
+        if owner != u.utt_id:
+            out[u.utt_id] = f"{u.utt_id} ({path}, as {owner})"
+    return out
+
+
 def problems(corpus: Any, eval_splits: tuple[str | None, ...] = ("val", "test"),
              train: bool = True) -> dict[str, list[str]]:
     """Every problem of ``corpus``: ``{kind: [utterance or speaker ids]}`` (empty when usable).
     ``eval_splits`` are the splits targets are drawn from (None: every speaker); ``train``: the
-    corpus also trains (its train split needs speakers)."""
+    corpus also trains (its train split needs speakers). A second listing of a file is not a
+    usable utterance of its speaker."""
     out: dict[str, list[str]] = defaultdict(list)
     good: dict[str, list[str]] = defaultdict(list)
+    twice = duplicates(corpus)
     for u in corpus.utterances:
+        if u.utt_id in twice:
+            out[f"file {DUPLICATE}"].append(twice[u.utt_id])
+            continue
         why = _audio_problem(corpus, u.utt_id)
         if why:
             out[f"file {why}"].append(f"{u.utt_id} ({corpus.path_of(u.utt_id)})")
@@ -74,12 +98,17 @@ def problems(corpus: Any, eval_splits: tuple[str | None, ...] = ("val", "test"),
     return dict(out)
 
 
+def skip_key(name: str) -> str:
+    """The config key that leaves the bad files of corpus ``name`` out."""
+    return f"{name if name in ('corpus', 'test_corpus') else 'corpus'}.skip_bad"
+
+
 def report(found: dict[str, list[str]], name: str) -> str:
     lines = [f"corpus {name!r} is not usable as it is:"]
     for kind, items in found.items():
         shown = ", ".join(items[:SHOW]) + (f", ... ({len(items) - SHOW} more)" if len(items) > SHOW else "")
         lines.append(f"  - {len(items)} x {kind}: {shown}")
-    lines.append("  fix the files, or set corpus.skip_bad=true to leave them out (one warning)")
+    lines.append(f"  fix the files, or set {skip_key(name)}=true to leave them out (one warning)")
     return "\n".join(lines)
 
 
@@ -92,7 +121,7 @@ def validate(corpus: Any, cache: Any = None, name: str = "corpus", skip_bad: boo
 
     tag = config_hash(corpus.key, eval_splits, train, MIN_UTT_S, SILENCE_DBFS)
     marker = cache.root / "validated" / tag if cache is not None else None
-    if marker is not None and marker.is_file():
+    if marker is not None and marker.is_file() and not duplicates(corpus):  # remembered before files were compared
         return corpus
     found = problems(corpus, eval_splits, train)
     if not found:
@@ -106,8 +135,8 @@ def validate(corpus: Any, cache: Any = None, name: str = "corpus", skip_bad: boo
     bad_files = {i.split(" ")[0] for k, v in found.items() if k.startswith("file ") for i in v}
     bad_spk = {s for k, v in found.items() if k.startswith("speaker ") for s in v}
     keep = [Utterance(**asdict(u)) for u in corpus.utterances if u.utt_id not in bad_files and u.speaker not in bad_spk]
-    log.warning("%s: left out %d file(s) and %d speaker(s) (corpus.skip_bad=true): %s", name, len(bad_files),
-                len(bad_spk), "; ".join(f"{len(v)} x {k}" for k, v in found.items()))
+    log.warning("%s: left out %d file(s) and %d speaker(s) (%s=true): %s", name, len(bad_files), len(bad_spk),
+                skip_key(name), "; ".join(f"{len(v)} x {k}" for k, v in found.items()))
     slim = Corpus(corpus.root, corpus.manifest_path, keep, corpus.resample_dir, corpus.noise_files)
     still = problems(slim, eval_splits, train)
     if still:

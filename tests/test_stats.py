@@ -57,3 +57,16 @@ def test_paired_p_detects_a_shift_and_not_noise():
     assert paired_p(rng.normal(0.0, 1.0, 60)) > 0.01
     assert paired_p(np.zeros(10)) == 1.0
     assert np.isnan(paired_p([1.0]))
+
+
+def test_paired_p_of_float_noise_is_one_and_deterministic():
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # identical cells: differences are float noise of either sign
+        noise = rng.choice([-5e-17, 0.0, 5e-17, 1.1e-16], size=40)
+        assert paired_p(noise) == 1.0
+    # a real effect is unchanged by noise on top of it: the same p from either run
+    d = rng.normal(0.3, 1.0, 40)
+    assert paired_p(d) == paired_p(d + rng.choice([-5e-17, 5e-17], size=40)) == paired_p(d)
+    # equal differences tie whatever their last bits
+    tied = np.array([0.1, 0.1, 0.2, -0.05, 0.3, 0.1, 0.25, 0.15])
+    assert paired_p(tied) == paired_p(tied + np.array([1e-16, -1e-16, 0, 0, 0, 5e-17, 0, 0]))

@@ -6,7 +6,8 @@
   mixture once per condition; the unit that is resampled is the mixture, with all its rows).
 * :func:`bootstrap_ratio`: ratio of paired means with a paired bootstrap CI (fraction of the
   headroom a refiner recovers).
-* :func:`paired_p`: two-sided Wilcoxon signed-rank test of paired differences against 0.
+* :func:`paired_p`: two-sided Wilcoxon signed-rank test of paired differences against 0
+  (differences below :data:`PAIRED_TOL` are 0; all of them 0: p = 1).
 * :func:`holm`: Holm's step-down correction of a family of p-values.
 """
 
@@ -101,15 +102,24 @@ def bootstrap_ratio(num: Any, den: Any, n_boot: int = 1000, seed: int = 0,
     return ratio, float(lo), float(hi)
 
 
-def paired_p(diff: Any) -> float:
-    """Two-sided Wilcoxon signed-rank p-value of paired differences against 0 (NaN when fewer
-    than 2 non-zero finite differences)."""
+PAIRED_TOL = 1e-9  # far below any metric's resolution, far above float noise (about 1e-16)
+
+
+def paired_p(diff: Any, tol: float = PAIRED_TOL) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of paired differences against 0.
+
+    Differences are counted in whole units of ``tol``: the float noise of two cells that compute
+    the same thing (``+-5e-17``) is exactly 0, and near-equal differences tie, so the p-value does
+    not depend on the order of float operations. All differences 0: p = 1 (no evidence of any
+    difference); fewer than 2 finite differences, or a single non-zero one: NaN.
+    """
     from scipy import stats
 
     d = _finite(diff)
-    if np.count_nonzero(d) < 2:
-        return float("nan") if d.size < 2 or np.any(d) else 1.0
-    return float(stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+    k = np.rint(d / tol)  # the signed-rank test only sees signs and ranks: units of tol keep both
+    if np.count_nonzero(k) < 2:
+        return float("nan") if k.size < 2 or np.any(k) else 1.0
+    return float(stats.wilcoxon(k, zero_method="wilcox", alternative="two-sided").pvalue)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

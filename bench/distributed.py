@@ -101,16 +101,18 @@ def add_heartbeat_option(parser: Any, beats: str, stale: str, when: str = "") ->
                              f"(default: {HEARTBEAT_S})")
 
 
-def open_storage(url: str, heartbeat_s: int, retry: bool = True) -> Any:
+def open_storage(url: str, heartbeat_s: int, retry: bool = True,
+                 on_stale: Callable[[Any, Any], None] | None = None) -> Any:
     """An RDB storage whose running trials beat every ``heartbeat_s`` seconds and go stale after
-    three missed beats; with ``retry`` a stale trial is enqueued again (at most MAX_RETRY times)."""
+    three missed beats; with ``retry`` a stale trial is enqueued again (at most MAX_RETRY times),
+    else ``on_stale(study, failed_trial)`` is called once for it (if given)."""
     import random
 
     import optuna
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     quiet_optuna()
-    callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY) if retry else None
+    callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY) if retry else on_stale
     engine = {"pool_pre_ping": True} if url.startswith("postgresql") else None
     for attempt in range(5):
         try:
@@ -218,11 +220,71 @@ def heartbeat(storage: Any, trial: Any) -> Iterator[None]:
 
 
 def fail_stale(study: Any) -> None:
-    """Fail the running trials whose worker stopped beating (and, with retries, enqueue them again)."""
+    """Fail the running trials whose worker stopped beating, and at once those whose worker is a
+    process of this machine that no longer exists (see :func:`mark_worker`); the storage's stale
+    callback then runs for each (a retry, or a budget token handed back)."""
     import optuna
 
     quiet_optuna()
     optuna.storages.fail_stale_trials(study)
+    fail_dead_here(study)
+
+
+def _pid_ns() -> str:
+    """This process's PID namespace (Linux), so that a PID is only ever compared within one; "" elsewhere."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def mark_worker(trial: Any) -> None:
+    """Record which process runs ``trial`` (``worker``: host and PID; ``pid_ns``), so that once that
+    process is gone a worker on the same machine fails the trial without waiting for heartbeats."""
+    trial.set_user_attr("worker", worker_id())
+    trial.set_user_attr("pid_ns", _pid_ns())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def dead_here(trial: Any) -> bool:
+    """Whether ``trial`` was run by a process of this machine and PID namespace that has exited."""
+    ns = _pid_ns()
+    host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+    return (bool(ns) and trial.user_attrs.get("pid_ns") == ns and host == socket.gethostname() and pid.isdigit()
+            and int(pid) != os.getpid() and not _alive(int(pid)))
+
+
+def fail_dead_here(study: Any) -> None:
+    """Fail the running trials of ``study`` whose worker process died on this machine (killed, say)
+    and run the storage's stale callback for each (exactly once, whichever worker gets there first)."""
+    import copy
+
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not dead_here(t):
+            continue
+        try:
+            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        log.warning("trial %s failed: its worker %s has exited", t.number, t.user_attrs.get("worker"))
+        callback = storage.get_heartbeat_stale_trial_callback() if hasattr(
+            storage, "get_heartbeat_stale_trial_callback") else None
+        if callback is not None:
+            callback(study, copy.deepcopy(storage.get_trial(t._trial_id)))
 
 
 def tell(study: Any, trial: Any, **kw: Any) -> bool:
@@ -250,24 +312,56 @@ def seed_budget(study: Any, storage: Any, total: int) -> None:
     once(storage, f"{study.study_name}:budget={total}", top_up)
 
 
+def return_token(study: Any, trial: Any) -> None:
+    """The stale callback of a budget: a budget token whose trial died (its worker killed) or was
+    interrupted comes back as a new empty waiting token (its values drawn afresh when claimed), so
+    the budget still buys ``total`` trials that ran to the end."""
+    if "budget" not in trial.user_attrs:
+        return
+    study.enqueue_trial({}, user_attrs={"budget": trial.user_attrs["budget"], "replaces": trial.number})
+    log.warning("trial %s did not finish; its budget token waits for a worker again", trial.number)
+
+
+def spent(study: Any) -> int:
+    """Budget tokens used: trials started (running or finished) less those whose token came back."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    returned = {t.user_attrs["replaces"] for t in trials if "replaces" in t.user_attrs}
+    return sum(t.state != TrialState.WAITING for t in trials) - len(returned)
+
+
 def run_budget(study: Any, storage: Any, objective: Callable[[Any], Any], total: int, n_max: int,
-               catch: tuple[type[Exception], ...], after: Callable[[], None]) -> int:
+               catch: tuple[type[Exception], ...], after: Callable[[], None], poll_s: float = 1.0) -> int:
     """Claim budget tokens and run ``objective`` on each, at most ``n_max`` in this worker; the
-    study never holds more than ``total`` trials, however many workers share it. Returns the
-    number run here."""
+    study never spends more than ``total`` tokens, however many workers share it. With nothing
+    left to claim, a worker waits while other trials run: one whose worker dies is failed (at once
+    on this machine, else after its missed heartbeats) and its token, handed back by
+    :func:`return_token` when that is the storage's stale callback, is claimed. Returns the number
+    run here."""
     from optuna.trial import TrialState
 
     seed_budget(study, storage, total)
-    started = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    n = 0
-    while n < n_max and count(study, *started) < total:  # waiting trials of a larger earlier budget stay
+    beats = bool(storage.get_heartbeat_interval()) if hasattr(storage, "get_heartbeat_interval") else False
+    n, said = 0, False
+    while n < n_max:
         fail_stale(study)
-        trial = pop_waiting(study, storage)
-        if trial is None:
+        # waiting trials of a larger earlier budget stay
+        used = spent(study)
+        trial = pop_waiting(study, storage) if used < total else None
+        if trial is not None:
+            run_trial(study, storage, trial, objective, catch)
+            after()
+            n += 1
+            continue
+        running = count(study, TrialState.RUNNING)
+        if not (beats and running and used - running < total):  # no running trial holds a token of this budget
             break
-        run_trial(study, storage, trial, objective, catch)
-        after()
-        n += 1
+        if not said:
+            log.info("waiting for %d running trial(s) of other workers (one whose worker died is failed after its "
+                     "missed heartbeats, and its budget token claimed here)", running)
+            said = True
+        time.sleep(poll_s)
     return n
 
 
@@ -286,8 +380,10 @@ def run_trial(study: Any, storage: Any, trial: Any, objective: Callable[[Any], A
     except (*catch, KeyboardInterrupt) as exc:
         log.warning("trial %s failed: %s: %s", trial.number, type(exc).__name__, exc)
         trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
-        tell(study, trial, state=TrialState.FAIL)
+        told = tell(study, trial, state=TrialState.FAIL)
         if isinstance(exc, KeyboardInterrupt):
+            if told:
+                return_token(study, storage.get_trial(trial._trial_id))
             raise
         return
     tell(study, trial, values=value)

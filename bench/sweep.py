@@ -60,6 +60,68 @@ class Param:
 
 
 PRUNERS = ("none", "median", "percentile", "hyperband")
+REDRAWS = 50  # draws of a trial's last value before its parameters are given up as taken
+
+
+def _taken(study: Any, number: int) -> list[dict[str, Any]]:
+    """The parameters of every other trial of the study that has all of them drawn (waiting budget
+    tokens have none)."""
+    return [t.params for t in study._storage.get_all_trials(study._study_id, deepcopy=False)
+            if t.number != number and t.params]
+
+
+class DistinctSampler:
+    """A sampler (wrapping Optuna's ``inner``) that never gives a trial the parameters of another
+    trial of its study: the value of the last of ``names`` still to be drawn is drawn again while
+    the whole set equals one already there (complete, pruned, failed or running), and a relative
+    draw (NSGA-II) that repeats one is replaced by independent draws. Draws are otherwise the
+    inner sampler's, so a fresh study with a seed proposes what the inner sampler alone would."""
+
+    def __init__(self, inner: Any, names: list[str]) -> None:
+        self.inner = inner
+        self.names = list(names)
+
+    def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
+        drawn = self.inner.sample_relative(study, trial, search_space)
+        if set(drawn) != set(self.names):
+            return drawn
+        taken = _taken(study, trial.number)
+        for _ in range(REDRAWS):
+            if drawn not in taken:
+                return drawn
+            drawn = self.inner.sample_relative(study, trial, search_space)
+        return {}
+
+    def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
+        value = self.inner.sample_independent(study, trial, param_name, param_distribution)
+        if set(trial.params) | {param_name} != set(self.names) or param_name in trial.params:
+            return value
+        taken = _taken(study, trial.number)
+        for _ in range(REDRAWS):
+            if {**trial.params, param_name: value} not in taken:
+                break
+            value = self.inner.sample_independent(study, trial, param_name, param_distribution)
+        return value
+
+    def before_trial(self, study: Any, trial: Any) -> None:
+        self.inner.before_trial(study, trial)
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+
+def duplicate_of(trial: Any) -> int | None:
+    """The number of another trial of the study with exactly ``trial``'s parameters (None if none)."""
+    for t in trial.study._storage.get_all_trials(trial.study._study_id, deepcopy=False):
+        if t.number != trial.number and t.params and t.params == trial.params:
+            return t.number
+    return None
 
 
 def make_pruner(name: str) -> Any:
@@ -123,8 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "trials; give one to reproduce a single-worker study)")
     p.add_argument("--total-trials", type=int, default=None,
                    help="a budget for the whole study, over every worker: the first worker with this budget tops the "
-                        "study up to this many trials (waiting ones, claimed one at a time), so it ends with exactly "
-                        "this many (complete, pruned or failed), however many workers share it")
+                        "study up to this many trials (waiting ones, claimed one at a time), so exactly this many run "
+                        "to their end (complete, pruned or failed), however many workers share it; a trial whose "
+                        "worker died is failed and its token handed back, so it is run again with new values")
     p.add_argument("--pruner", default="none", choices=sorted(PRUNERS),
                    help="stop a trial early from its student's validation reports (agreement with the teacher "
                         "every distill.val_every steps) against the other trials' at the same step; worth it when "
@@ -145,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.cache import Cache, atomic_path, config_hash, default_root
     from bench.config import ConfigError
-    from bench.distributed import open_storage, redact, run_budget
+    from bench.distributed import fail_stale, open_storage, redact, return_token, run_budget
     from bench.harness import set_threads
     from bench.pipeline import Pipeline
     from bench.registry import RegistryError
@@ -162,12 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     name = args.study or f"{grid.name}-{args.metric}-{config_hash(base, [p.key for p in params], length=8)}"
     url = args.storage or f"sqlite:///{cache.root / 'optuna.db'}"
     try:
-        storage = open_storage(url, args.heartbeat, retry=False)
+        storage = open_storage(url, args.heartbeat, retry=False, on_stale=return_token)
     except Exception as exc:  # noqa: BLE001 - a missing driver or an unreachable server: one line
         hint = " (pip install -e .[scale])" if isinstance(exc, ModuleNotFoundError) else ""
         print(f"error: --storage {redact(url)}: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
         return 2
-    study = _create_study(args, name, storage)
+    study = _create_study(args, name, storage, [p.key for p in params])
+    fail_stale(study)  # a trial of a killed earlier sweep on this machine fails now, elsewhere after its heartbeats
     objective = _objective(args, base, params, pipe)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -193,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished trials are kept in the study (re-run to resume) and in trials.csv",
               file=sys.stderr)
+    fail_stale(study)
     dump()
     return _summary(args, study, name, redact(url), out, grid, base["refine"]["name"])
 
@@ -220,19 +285,41 @@ def _setup(args: argparse.Namespace) -> tuple[Any, list[Param], dict[str, Any], 
     return grid, params, base, probe, device
 
 
-def _create_study(args: argparse.Namespace, name: str, storage: Any) -> Any:
+def make_sampler(multi_objective: bool, seed: int, names: list[str]) -> DistinctSampler:
+    """NSGA-II with ``multi_objective``, else TPE, never repeating a trial's parameters."""
+    import optuna
+
+    if multi_objective:
+        return DistinctSampler(optuna.samplers.NSGAIISampler(seed=seed), names)
+    # constant_liar: running trials count as bad guesses, so workers do not crowd one region
+    return DistinctSampler(optuna.samplers.TPESampler(seed=seed, constant_liar=True), names)
+
+
+def resumed_seed(seed: int, n_trials: int) -> int:
+    """The sampler seed of a study that already holds ``n_trials`` trials: ``seed`` for a new study
+    (reproducible), else one drawn from both, so a restart with the same ``--seed`` does not replay
+    the draws of the first start."""
+    from bench.cache import config_hash
+
+    return seed if n_trials == 0 else int(config_hash(seed, n_trials, length=8), 16)
+
+
+def _create_study(args: argparse.Namespace, name: str, storage: Any, names: list[str]) -> Any:
     """The study (created or loaded): NSGA-II with --multi-objective, else TPE with the pruner."""
     import optuna
 
     seed = args.seed if args.seed is not None else _worker_seed()
+    sampler = make_sampler(args.multi_objective, seed, names)
     if args.multi_objective:
-        sampler = optuna.samplers.NSGAIISampler(seed=seed)
-        return optuna.create_study(study_name=name + "-mo", storage=storage, directions=["maximize", "minimize"],
-                                   sampler=sampler, load_if_exists=True)
-    # constant_liar: running trials count as bad guesses, so workers do not crowd one region
-    sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-    return optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
-                               pruner=make_pruner(args.pruner), load_if_exists=True)
+        study = optuna.create_study(study_name=name + "-mo", storage=storage, directions=["maximize", "minimize"],
+                                    sampler=sampler, load_if_exists=True)
+    else:
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
+                                    pruner=make_pruner(args.pruner), load_if_exists=True)
+    n_trials = len(study.get_trials(deepcopy=False))
+    if args.seed is not None and n_trials:
+        study.sampler = make_sampler(args.multi_objective, resumed_seed(seed, n_trials), names)
+    return study
 
 
 def _objective(args: argparse.Namespace, base: dict[str, Any], params: list[Param], pipe: Any) -> Callable[[Any], Any]:
@@ -243,10 +330,16 @@ def _objective(args: argparse.Namespace, base: dict[str, Any], params: list[Para
 
     def objective(trial) -> float:
         from bench.config import set_dotted
+        from bench.distributed import mark_worker
 
+        mark_worker(trial)
         data = _copy(base)
         for p in params:
             set_dotted(data, p.key, p.suggest(trial))
+        twin = duplicate_of(trial)
+        if twin is not None:  # every value of a small searched space was tried: nothing new to run
+            raise RuntimeError(f"the parameters {trial.params} are those of trial {twin}; the searched values "
+                               "have no untried setting left")
         cfg = ExperimentConfig.from_dict(data)
         if prune:
             report_student(pipe, cfg, trial)
@@ -276,6 +369,10 @@ def _summary(args: argparse.Namespace, study: Any, name: str, url: str, out: Pat
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
     print(f"study {name!r} ({len(study.trials)} trials, {len(done)} complete, {pruned} pruned, storage {url})")
+    running = sum(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
+    if running:
+        print(f"{running} trial(s) still running: another worker's, or one whose worker died elsewhere (failed once "
+              "it misses 3 heartbeats, by the next sweep of this study)")
     if not done:
         print(f"error: no trial of study {name!r} completed; see {out / 'trials.csv'} and the log above",
               file=sys.stderr)

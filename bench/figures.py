@@ -94,6 +94,18 @@ VARIANTS = {"alpha": "a", "teacher": "teacher", "tau": "tau", "rule": "", "n0": 
 CI = ("_mean", "_ci_lo", "_ci_hi")
 
 
+class Skip(ValueError):
+    """A figure whose axis the run lacks (no students, no refining cell, no streams, ...): it is not
+    drawn, and :func:`draw_all` says so instead of failing."""
+
+
+def _need(pts: pd.DataFrame, why: str) -> pd.DataFrame:
+    """``pts``, or :class:`Skip` with ``why`` when there is nothing to plot."""
+    if not len(pts):
+        raise Skip(why)
+    return pts
+
+
 def _plt() -> Any:
     import matplotlib
 
@@ -266,6 +278,7 @@ def _line_plot(pts: pd.DataFrame, x: str, colours: dict[str, tuple], xlabel: str
 
 def gain_vs_rate(board: pd.DataFrame, path: Path, colours: dict[str, tuple] | None = None) -> Path:
     pts = gain_vs_rate_points(board)
+    _need(pts[~pts["anchor"].astype(bool)], "no refining cell (rate above 0)")
     fig = _line_plot(pts, "alpha", colours or system_colours(board["system"]), "refinement rate alpha")
     return _save(fig, path, pts, "leaderboard")
 
@@ -286,6 +299,8 @@ def gain_vs_temperature_points(board: pd.DataFrame) -> pd.DataFrame:
 
 
 def gain_vs_temperature(board: pd.DataFrame, path: Path, colours: dict[str, tuple] | None = None) -> Path:
+    if not tau_varies(board):
+        raise Skip("no refiner was run at more than one distillation temperature")
     pts = gain_vs_temperature_points(board)
     fig = _line_plot(pts, "tau", colours or system_colours(board["system"]), "distillation temperature tau (log)",
                      log_x=True)
@@ -308,7 +323,7 @@ def headroom_points(board: pd.DataFrame) -> pd.DataFrame:
 
 
 def headroom(board: pd.DataFrame, path: Path, colours: dict[str, tuple] | None = None) -> Path:
-    pts = headroom_points(board)
+    pts = _need(headroom_points(board), "no reference, ceiling, control or refining cell has a gain over static")
     colours = colours or system_colours(board["system"])
     conds = _conditions(board)
     bars = sorted(pts["bar"].unique()) if len(pts) else []
@@ -379,7 +394,7 @@ def complexity_points(board: pd.DataFrame) -> pd.DataFrame:
 
 
 def complexity(board: pd.DataFrame, path: Path, colours: dict[str, tuple] | None = None) -> Path:
-    pts = complexity_points(board)
+    pts = _need(complexity_points(board), "no deployable cell has both a gain over static and a MAC count")
     colours = colours or system_colours(board["system"])
     fig, axes = _panels(2, 4.2, 3.8)
     for ax, x, scale, xlabel in ((axes[0], "total_macs_per_s", 1e6, "total MMAC per second of audio (log)"),
@@ -411,7 +426,7 @@ def conditions_points(board: pd.DataFrame) -> pd.DataFrame:
 def conditions(board: pd.DataFrame, path: Path, colours: dict[str, tuple] | None = None) -> Path:
     import seaborn as sns
 
-    pts = conditions_points(board)
+    pts = _need(conditions_points(board), "no cell has an SI-SDRi on a condition")
     pivot = pts.pivot_table(index="label", columns="condition", values="si_sdri_mean", aggfunc="first")
     pivot = pivot.reindex(columns=[c for c in _conditions(board) if c in pivot.columns])
     fig, ax = _plt().subplots(figsize=(1.3 * pivot.shape[1] + 3, 0.32 * pivot.shape[0] + 1.5))
@@ -431,7 +446,8 @@ def speaker_points(board: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=[*KEYS, "what", *SPK_COLS])
     sub = board[(board["condition"] == "all") & np.isfinite(pd.to_numeric(board["student_eer"], errors="coerce"))]
     ident = [c for c in STUDENT_ID if c in sub]
-    stu = sub.assign(_id=sub[ident].map(_fmt).agg("|".join, axis=1)).drop_duplicates("_id")
+    ids = sub[ident].map(_fmt).agg("|".join, axis=1) if len(sub) and ident else pd.Series("", index=sub.index)
+    stu = sub.assign(_id=ids).drop_duplicates("_id")
     stu = stu[[*_keys(stu), *SPK_COLS]].assign(what="student")
     rows = board[(board["condition"] == "all") & np.isfinite(pd.to_numeric(board["teacher_eer"], errors="coerce"))]
     tea = rows.drop_duplicates("teacher") if "teacher" in rows else rows.iloc[:1]
@@ -445,6 +461,8 @@ def has_speaker_metrics(board: pd.DataFrame) -> bool:
 
 def speaker_verification(board: pd.DataFrame, path: Path, colours: dict[str, tuple] | None = None) -> Path:
     pts = speaker_points(board)
+    if not (pts["what"] == "student").any():
+        raise Skip("the grid has no students (no student EER)")
     colours = colours or system_colours(board["system"])
     stu, tea = pts[pts["what"] == "student"], pts[pts["what"] == "teacher"]
     many = stu["teacher"].nunique() > 1 if "teacher" in stu else False
@@ -488,7 +506,7 @@ def trajectory_points(traj: pd.DataFrame, board: pd.DataFrame) -> pd.DataFrame:
 def trajectory(traj: pd.DataFrame, path: Path, board: pd.DataFrame | None = None,
                colours: dict[str, tuple] | None = None) -> Path:
     board = board if board is not None else traj.assign(condition="all")
-    pts = trajectory_points(traj, board)
+    pts = _need(trajectory_points(traj, board), "no streamed cell (trajectory.csv is empty)")
     colours = colours or system_colours(board["system"])
     conds = list(dict.fromkeys(pts["condition"]))
     fig, axes = _panels(len(conds), 3.4, 3.2)
@@ -530,7 +548,7 @@ def gain_distribution(per: pd.DataFrame, cells: pd.DataFrame, path: Path, board:
 
     if board is None:
         board = cells.assign(condition="all")
-    pts = gain_distribution_points(per, cells, board)
+    pts = _need(gain_distribution_points(per, cells, board), "no refining cell paired with a static one")
     colours = colours or system_colours(board["system"])
     conds = list(dict.fromkeys(pts["condition"])) or [""]
     order = sorted(pts["label"].unique())
@@ -609,7 +627,7 @@ def _completed(trials: pd.DataFrame) -> pd.DataFrame:
 
 def sweep_history(trials: pd.DataFrame, path: Path) -> Path:
     obj = _objective(trials)
-    pts = _completed(trials)
+    pts = _need(_completed(trials), "no trial of the sweep completed")
     pts = pts.assign(best_so_far=pts[obj].cummax())
     fig, ax = _plt().subplots(figsize=(5, 3.4))
     ax.plot(pts["number"], pts[obj], "o", ms=4, color="tab:blue", label="trial")
@@ -632,10 +650,10 @@ def sweep_axes(trials: pd.DataFrame) -> tuple[str, str] | None:
 def sweep_map(trials: pd.DataFrame, path: Path) -> Path:
     axes_ = sweep_axes(trials)
     if axes_ is None:
-        raise ValueError("a sweep map needs two numeric parameters")
+        raise Skip("the sweep searched fewer than two numeric parameters")
     x, y = axes_
     obj = _objective(trials)
-    pts = _completed(trials)
+    pts = _need(_completed(trials), "no trial of the sweep completed")
     fig, ax = _plt().subplots(figsize=(5, 3.8))
     sc = ax.scatter(pts[x], pts[y], c=pts[obj], cmap="viridis", s=30, edgecolor="black", linewidth=0.3)
     fig.colorbar(sc, ax=ax, label="validation objective")
@@ -655,10 +673,8 @@ def draw_sweep(run_dir: Path, out: Path | None = None) -> list[Path]:
     trials.attrs["metric"] = json.loads(prov.read_text()).get("metric", "") if prov.is_file() else ""
     out = out or run_dir / "figures"
     out.mkdir(parents=True, exist_ok=True)
-    jobs: list[tuple[str, Callable[[], Path]]] = [("sweep_history", lambda: sweep_history(trials, out / "sweep_history"))]
-    if sweep_axes(trials) is not None:
-        jobs.append(("sweep_map", lambda: sweep_map(trials, out / "sweep_map")))
-    return _run_jobs(jobs)
+    return _run_jobs([("sweep_history", lambda: sweep_history(trials, out / "sweep_history")),
+                      ("sweep_map", lambda: sweep_map(trials, out / "sweep_map"))], out)
 
 
 # --------------------------------------------------------------------------- drawing a run
@@ -686,12 +702,22 @@ def read_board(run_dir: Path) -> pd.DataFrame:
     return board.copy()
 
 
-def _run_jobs(jobs: list[tuple[str, Callable[[], Path]]]) -> list[Path]:
-    """Draw each figure; one that fails is a warning (the others are still drawn)."""
+def _forget(out: Path, name: str) -> None:
+    """Remove an earlier drawing of figure ``name`` (a report must not show a figure of other data)."""
+    for ext in (".png", ".pdf", ".csv"):
+        (out / name).with_suffix(ext).unlink(missing_ok=True)
+
+
+def _run_jobs(jobs: list[tuple[str, Callable[[], Path]]], out: Path) -> list[Path]:
+    """Draw each figure. One whose axis the run lacks (:class:`Skip`) is left out with one line
+    saying why; one that fails is a warning; the others are drawn either way."""
     paths = []
     for name, job in jobs:
         try:
             paths.append(job())
+        except Skip as why:
+            log.info("figure %s skipped: %s", name, why)
+            _forget(out, name)
         except Exception as exc:  # noqa: BLE001 - a figure is never worth a lost report
             log.warning("figure %s failed: %s: %s", name, type(exc).__name__, exc)
         finally:
@@ -699,36 +725,72 @@ def _run_jobs(jobs: list[tuple[str, Callable[[], Path]]]) -> list[Path]:
     return paths
 
 
+def _csv(path: Path) -> pd.DataFrame:
+    """A run file, or no rows when the run has none (a grid without streams, say)."""
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+
+
+def _example(run_dir: Path, path: Path) -> Path:
+    if not (run_dir / "example" / "example.json").is_file():
+        raise Skip("the run saved no example stream (example/)")
+    return spectrogram(run_dir, path)
+
+
+def _distribution(run_dir: Path, path: Path, board: pd.DataFrame, col: dict[str, tuple]) -> Path:
+    per, cells = _csv(run_dir / "per_utterance.csv"), _csv(run_dir / "cells.csv")
+    if not len(per) or "cell_id" not in cells:
+        raise Skip("the run has no per_utterance.csv or cells.csv")
+    return gain_distribution(per, cells, path, board, col)
+
+
+def _trajectory(run_dir: Path, path: Path, board: pd.DataFrame, col: dict[str, tuple]) -> Path:
+    traj = _csv(run_dir / "trajectory.csv")
+    if not len(traj):
+        raise Skip("no streamed cell (no trajectory.csv)")
+    return trajectory(traj, path, board, col)
+
+
 def draw_all(run_dir: Path, out: Path | None = None) -> list[Path]:
-    """Draw every figure whose inputs the run has; returns the PNG paths."""
+    """Draw every figure whose inputs the run has (the others are skipped, saying why); returns
+    the PNG paths."""
     board = read_board(run_dir)
     out = out or run_dir / "figures"
     out.mkdir(parents=True, exist_ok=True)
     col = system_colours(board["system"])
     jobs: list[tuple[str, Callable[[], Path]]] = [
         ("gain_vs_rate", lambda: gain_vs_rate(board, out / "gain_vs_rate", col)),
+        ("gain_vs_temperature", lambda: gain_vs_temperature(board, out / "gain_vs_temperature", col)),
         ("headroom", lambda: headroom(board, out / "headroom", col)),
         ("complexity", lambda: complexity(board, out / "complexity", col)),
         ("conditions", lambda: conditions(board, out / "conditions", col)),
+        ("speaker_verification", lambda: speaker_verification(board, out / "speaker_verification", col)),
+        ("trajectory", lambda: _trajectory(run_dir, out / "trajectory", board, col)),
+        ("gain_distribution", lambda: _distribution(run_dir, out / "gain_distribution", board, col)),
+        ("spectrogram", lambda: _example(run_dir, out / "spectrogram")),
     ]
-    if tau_varies(board):
-        jobs.append(("gain_vs_temperature", lambda: gain_vs_temperature(board, out / "gain_vs_temperature", col)))
-    if has_speaker_metrics(board):
-        jobs.append(("speaker_verification", lambda: speaker_verification(board, out / "speaker_verification", col)))
-    if (run_dir / "trajectory.csv").is_file():
-        traj = pd.read_csv(run_dir / "trajectory.csv")
-        if len(traj):
-            jobs.append(("trajectory", lambda: trajectory(traj, out / "trajectory", board, col)))
-    if (run_dir / "per_utterance.csv").is_file() and (run_dir / "cells.csv").is_file():
-        jobs.append(("gain_distribution", lambda: gain_distribution(
-            pd.read_csv(run_dir / "per_utterance.csv"), pd.read_csv(run_dir / "cells.csv"), out / "gain_distribution",
-            board, col)))
-    if (run_dir / "example" / "example.json").is_file():
-        jobs.append(("spectrogram", lambda: spectrogram(run_dir, out / "spectrogram")))
-    paths = _run_jobs(jobs)
+    paths = _run_jobs(jobs, out)
     if (run_dir / "trials.csv").is_file():
         paths += draw_sweep(run_dir, out)
     return paths
+
+
+def draw_report(run_dir: Path, shown_as: Path | None = None) -> bool:
+    """Figures, ``REPORT.md`` and ``report.html`` of a run folder; each part that fails is one
+    warning and the others are still written. ``shown_as``: the folder the user will find the run
+    in (``run_dir`` may be a temporary one), named in the redraw hint. True when all were written."""
+    from bench.report_html import write_html
+    from bench.report_md import write_report
+
+    ok = True
+    for what, job in (("figures", lambda: draw_all(run_dir)), ("REPORT.md", lambda: write_report(run_dir)),
+                      ("report.html", lambda: write_html(run_dir))):
+        try:
+            job()
+        except Exception as exc:  # noqa: BLE001 - never a lost run: the tables are already written
+            ok = False
+            log.warning("%s failed (%s: %s); redraw with python -m bench.figures --run %s", what,
+                        type(exc).__name__, exc, shown_as or run_dir)
+    return ok
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -737,24 +799,34 @@ def main(argv: list[str] | None = None) -> int:
                                                 "or a sweep's directory holding trials.csv")
     p.add_argument("--out", default=None, help="figure directory (default: <run>/figures)")
     args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     run_dir = Path(args.run)
     out = Path(args.out) if args.out else None
-    if not (run_dir / "leaderboard.csv").is_file():
-        if (run_dir / "trials.csv").is_file():
-            for path in draw_sweep(run_dir, out):
-                print(path)
-            return 0
+    if not (run_dir / "leaderboard.csv").is_file() and not (run_dir / "trials.csv").is_file():
         print(f"error: {run_dir / 'leaderboard.csv'} does not exist; run python -m bench.run first", file=sys.stderr)
         return 2
-    for path in draw_all(run_dir, out):
+    try:
+        if not (run_dir / "leaderboard.csv").is_file():
+            paths = draw_sweep(run_dir, out)
+        elif args.out:
+            paths = draw_all(run_dir, out)
+        else:
+            return _print_report(run_dir)
+    except (OSError, ValueError, KeyError) as exc:  # a damaged or hand-made run file: one line
+        print(f"error: cannot draw {run_dir}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    for path in paths:
         print(path)
-    if not args.out:
-        from bench.report_html import write_html
-        from bench.report_md import write_report
-
-        print(write_report(run_dir))
-        print(write_html(run_dir))
     return 0
+
+
+def _print_report(run_dir: Path) -> int:
+    """Figures and both reports into the run folder, their paths printed; the exit status."""
+    ok = draw_report(run_dir)
+    for path in [*sorted((run_dir / "figures").glob("*.png")), run_dir / "REPORT.md", run_dir / "report.html"]:
+        if path.is_file():
+            print(path)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -154,3 +154,55 @@ def test_report_html_without_a_browser(tmp_path):
     assert text.count('src="data:image/png;base64,') == 4
     assert "http://" not in text and "https://" not in text and "<audio" not in text
     assert 'data-col="d_si_sdr_mean"' in text and '<select data-filter="condition">' in text
+
+
+def _no_students() -> pd.DataFrame:
+    """A leaderboard as ``bench.run`` writes it for a grid without students: the speaker columns
+    are there, every student value NaN."""
+    b = _board()
+    b = b[~b["system"].str.startswith("student-")].copy()
+    return b.assign(teacher="ge2e", teacher_eer=0.05, student_eer=np.nan, student_agreement=np.nan)
+
+
+def test_a_grid_without_students_skips_their_figure_and_writes_both_reports(tmp_path, caplog):
+    import logging
+
+    _no_students().to_csv(tmp_path / "leaderboard.csv", index=False)
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "speaker_verification.png").write_bytes(b"an earlier run's figure")
+    with caplog.at_level(logging.INFO, logger="bench"):
+        assert figures.main(["--run", str(tmp_path)]) == 0
+    assert "figure speaker_verification skipped: the grid has no students" in caplog.text
+    assert not (tmp_path / "figures" / "speaker_verification.png").exists()  # never shown for other data
+    assert {p.stem for p in (tmp_path / "figures").glob("*.png")} == {"gain_vs_rate", "headroom", "complexity",
+                                                                      "conditions"}
+    assert (tmp_path / "REPORT.md").is_file() and (tmp_path / "report.html").is_file()
+
+
+def test_a_board_of_mixture_rows_only_draws_nothing_and_says_why(tmp_path, caplog):
+    import logging
+
+    b = _board()
+    b = b[b["system"] == "static"].assign(system="mixture", role="input", alpha=np.nan, d_si_sdr_mean=np.nan,
+                                          d_si_sdr_ci_lo=np.nan, d_si_sdr_ci_hi=np.nan, total_macs_per_s=np.nan)
+    b.to_csv(tmp_path / "leaderboard.csv", index=False)
+    with caplog.at_level(logging.INFO, logger="bench"):
+        paths = figures.draw_all(tmp_path)
+    assert [p.stem for p in paths] == ["conditions"]
+    for name in ("gain_vs_rate", "headroom", "complexity", "speaker_verification", "spectrogram"):
+        assert f"figure {name} skipped: " in caplog.text
+    assert "failed" not in caplog.text
+
+
+def test_the_redraw_hint_names_the_folder_the_user_has(tmp_path, caplog, monkeypatch):
+    import logging
+
+    from bench import report_html
+
+    _board().to_csv(tmp_path / "leaderboard.csv", index=False)
+    monkeypatch.setattr(report_html, "write_html", lambda run_dir: (_ for _ in ()).throw(OSError("disk full")))
+    with caplog.at_level(logging.WARNING, logger="bench"):
+        assert not figures.draw_report(tmp_path, shown_as=tmp_path / "results" / "smoke")
+    assert f"report.html failed (OSError: disk full); redraw with python -m bench.figures --run " \
+           f"{tmp_path / 'results' / 'smoke'}" in caplog.text
+    assert (tmp_path / "REPORT.md").is_file()  # the other parts are still written

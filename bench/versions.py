@@ -26,7 +26,7 @@ STAGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "corpus": ("bench.data.embedded", "VERSION", ("data/embedded.py", "data/sentences.py")),
     "teacher": ("bench.teachers.base", "STAGE_VERSION", ("teachers/base.py", "teachers/ge2e.py", "teachers/ecapa.py",
                                                          "teachers/titanet.py", "teachers/wavlm.py",
-                                                         "teachers/_train.py", "teachers/emb_cache.py", "runtime.py",
+                                                         "teachers/vfl.py", "teachers/_train.py", "teachers/emb_cache.py", "runtime.py",
                                                          "trainloop.py")),
     "pse": ("bench.pse.train", "STAGE_VERSION", ("pse/train.py", "pse/pdfnet2.py", "pse/base.py", "pse/embaug.py",
                                                  "data/mix.py", "data/conditions.py", "data/steps.py", "runtime.py",

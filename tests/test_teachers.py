@@ -19,7 +19,7 @@ def _offline(monkeypatch):
 
 
 def test_registered():
-    assert {"ge2e", "ecapa", "titanet", "wavlm"} <= set(registry.names("teacher"))
+    assert {"ge2e", "vfl", "ecapa", "titanet", "wavlm"} <= set(registry.names("teacher"))
 
 
 def test_ge2e_matches_resemblyzer(cache):

@@ -1,7 +1,7 @@
-"""Teacher encoders (registry kind ``teacher``): ``ge2e``, ``ecapa``, ``titanet``, ``wavlm``.
+"""Teacher encoders (registry kind ``teacher``): ``ge2e``, ``vfl``, ``ecapa``, ``titanet``, ``wavlm``.
 
 Importing this package registers the plugins; heavy libraries (speechbrain, NeMo,
-transformers) are imported only inside the plugin that loads them.
+transformers, onnxruntime) are imported only inside the plugin that loads them.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench import registry
-from bench.teachers import ecapa, ge2e, titanet, wavlm  # noqa: F401  (registration)
+from bench.teachers import ecapa, ge2e, titanet, vfl, wavlm  # noqa: F401  (registration)
 from bench.teachers.base import Teacher, TeacherLoadError
 
 

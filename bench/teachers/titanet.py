@@ -2,9 +2,13 @@
 
 Every source ends in :func:`load_local`, ``EncDecSpeakerLabelModel.restore_from(<file>.nemo)``:
 
-- ``pretrained``: hub name (default ``titanet_large``) looked up in NeMo's download cache
-  (``$NEMO_CACHE_DIR`` or ``~/.cache/torch/NeMo``; a HF id ``org/name`` in the HF cache);
-  online, ``EncDecSpeakerLabelModel.from_pretrained`` downloads it; offline misses fail fast;
+- ``pretrained``: NGC name (default ``titanet_large``) looked up where
+  ``EncDecSpeakerLabelModel.from_pretrained`` keeps it: NeMo's cache (``$NEMO_CACHE_DIR``, else
+  ``~/.cache/torch/NeMo/NeMo_<version>``) ``/<file stem>/<md5 of location + description>/<file>``,
+  the file named as in NeMo's model list (``titanet-l.nemo`` for ``titanet_large``), or that file
+  name anywhere under the cache root (another NeMo version's cache); a HF id ``org/name``
+  (``nvidia/speakerverification_en_titanet_large``) is its HF cache snapshot's ``.nemo``. Online,
+  ``from_pretrained`` downloads a miss; offline misses fail fast;
 - ``local``: ``teacher.path`` is a ``.nemo`` file;
 - ``trained``: a small TitaNet (:func:`titanet_config`, ``cpu`` preset) built from a config dict,
   trained in-suite with AM-softmax and saved with ``save_to`` as a ``.nemo`` file.
@@ -109,7 +113,43 @@ def load_local(path: str | Path, source: str = "local", origin: str | None = Non
 
 
 def nemo_cache_dir() -> Path:
+    """The root searched for cached ``.nemo`` files (every NeMo version's cache below it)."""
     return Path(os.environ.get("NEMO_CACHE_DIR") or Path.home() / ".cache" / "torch" / "NeMo")
+
+
+def ngc_cache_file(hub_id: str) -> Path | None:
+    """Where ``EncDecSpeakerLabelModel.from_pretrained(hub_id)`` stores the NGC model's ``.nemo``
+    (NeMo's own rule, ``nemo.core.classes.common._get_ngc_pretrained_model_info``), or ``None`` when
+    NeMo's model list has no such name or alias."""
+    import hashlib
+    from pathlib import PurePosixPath
+
+    from nemo.collections.asr.models import EncDecSpeakerLabelModel
+    from nemo.utils.data_utils import resolve_cache_dir
+
+    for info in EncDecSpeakerLabelModel.list_available_models() or []:
+        if hub_id == info.pretrained_model_name or hub_id in (info.aliases or []):
+            name = PurePosixPath(info.location).name
+            sub = hashlib.md5((info.location + info.description).encode("utf-8")).hexdigest()
+            return Path(resolve_cache_dir()) / name[: -len(".nemo")] / sub / name
+    return None
+
+
+def _cached(hub_id: str, expected: Path | None) -> Path | None:
+    """NeMo's own cache file of ``hub_id`` if there, else the newest file of that name (or
+    ``<hub_id>.nemo``) under :func:`nemo_cache_dir`."""
+    if expected is not None and expected.is_file():
+        return expected
+    root = nemo_cache_dir()
+    names = {f"{hub_id}.nemo"} | ({expected.name} if expected is not None else set())
+    hits = sorted(p for n in names for p in root.rglob(n)) if root.is_dir() else []
+    return hits[-1] if hits else None
+
+
+def _from_nemo_cache(path: Path, hub_id: str, device: Any) -> TitaNetTeacher:
+    t = load_local(path, "pretrained", device=device)
+    t.weights_origin = f"hub: {hub_id} (NeMo cache {path}, sha256 {t.weights_hash})"
+    return t
 
 
 def _pretrained(hub_id: str, device: Any) -> TitaNetTeacher:
@@ -118,30 +158,20 @@ def _pretrained(hub_id: str, device: Any) -> TitaNetTeacher:
         t = load_local(d, "pretrained", device=device)
         t.weights_origin = f"hub: {hub_id} ({d}, sha256 {t.weights_hash})"
         return t
-    cache = nemo_cache_dir()
-    hits = sorted(cache.rglob(f"{hub_id}.nemo")) if cache.is_dir() else []
-    if hits:
-        t = load_local(hits[-1], "pretrained", device=device)
-        t.weights_origin = f"hub: {hub_id} (NeMo cache {hits[-1]}, sha256 {t.weights_hash})"
-        return t
+    expected = ngc_cache_file(hub_id)
+    hit = _cached(hub_id, expected)
+    if hit is not None:
+        return _from_nemo_cache(hit, hub_id, device)
+    where = f"NeMo cache {expected or nemo_cache_dir()}"
     if base.is_offline():
-        raise base.TeacherLoadError(base.offline_message("titanet", hub_id, cache))
+        raise base.TeacherLoadError(base.offline_message("titanet", hub_id, where))
     from nemo.collections.asr.models import EncDecSpeakerLabelModel
 
     try:
-        EncDecSpeakerLabelModel.from_pretrained(hub_id, map_location="cpu")
+        path = Path(EncDecSpeakerLabelModel.from_pretrained(hub_id, map_location="cpu", return_model_file=True))
     except Exception as exc:
-        raise base.TeacherLoadError(base.offline_message("titanet", hub_id, cache) + f" (download failed: {exc})") from exc
-    return _pretrained_cached_or_fail(hub_id, cache, device)
-
-
-def _pretrained_cached_or_fail(hub_id: str, cache: Path, device: Any) -> TitaNetTeacher:
-    hits = sorted(cache.rglob(f"{hub_id}.nemo"))
-    if not hits:
-        raise base.TeacherLoadError(f"teacher 'titanet': {hub_id} downloaded but no {hub_id}.nemo under {cache}")
-    t = load_local(hits[-1], "pretrained", device=device)
-    t.weights_origin = f"hub: {hub_id} (NeMo cache {hits[-1]}, sha256 {t.weights_hash})"
-    return t
+        raise base.TeacherLoadError(base.offline_message("titanet", hub_id, where) + f" (download failed: {exc})") from exc
+    return _from_nemo_cache(path, hub_id, device)
 
 
 make_titanet = base.register_teacher(

@@ -28,6 +28,9 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("loss", "loss", "text"), ("tau", "tau", "num"), ("alpha", "alpha", "num"), ("rule", "rule", "text"),
     ("gate", "gate", "text"), ("seed", "seed", "text"), ("condition", "condition", "text"), ("n", "n", "num"),
     ("SI-SDRi (dB)", "si_sdri", "ci"), ("PESQ", "pesq", "ci"), ("STOI", "stoi", "ci"),
+    # only where eval.metrics computed them
+    ("DNSMOS OVRL", "dnsmos_ovrl", "ci"), ("pDNSMOS OVRL", "pdnsmos_ovrl", "ci"),
+    ("OVRL vs static", "d_dnsmos_ovrl", "ci"),
     ("vs static (dB)", "d_si_sdr", "ci"), ("p (Holm)", "p_d_si_sdr_holm", "p"),
     ("vs shrink (dB)", "ds_si_sdr", "ci"), ("late vs static (dB)", "d_late_si_sdr", "ci"),
     ("headroom (dB)", "headroom_si_sdr", "ci"), ("recovered", "recovered_frac", "num"),

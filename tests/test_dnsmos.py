@@ -123,3 +123,39 @@ def test_perf_reports_each_metric_cost():
     assert costs["dnsmos"]["cpu_s_per_item"] > costs["si_sdr"]["cpu_s_per_item"] >= 0
     table = perf.tables({"environment": {}, "metric_costs": [costs]})[-1]
     assert [r[0] for r in table[2]] == ["si_sdr", "pesq", "dnsmos"]
+
+
+def test_cell_scores_dnsmos_of_outputs_and_leaderboard_columns():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from bench.pipeline.cell import score
+    from bench.report import leaderboard, summary_table
+
+    x = _signal(9.5, 7)
+    mixes = [SimpleNamespace(target=x, mixture=x + 0.1 * _signal(9.5, 8), meta=None, speaker="s")]
+    cfg = ExperimentConfig.from_dict({"eval": {"metrics": ["si_sdr", "dnsmos"], "workers": 1}})
+    rows = score(cfg, {"clean": mixes}, {"clean": [x]})
+    assert rows["dnsmos_ovrl"].iloc[0] == pytest.approx(d.dnsmos(x)["dnsmos_ovrl"])
+    assert rows["pesq"].isna().all() and not rows["pesq_failed"].any() and "pdnsmos_ovrl" not in rows
+
+    rng = np.random.default_rng(0)
+    n = 20
+    base = rng.normal(2.5, 0.3, n)
+
+    def cell(cid, ovrl):
+        return pd.DataFrame({"cell_id": cid, "condition": "clean", "utt": range(n), "speaker": "s",
+                             "si_sdr": base, "si_sdri": base, "dnsmos_ovrl": ovrl, "si_sdr_failed": False,
+                             "dnsmos_ovrl_failed": ~np.isfinite(ovrl)})
+    better = base + 0.4
+    better[2] = np.nan
+    per_utt = pd.concat([cell("st", base), cell("b", better)], ignore_index=True)
+    cells = pd.DataFrame([{"cell_id": "st", "system": "static", "static_id": "st"},
+                          {"cell_id": "b", "system": "other", "static_id": "st"}])
+    board = leaderboard(per_utt, cells, n_boot=200)
+    row = board[(board["cell_id"] == "b") & (board["condition"] == "clean")].iloc[0]
+    assert row["dnsmos_ovrl_failures"] == 1
+    assert row["dnsmos_ovrl_ci_lo"] < row["dnsmos_ovrl_mean"] < row["dnsmos_ovrl_ci_hi"]
+    assert row["d_dnsmos_ovrl_mean"] == pytest.approx(0.4) and np.isfinite(row["p_d_dnsmos_ovrl_holm"])
+    assert "DNSMOS OVRL" in summary_table(board)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -660,7 +662,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"override {text!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw, f"override {text!r}") if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from None
     return key, value
@@ -702,7 +704,78 @@ def expand_preset(data: dict[str, Any]) -> dict[str, Any]:
     return deep_merge(loaded, rest)
 
 
+# --------------------------------------------------------------------------- bounded YAML
+# What one YAML document may expand to, an alias counted as a copy of what it names: nodes plus
+# the characters of its scalars. A grid file is a few thousand; an alias bomb ("billion laughs")
+# is billions, and would be expanded by the first deep copy of the grid's base.
+MAX_YAML_SIZE = 10_000_000
+
+
+def load_yaml(text: str, what: str, limit: int = MAX_YAML_SIZE) -> Any:
+    """``yaml.safe_load(text)``, refused (ConfigError naming ``what``) when the document is
+    recursive or expands to more than ``limit`` nodes and scalar characters."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node, what, limit)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ConfigError(f"{what} is nested too deeply to be a config") from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _check_expanded_size(root: yaml.Node, what: str, limit: int) -> None:
+    """Raise ConfigError when ``root`` expands (aliases as copies) past ``limit`` or refers to
+    itself; shared nodes are measured once, so this is linear in the document's size."""
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            on_path.discard(key)
+            own = len(node.value) if isinstance(node, yaml.ScalarNode) else 0
+            size[key] = 1 + own + sum(size[id(c)] for c in _yaml_children(node))
+            if size[key] > limit:
+                raise ConfigError(f"{what} expands to more than {limit:,} YAML nodes and characters (aliases "
+                                  "repeating aliases?): refused; write the values out")
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            raise ConfigError(f"{what} holds a YAML alias that refers to itself: refused")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _yaml_children(node))
+
+
 # --------------------------------------------------------------------------- grids
+# A grid's name names its results folder (results/<name>): no path separators, no leading dot.
+GRID_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}")
+
+
+def grid_name(value: Any, source: str = "grid key 'name'") -> str:
+    """``value`` as a grid name, or ConfigError naming it when it is not a plain name."""
+    text = str(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else None
+    if text is None or not GRID_NAME.fullmatch(text):
+        raise ConfigError(f"{source} {reprlib.repr(value)} is not a plain name: use letters, digits and _ . + - "
+                          "(at most 100, no path separator, not starting with a dot); it names the results "
+                          "folder results/<name>")
+    return text
+
+
 @dataclass
 class Cell:
     """One expanded grid cell: its config and the axis values that distinguish it."""
@@ -738,10 +811,17 @@ class Grid:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"grid file {str(path)!r} does not exist")
+        what = f"grid file {str(path)!r}"
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = load_yaml(path.read_text(encoding="utf-8"), what)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"grid file {str(path)!r} is not valid YAML: {exc}") from None
+            raise ConfigError(f"{what} is not valid YAML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{what} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        if not data or (isinstance(data, dict) and not {"base", "grid", "systems"} & set(data)):
+            raise ConfigError(f"{what} defines no cells: give base, grid or systems (see ablations/smoke.yaml)")
+        if isinstance(data, dict) and data.get("name") in (None, ""):
+            grid_name(path.stem, source=f"the grid's name (its file name, as {what} has no name:)")
         return cls.from_dict(
             data,
             default_name=path.stem,
@@ -770,11 +850,15 @@ class Grid:
             k, v = parse_override(ov)
             set_dotted(base, k, v)
         grid = {k: _as_axis(k, v) for k, v in (data.get("grid") or {}).items()}
-        systems = data.get("systems") or [{}]
+        systems = data.get("systems", [{}])
+        systems = [] if systems is None else systems
         if not isinstance(systems, list) or not all(isinstance(s, dict) for s in systems):
             raise ConfigError("grid key 'systems' must be a list of mappings of dotted keys")
+        if not systems:
+            raise ConfigError("grid key 'systems' is empty: list at least one system, e.g. "
+                              "'- {refine.name: static}' (or leave the key out for the base config alone)")
         systems = [_expand_baseline(s, baselines_dir) for s in systems]
-        name = str(data.get("name") or default_name)
+        name = grid_name(data["name"]) if data.get("name") not in (None, "") else grid_name(default_name)
         return cls(name=name, base=base, grid=grid, systems=systems)
 
     def cells(self) -> list[Cell]:
@@ -812,7 +896,7 @@ def _expand_baseline(system: dict[str, Any], baselines_dir: Path | None) -> dict
     for d in dirs:
         f = d / f"{name}.yaml"
         if f.is_file():
-            loaded = yaml.safe_load(f.read_text()) or {}
+            loaded = load_yaml(f.read_text(), f"baseline file {str(f)!r}") or {}
             if not isinstance(loaded, dict):
                 raise ConfigError(f"baseline file {str(f)!r} must be a mapping of dotted keys")
             extra = {k: v for k, v in system.items() if k != "baseline"}
@@ -844,7 +928,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist")
-        data = yaml.safe_load(p.read_text()) or {}
+        data = load_yaml(p.read_text(), f"config file {str(p)!r}") or {}
     for ov in overrides or []:
         k, v = parse_override(ov)
         set_dotted(data, k, v)

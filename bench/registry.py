@@ -46,6 +46,10 @@ class RegistryError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class DuplicatePluginError(RegistryError, ValueError):
+    """A plugin name is taken (by a built-in or another plugin); the message names both owners."""
+
+
 def _check_kind(kind: str) -> None:
     if kind not in _REGISTRY:
         raise RegistryError(f"unknown plugin kind {kind!r}; kinds are: {', '.join(KINDS)}")
@@ -64,6 +68,13 @@ def _load_builtins(kind: str) -> None:
     load_entry_points()
 
 
+def load_builtins() -> None:
+    """Register the built-in plugins of every kind (before users' plugins, so that a user's
+    plugin taking a built-in name is the one refused, by its name)."""
+    for kind in KINDS:
+        _load_builtins(kind)
+
+
 def load_entry_points() -> list[str]:
     """Import every module installed packages declare under the entry-point group
     ``pse_kd_bench.plugins`` (once per process); their ``@register`` decorators add users'
@@ -78,12 +89,15 @@ def load_entry_points() -> list[str]:
     import os
     from importlib import metadata
 
+    load_builtins()
     env = [m for m in os.environ.get("PSE_KD_PLUGINS", "").split(",") if m.strip()]
     load_modules(env)  # --plugins modules, passed on to worker processes through the environment
     loaded = list(env)
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             ep.load()
+        except DuplicatePluginError as exc:
+            raise DuplicatePluginError(f"plugin entry point {ep.name!r} ({ep.value}): {exc}") from None
         except Exception as exc:  # noqa: BLE001 - reported with the plugin's name
             raise RegistryError(f"plugin entry point {ep.name!r} ({ep.value}) of group {ENTRY_POINT_GROUP!r} "
                                 f"failed to import: {type(exc).__name__}: {exc}") from None
@@ -97,11 +111,14 @@ def load_modules(modules: list[str]) -> None:
     import os
 
     if modules:
+        load_builtins()
         have = [m for m in os.environ.get("PSE_KD_PLUGINS", "").split(",") if m]
         os.environ["PSE_KD_PLUGINS"] = ",".join(dict.fromkeys([*have, *modules]))
     for m in modules:
         try:
             importlib.import_module(m)
+        except DuplicatePluginError as exc:
+            raise DuplicatePluginError(f"--plugins module {m!r}: {exc}") from None
         except Exception as exc:  # noqa: BLE001
             raise RegistryError(f"--plugins module {m!r} failed to import: {type(exc).__name__}: {exc}") from None
 
@@ -111,7 +128,8 @@ def register(kind: str, name: str) -> Callable[[T], T]:
 
     Raises:
         RegistryError: ``kind`` is unknown.
-        ValueError: ``name`` is already registered for ``kind`` by another object.
+        DuplicatePluginError: ``name`` is already registered for ``kind`` by another object
+            (a RegistryError and a ValueError).
     """
     _check_kind(kind)
 
@@ -119,7 +137,8 @@ def register(kind: str, name: str) -> Callable[[T], T]:
         table = _REGISTRY[kind]
         prev = table.get(name)
         if prev is not None and prev is not obj and _qualname(prev) != _qualname(obj):
-            raise ValueError(f"{kind} plugin {name!r} is already registered by {_qualname(prev)}")
+            raise DuplicatePluginError(f"{kind} plugin {name!r} is already registered by {_qualname(prev)}; "
+                                       f"{_qualname(obj)} needs another name")
         table[name] = obj
         return obj
 

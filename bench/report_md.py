@@ -7,9 +7,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
+
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*[]|"} | {"&": "&amp;", "<": "&lt;", ">": "&gt;",
+                                                                   "\n": " ", "\r": " "})
+
+
+def md_text(value: object) -> str:
+    """``value`` as literal Markdown text: HTML's ``& < >`` as entities, Markdown's code, emphasis,
+    link and table characters escaped, line breaks as spaces. Every string that comes from a
+    config, a command line or a file goes through it (Markdown viewers render raw HTML)."""
+    return str(value).translate(_MD_SPECIAL)
 
 
 def _ci(r: pd.Series, col: str, digits: int = 2) -> str:
@@ -38,8 +49,9 @@ def comparison_table(board: pd.DataFrame, condition: str) -> str:
         seed = r.get("seed")
         seed = "" if seed is None or (isinstance(seed, float) and not np.isfinite(seed)) else str(seed).split(".")[0]
         alpha = r.get("alpha")
-        cells = [str(r["system"]), str(r.get("role", "")), "" if alpha is None or not np.isfinite(alpha) else f"{alpha:g}",
-                 str(r.get("rule") or "") if isinstance(r.get("rule"), str) else "", seed,
+        cells = [md_text(r["system"]), md_text(r.get("role", "")),
+                 "" if alpha is None or not np.isfinite(alpha) else f"{alpha:g}",
+                 md_text(r.get("rule") or "") if isinstance(r.get("rule"), str) else "", md_text(seed),
                  _ci(r, "si_sdri"), _ci(r, "pesq", 3), _ci(r, "stoi", 3), _ci(r, "d_si_sdr"), _p(r, "p_d_si_sdr_holm"),
                  _ci(r, "ds_si_sdr"), _ci(r, "d_late_si_sdr"),
                  f"{r['traj_cos_mean']:.3f}" if np.isfinite(r.get("traj_cos_mean", np.nan)) else "",
@@ -79,8 +91,8 @@ def _example_line(run_dir: Path) -> list[str]:
     if not meta_path.is_file():
         return []
     meta = json.loads(meta_path.read_text())
-    links = ", ".join(f"[{s['name']}](example/{s['file']})" for s in meta.get("signals", []))
-    return [f"Audio of the spectrogram example ({meta.get('condition')}, stream {meta.get('utt')}, "
+    links = ", ".join(f"[{md_text(s['name'])}](example/{quote(str(s['file']))})" for s in meta.get("signals", []))
+    return [f"Audio of the spectrogram example ({md_text(meta.get('condition'))}, stream {md_text(meta.get('utt'))}, "
             f"{meta.get('crop_s', 0):.1f} s from {meta.get('crop_start_s', 0):.1f} s): {links}", ""]
 
 
@@ -93,10 +105,10 @@ def write_report(run_dir: Path) -> Path:
     prov: dict[str, Any] = {}
     if (run_dir / "provenance.json").is_file():
         prov = json.loads((run_dir / "provenance.json").read_text())
-    lines = [f"# Report: {prov.get('grid', run_dir.name)}", "",
+    lines = [f"# Report: {md_text(prov.get('grid', run_dir.name))}", "",
              "A self-contained version with a sortable, filterable leaderboard and the example's audio is "
              "`report.html` (opens from disk).", ""]
-    lines += [f"- {what}: `{value}`" for what, value in provenance_items(run_dir, board)]
+    lines += [f"- {what}: {md_text(value)}" for what, value in provenance_items(run_dir, board)]
     lines += ["",
               "Every number is a mean over test mixtures with its 95 % bootstrap CI; `vs static` / `vs shrink` are "
               "paired differences of SI-SDR (dB) against the static embedding and against the shrink control at the "

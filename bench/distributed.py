@@ -551,16 +551,19 @@ class BoardJob:
 
 def write_leaderboard(pipe: Any, plan: GridPlan, study: Any, job: BoardJob, common: dict[str, Any]) -> Any:
     """Write ``job.out`` from every finished item (one worker at a time: a file lock next to it);
-    returns the leaderboard, or None when nothing is finished or ``out`` is already current."""
+    returns the leaderboard, or None when nothing is finished or ``out`` is already current. With
+    failed items, a complete leaderboard in ``out`` is kept and this one goes beside it
+    (``bench.output.place``)."""
     import shutil
 
     from filelock import FileLock
 
+    from bench.output import lock_path, place
     from bench.report import write_json
-    from bench.run import _swap_in, write_board, write_tables
+    from bench.run import write_board, write_tables
 
     out = job.out
-    with FileLock(str(out.parent / f".{out.name}.lock")):
+    with FileLock(str(lock_path(out))):
         done = finished(study)
         if not done or _is_current(out, plan.study, done):
             return None
@@ -576,7 +579,10 @@ def write_leaderboard(pipe: Any, plan: GridPlan, study: Any, job: BoardJob, comm
             "finished": sorted(done), "workers": sorted({str(t.user_attrs.get("worker")) for t in done.values()}),
             **common})
         board = write_board(work, job.name, per_utt, cell_rows, job.n_boot, common, job.argv, job.figures)
-        _swap_in(work, out)
+        placed = place(work, out, len(failures(study)))
+    if placed != out:
+        print(f"{out} holds a complete leaderboard and is kept; this one, with failed items, is in {placed}",
+              file=sys.stderr)
     return board
 
 
@@ -608,16 +614,17 @@ def run_distributed(plan: GridPlan, job: BoardJob, progress: bool = True, heartb
     from bench.cache import Cache, default_root
     from bench.data.validate import CorpusError
     from bench.harness import pick_device, set_threads
+    from bench.output import ready
     from bench.pipeline import Pipeline
     from bench.report import provenance, summary_table
-    from bench.run import EXIT_CELL_FAILED, _fail, _writable
+    from bench.run import EXIT_CELL_FAILED, _fail
 
     try:
         device = pick_device(plan.first.device)
     except (RuntimeError, ValueError) as exc:
         return _fail(str(exc))
     set_threads()
-    problem = _writable(job.out.parent)
+    problem = ready(job.out)
     storage, why = connect(job.storage, heartbeat_s) if not problem else (None, problem)
     if storage is None:
         return _fail(why)

@@ -17,6 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bench.output import partial_dir
+
 EXIT_BAD_INPUT = 2
 EXIT_CELL_FAILED = 1
 
@@ -81,7 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.bootstrap is not None and args.bootstrap < 1:
         return _fail(f"--bootstrap={args.bootstrap} is out of range: give at least 1 resample (1000 is usual)")
     cells = _with_baselines(cells)
-    out = Path(args.out or Path("results") / grid.name)
+    from bench.output import check_out, resolve_out
+
+    out = resolve_out(Path(args.out) if args.out else Path("results") / grid.name)
+    problem = check_out(out)
+    if problem:
+        return _fail(problem)
     if args.dry_run:
         for c in cells:
             print(_describe(c.config))
@@ -115,42 +122,6 @@ def _run_distributed(args: argparse.Namespace, name: str, cells: list, out: Path
         print("\ninterrupted: this worker's cell waits for another worker (or a re-run); finished cells are in "
               "the study and the cache", file=sys.stderr)
         return 130
-
-
-def partial_dir(out: Path) -> Path:
-    """Where a run writes until it completes; then it is swapped in for ``out``."""
-    return out.parent / f".{out.name}.partial"
-
-
-def _writable(folder: Path) -> str:
-    """Why results cannot be written under ``folder`` ("" when they can)."""
-    import shutil
-    import tempfile
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
-            pass
-        free = shutil.disk_usage(folder).free
-    except OSError as exc:
-        return f"cannot write results under {folder}: {exc.strerror or exc}"
-    if free < 20 * 2**20:
-        return f"cannot write results under {folder}: only {free / 2**20:.1f} MB free"
-    return ""
-
-
-def _swap_in(work: Path, out: Path) -> None:
-    """Replace ``out`` by the completed ``work`` folder (the old one only goes once the new is in)."""
-    import shutil
-
-    old = out.parent / f".{out.name}.previous"
-    if old.exists():
-        shutil.rmtree(old)
-    if out.exists():
-        out.rename(old)
-    work.rename(out)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 def _variant(cfg, name: str):
@@ -380,11 +351,10 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
              argv: list[str] | None = None, grid_path: str = "", figures: bool = True) -> int:
     """Run every cell, writing results after each one into ``<out>/../.<name>.partial``, which
     replaces ``out`` once the leaderboard is written (an interrupted run leaves ``out`` as it
-    was). Returns the process exit code."""
-    from bench.cache import Cache, default_root
+    was; see ``bench.output`` for what is replaced and when). ``out`` is checked before anything
+    is computed, and one run at a time writes it (a second is refused). Returns the exit code."""
     from bench.harness import pick_device, set_threads
-    from bench.pipeline import Pipeline
-    from bench.report import provenance, write_json
+    from bench.output import check_out, lock_path, output_lock, ready
 
     first = cells[0].config
     try:
@@ -392,15 +362,45 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
     except (RuntimeError, ValueError) as exc:
         return _fail(str(exc))
     set_threads()
-    problem = _writable(out.parent)
+    problem = ready(out)
     if problem:
         return _fail(problem)
+    with output_lock(out) as held:
+        if not held:
+            return _fail(f"another run is writing {out} (it holds {lock_path(out)}): wait for it to finish, "
+                         "or give another --out")
+        problem = check_out(out)  # as it is now that no other run can change it
+        if problem:
+            return _fail(problem)
+        return _run_locked(name, cells, out, device, progress, n_boot, argv, grid_path, figures)
+
+
+def _fresh_partial(final: Path) -> Path:
+    """The empty partial folder of ``final`` (a run that died mid-swap has its previous results put
+    back first)."""
     import shutil
 
-    final, out = out, partial_dir(out)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    from bench.output import restore_previous
+
+    if restore_previous(final):
+        logging.warning("%s was restored from the previous results a run left mid-swap", final)
+    work = partial_dir(final)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    return work
+
+
+def _run_locked(name: str, cells: list, final: Path, device: str, progress: bool, n_boot: int | None,
+                argv: list[str] | None, grid_path: str, figures: bool) -> int:
+    """``run_grid`` once ``final`` is checked and locked."""
+    from bench.cache import Cache, default_root
+    from bench.output import place
+    from bench.pipeline import Pipeline
+    from bench.report import provenance, write_json
+
+    first = cells[0].config
+    out = _fresh_partial(final)
     cache = Cache(default_root(first.cache_dir))
     pipe = Pipeline(cache, device=device, progress=progress)
     common = provenance(device)
@@ -418,7 +418,7 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
     _run_cells(name, pipe, cells, ids, by_key, common, out, tables, progress)
 
     per_utt = tables["per_utt"]
-    if not per_utt:
+    if not any(r["cell_id"] != "mixture" for r in tables["cell_rows"]):
         return _fail(f"no cell completed; see the errors above (previous results in {final}, if any, are untouched)",
                      EXIT_CELL_FAILED)
     if figures:  # the example stream and corpus hashes the reports show
@@ -427,8 +427,8 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
         save_assets(pipe, {k: c.config for k, c in by_key.items()}, out)
     board = write_board(out, name, per_utt, tables["cell_rows"], n_boot or first.eval.n_bootstrap, common, argv,
                         figures)
-    _swap_in(out, final)
-    return _print_outcome(name, board, len(cells), t0, final, tables["failures"])
+    placed = place(out, final, len(tables["failures"]))
+    return _print_outcome(name, board, len(cells), t0, placed, tables["failures"], kept=final if placed != final else None)
 
 
 def _unique_cells(cells: list) -> tuple[dict[int, str], list, dict[str, Any]]:
@@ -506,8 +506,9 @@ def _run_cells(name: str, pipe: Any, cells: list, ids: dict[int, str], by_key: d
 
 
 def _print_outcome(name: str, board: Any, n_cells: int, t0: float, final: Path,
-                   failures: list[tuple[str, str]]) -> int:
-    """The pooled summary, headroom and failures on the console; the exit code."""
+                   failures: list[tuple[str, str]], kept: Path | None = None) -> int:
+    """The pooled summary, headroom and failures on the console; the exit code. ``kept``: the
+    results folder whose complete leaderboard this run (written to ``final``) left in place."""
     from bench.report import summary_table
 
     print()
@@ -515,6 +516,9 @@ def _print_outcome(name: str, board: Any, n_cells: int, t0: float, final: Path,
     print(summary_table(board, "all"))
     _print_headroom(board)
     print(f"\nleaderboard: {final / 'leaderboard.csv'}")
+    if kept is not None:
+        print(f"\n{kept} holds a complete leaderboard and is kept; this run, with failed cells, is in {final}",
+              file=sys.stderr)
     if failures:
         print(f"\n{len(failures)} cell(s) failed; completed cells are saved:", file=sys.stderr)
         for what, err in failures:

@@ -167,14 +167,20 @@ def _with_baselines(cells: list) -> list:
 
 def _describe(cfg) -> str:
     from bench.cache import config_hash
+    from bench.losses import loss_options
     from bench.pse.train import training_slice
     from bench.refine import system_name, updates_embedding, uses_student
 
     parts = [f"system={system_name(cfg)}", f"teacher={cfg.teacher.name}/{cfg.teacher.source}",
              f"backbone={cfg.pse.name}/{cfg.pse.size}#{config_hash(training_slice(cfg.pse), length=6)}"]
     if uses_student(cfg):
-        parts += [f"loss={cfg.distill.loss}", f"tau={cfg.distill.tau}", f"seed={cfg.seed}",
-                  f"inputs={'+'.join(cfg.distill.inputs)}", f"steps={cfg.distill.steps}"]
+        opts = loss_options(cfg.distill.loss)
+        parts += [f"loss={cfg.distill.loss}"] + ([f"tau={cfg.distill.tau}"] if "tau" in opts else [])
+        parts += [f"seed={cfg.seed}", f"inputs={'+'.join(cfg.distill.inputs)}", f"steps={cfg.distill.steps}"]
+        if cfg.distill.centre and "centre" in opts:
+            parts += ["centre=true"]
+        if cfg.distill.coord_weight and "coord_weight" in opts:
+            parts += [f"coord_weight={cfg.distill.coord_weight}"]
         if cfg.distill.enh_emb_mix and "enhanced" in cfg.distill.inputs:
             parts += [f"enh_emb_mix={cfg.distill.enh_emb_mix}"]
         if cfg.distill.align != "none":

@@ -67,6 +67,12 @@ CAPTIONS = {
                             "embeddings of the same crops; right). One point per distinct student (loss, "
                             "temperature, seed, inputs, steps): the cells that share a student (several rates) "
                             "show it once. These are single estimates on one crop set, without CIs.",
+    "student_quality": "Refinement gain against student quality: the paired SI-SDR gain over static pooled over "
+                       "conditions (dB, 95 % CI; whole mixtures resampled) of every student cell against the "
+                       "student's EER on the evaluation speakers (left), its agreement with the teacher (middle) "
+                       "and the mean cosine of its embeddings to the teacher's mean direction on the validation "
+                       "windows (right; the dashed line is the teacher's own value: a student far left of it has "
+                       "dropped the direction all teacher embeddings share). One point per cell.",
     "trajectory": "Cosine between the embedding used for each block and the teacher embedding of the clean "
                   "target, averaged over the test utterances of the condition (one panel each), against time "
                   "in the stream; one line per cell.",
@@ -437,7 +443,8 @@ def conditions(board: pd.DataFrame, path: Path, colours: dict[str, tuple] | None
 
 
 SPK_COLS = ("teacher_eer", "student_eer", "student_agreement")
-STUDENT_ID = ("teacher", "loss", "tau", "seed", "student_inputs", "distill_steps", "enh_emb_mix", "pse_key")
+STUDENT_ID = ("teacher", "loss", "tau", "centre", "coord_weight", "align", "seed", "student_inputs", "distill_steps",
+              "enh_emb_mix", "student_params", "pse_key")
 
 
 def speaker_points(board: pd.DataFrame) -> pd.DataFrame:
@@ -453,6 +460,45 @@ def speaker_points(board: pd.DataFrame) -> pd.DataFrame:
     tea = rows.drop_duplicates("teacher") if "teacher" in rows else rows.iloc[:1]
     tea = tea[[*_keys(tea), "teacher_eer"]].assign(what="teacher")
     return pd.concat([stu, tea], ignore_index=True)
+
+
+QUALITY_COLS = ("student_eer", "student_agreement", "student_mean_cos")
+
+
+def student_quality_points(board: pd.DataFrame) -> pd.DataFrame:
+    """Pooled rows (``condition == all``) of the cells that refine with a student, with the
+    columns :func:`student_quality` plots."""
+    cols = ["d_si_sdr_mean", "d_si_sdr_ci_lo", "d_si_sdr_ci_hi", *QUALITY_COLS, "teacher_mean_cos"]
+    if not set(cols) <= set(board.columns):
+        return pd.DataFrame(columns=[*KEYS, *cols])
+    sub = board[(board["condition"] == "all") & (board["alpha"].fillna(0) > 0)
+                & np.isfinite(pd.to_numeric(board["student_eer"], errors="coerce"))]
+    return sub[[*_keys(sub), *cols]]
+
+
+def student_quality(board: pd.DataFrame, path: Path, colours: dict[str, tuple] | None = None) -> Path:
+    pts = student_quality_points(board)
+    if not len(pts):
+        raise Skip("the grid has no refining students")
+    colours = colours or system_colours(board["system"])
+    fig, axes = _plt().subplots(1, 3, figsize=(10.2, 3.4), squeeze=False, sharey=True)
+    labels = (("student_eer", 100.0, "student EER (%)"), ("student_agreement", 1.0, "agreement with teacher"),
+              ("student_mean_cos", 1.0, "cosine to the teacher's mean direction"))
+    y, lo, hi = (pts[c].to_numpy(float) for c in ("d_si_sdr_mean", "d_si_sdr_ci_lo", "d_si_sdr_ci_hi"))
+    for ax, (col, scale, xlabel) in zip(axes[0], labels, strict=True):
+        x = pts[col].to_numpy(float) * scale
+        for system in sorted(pts["system"].unique()):
+            m = (pts["system"] == system).to_numpy()
+            _errbar(ax, x[m], y[m], lo[m], hi[m], color=colours.get(system), fmt="o", ms=4,
+                    label=system)
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_xlabel(xlabel)
+    teacher = pd.to_numeric(pts["teacher_mean_cos"], errors="coerce").dropna()
+    if len(teacher):
+        axes[0][2].axvline(float(teacher.iloc[0]), color="black", ls="--", lw=1, label="teacher")
+    axes[0][0].set_ylabel("SI-SDR gain over static (dB)")
+    _legend_below(fig, axes[0][1])
+    return _save(fig, path, pts, "leaderboard")
 
 
 def has_speaker_metrics(board: pd.DataFrame) -> bool:
@@ -764,6 +810,7 @@ def draw_all(run_dir: Path, out: Path | None = None) -> list[Path]:
         ("complexity", lambda: complexity(board, out / "complexity", col)),
         ("conditions", lambda: conditions(board, out / "conditions", col)),
         ("speaker_verification", lambda: speaker_verification(board, out / "speaker_verification", col)),
+        ("student_quality", lambda: student_quality(board, out / "student_quality", col)),
         ("trajectory", lambda: _trajectory(run_dir, out / "trajectory", board, col)),
         ("gain_distribution", lambda: _distribution(run_dir, out / "gain_distribution", board, col)),
         ("spectrogram", lambda: _example(run_dir, out / "spectrogram")),

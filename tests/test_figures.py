@@ -127,6 +127,26 @@ def test_temperature_and_speaker_figures_when_the_grid_has_them(tmp_path):
     _traced(students, b, ["student_eer", "student_agreement"])
 
 
+def test_student_quality_plots_each_refining_student_against_its_eer_agreement_and_mean_cosine(tmp_path):
+    b = _board()
+    stu = b["system"].str.startswith("student-")
+    b["teacher"], b["teacher_eer"], b["teacher_mean_cos"] = "ge2e", 0.05, 0.74
+    b["student_eer"] = np.where(stu, 0.2 + b["alpha"], np.nan)
+    b["student_agreement"] = np.where(stu, 0.7, np.nan)
+    b["student_mean_cos"] = np.where(stu, np.where(b["loss"] == "contrastive", 0.04, 0.97), np.nan)
+    b.to_csv(tmp_path / "leaderboard.csv", index=False)
+    assert "student_quality" in {p.stem for p in figures.draw_all(tmp_path)}
+    pts = pd.read_csv(tmp_path / "figures" / "student_quality.csv")
+    # the pooled row of each student cell (three), nothing of the teacher oracle or the references
+    assert len(pts) == 3 and set(pts["condition"]) == {"all"} and pts["system"].str.startswith("student-").all()
+    _traced(pts, b, ["student_eer", "student_mean_cos", "d_si_sdr_mean"])
+    b.drop(columns=["student_mean_cos"]).to_csv(tmp_path / "leaderboard.csv", index=False)
+    import pytest
+
+    with pytest.raises(figures.Skip, match="no refining students"):
+        figures.student_quality(figures.read_board(tmp_path), tmp_path / "sq")
+
+
 def test_sweep_figures_from_trials(tmp_path):
     rng = np.random.default_rng(0)
     trials = pd.DataFrame({"number": range(8), "value": rng.normal(size=8), "state": ["COMPLETE"] * 7 + ["FAIL"],

@@ -89,6 +89,7 @@ def _draw_every_figure(run: Path, out: Path) -> dict[str, Path]:
         "complexity": figures.complexity(board, out / "complexity"),
         "conditions": figures.conditions(board, out / "conditions"),
         "speaker_verification": figures.speaker_verification(board, out / "speaker_verification"),
+        "student_quality": figures.student_quality(board, out / "student_quality"),
         "trajectory": figures.trajectory(pd.read_csv(run / "trajectory.csv"), out / "trajectory", board),
         "gain_distribution": figures.gain_distribution(per, cells, out / "gain_distribution", board),
         "spectrogram": figures.spectrogram(run, out / "spectrogram"),

@@ -240,32 +240,32 @@ class PSEConfig:
 PSE_ADDED_FIELDS = ("grad_clip",)
 
 
-def _refine_default(what: str) -> str:
-    """``RefineConfig``'s default refiner (``name``: the baseline) or update ``rule``, asked of
-    ``bench.refine`` when a config is made (the refiners are defined there, after this module)."""
-    import bench.refine
-
-    return bench.refine.baseline_name() if what == "name" else bench.refine.RULES[0]
+# embedding update rules (bench/refine/base.py implements them) and gates of a refiner
+REFINE_RULES = ("ema", "anchored", "reliability")
+REFINE_GATES = ("none", "energy", "agreement")
+# the baseline refiner (role ``baseline`` in bench/refine/refiners.py): the enrollment embedding,
+# never updated; every gain is measured against it
+BASELINE_REFINER = "static"
 
 
 @dataclass
 class RefineConfig:
     """On-the-fly refinement of the embedding while enhancing."""
 
-    # the refiner; by default the baseline (the enrollment embedding, never updated), named by
-    # bench.refine, which owns every refiner's name
-    name: str = field(default_factory=lambda: _refine_default("name"))
+    # the refiner (a name registered by bench.refine, checked when the config is validated); by
+    # default the baseline
+    name: str = BASELINE_REFINER
     alpha: float = 0.0
     block_s: float = 0.5
     gate: str = "none"
     gate_threshold: float = 0.0
     # seconds of past enhanced audio prepended to each block before encoding (0 = block only)
     context_s: float = 1.5
-    # update rule, one of bench.refine.RULES (defined in bench/refine/base.py): a fixed rate alpha
+    # update rule, one of REFINE_RULES (implemented in bench/refine/base.py): a fixed rate alpha
     # (the first, the default), a running mean where the enrollment weighs n0 blocks, or a rate
     # alpha * w_k, w_k = clip((cos(s_k, e_0) - rel_lo) / (rel_hi - rel_lo), 0, 1); alpha = 0
     # leaves the embedding as it is for every rule
-    rule: str = field(default_factory=lambda: _refine_default("rule"))
+    rule: str = REFINE_RULES[0]
     n0: float = 4.0
     rel_lo: float = 0.3
     rel_hi: float = 0.8
@@ -590,10 +590,8 @@ def _validate_refine(cfg: ExperimentConfig) -> None:
     _choice("refine.name", cfg.refine.name, registry.names("refiner"))
     _range("refine.alpha", cfg.refine.alpha, 0.0, 1.0)
     _range("refine.block_s", cfg.refine.block_s, 0.05, 10.0)
-    from bench.refine import GATES, RULES
-
-    _choice("refine.gate", cfg.refine.gate, GATES)
-    _choice("refine.rule", cfg.refine.rule, RULES)
+    _choice("refine.gate", cfg.refine.gate, REFINE_GATES)
+    _choice("refine.rule", cfg.refine.rule, REFINE_RULES)
     _range("refine.n0", cfg.refine.n0, 0.0, 1e4, lo_open=True)
     _range("refine.rel_lo", cfg.refine.rel_lo, -1.0, 1.0)
     _range("refine.rel_hi", cfg.refine.rel_hi, -1.0, 1.0)

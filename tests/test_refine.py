@@ -316,6 +316,12 @@ def test_roles_labels_and_what_refiners_declare():
     )
 
     assert baseline_name() == "static"
+    # the config names the baseline and the rules without importing bench.refine: they must agree
+    from bench.config import BASELINE_REFINER, REFINE_GATES, REFINE_RULES, RefineConfig
+    from bench.refine import GATES, RULES
+
+    assert RefineConfig().name == BASELINE_REFINER == baseline_name()
+    assert RefineConfig().rule == RULES[0] and (RULES, GATES) == (REFINE_RULES, REFINE_GATES)
     assert set(names_with_role("reference")) >= {"oracle_clean", "oracle_enroll_clean"}
     assert names_with_role("control") == ["shrink"] and names_with_role("ceiling") == ["oracle_target"]
     assert reference_name("clean_target") == "oracle_clean"

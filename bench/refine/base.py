@@ -43,12 +43,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.audio import SR
+from bench.config import REFINE_GATES as GATES
+from bench.config import REFINE_RULES as RULES
 from bench.config import RefineConfig
 
 ROLES = ("baseline", "system", "control", "ceiling", "reference")
 STARTS = ("enrollment", "clean_target", "clean_enrollment")
-RULES = ("ema", "anchored", "reliability")
-GATES = ("none", "energy", "agreement")
 
 
 class Refiner:

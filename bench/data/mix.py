@@ -23,7 +23,6 @@ enrollment utterance id.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,50 +31,9 @@ import numpy as np
 from bench.audio import SR
 from bench.cache import atomic_path, config_hash
 from bench.config import COMPETING_SIR_DB
-from bench.data.conditions import (
-    EPS,
-    apply_condition,
-    fit_length,
-    power,
-    random_rir,
-    reverberate,
-    sample_noise,
-    scale_to_ratio,
-)
-
-PEAK = 0.95
-
-
-@dataclass
-class Mixture:
-    """One mixture with its references.
-
-    Attributes:
-        mixture: ``[T]`` float32, what the enhancer hears.
-        target: ``[T]`` float32, the target exactly as present in ``mixture`` (reference).
-        enrollment: ``[Te]`` float32, the enrollment the embedding is computed from
-            (degraded according to the condition).
-        enrollment_clean: ``[Te]`` float32, the same enrollment crop, clean.
-        speaker: target speaker id.
-        meta: ``sir_db``, ``snr_db``, ``noise_type``, ``condition``, ``target_utt``,
-            ``enroll_utt``, ``interferers``, ``room``, ``rt60_s``, ... (JSON-serialisable).
-        interference: ``[T]`` float32, the interfering speakers' part of ``mixture``.
-        noise: ``[T]`` float32, the noise part (``mixture == target + interference + noise``).
-    """
-
-    mixture: np.ndarray
-    target: np.ndarray
-    enrollment: np.ndarray
-    enrollment_clean: np.ndarray
-    speaker: str
-    meta: dict[str, Any] = field(default_factory=dict)
-    interference: np.ndarray | None = None
-    noise: np.ndarray | None = None
-
-
-def enrollment_crop(x: np.ndarray, enroll_s: float) -> np.ndarray:
-    """Deterministic enrollment: first ``enroll_s`` seconds, looped when shorter. ``[Te]``."""
-    return fit_length(x, int(round(enroll_s * SR)))
+from bench.data.conditions import apply_condition, fit_length, power, random_rir, sample_noise
+from bench.data.mixture import Mixture, compose, enrollment_crop
+from bench.data.streams import make_stream_set
 
 
 def _active_crop(x: np.ndarray, n: int, rng: np.random.Generator, tries: int = 8) -> tuple[np.ndarray, int]:
@@ -91,40 +49,6 @@ def _active_crop(x: np.ndarray, n: int, rng: np.random.Generator, tries: int = 8
         if p > best_p:
             best, best_p, best_s = c, p, start
     return best, best_s
-
-
-def compose(target: np.ndarray, interferers: list[np.ndarray], noise: np.ndarray | None,
-            sir_db: float, snr_db: float, rirs: list[np.ndarray] | None = None
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Mix dry signals at exact SIR / SNR (measured against the possibly reverberant target).
-
-    Args:
-        target: dry target ``[T]``.
-        interferers: dry interferers, each ``[T]`` (may be empty).
-        noise: noise ``[T]`` or None.
-        sir_db: target-to-(sum of interferers) ratio in dB.
-        snr_db: target-to-noise ratio in dB.
-        rirs: None, or one RIR per source (target first, then interferers).
-
-    Returns:
-        ``(mixture, target, interference, noise)``, each float32 ``[T]``.
-    """
-    n = len(target)
-    t = np.asarray(target, dtype=np.float64)
-    if rirs is not None:
-        t = reverberate(t, rirs[0]).astype(np.float64)
-    inter = np.zeros(n, dtype=np.float64)
-    for k, x in enumerate(interferers):
-        x = np.asarray(x, dtype=np.float64)
-        if rirs is not None:
-            x = reverberate(x, rirs[k + 1]).astype(np.float64)
-        inter += x / np.sqrt(power(x) + EPS)  # equal power per interferer
-    inter = scale_to_ratio(t, inter, sir_db) if interferers else inter
-    nz = scale_to_ratio(t, noise, snr_db) if noise is not None else np.zeros(n)
-    mix = t + inter + nz
-    g = min(1.0, PEAK / (np.abs(mix).max() + EPS))
-    f32 = [np.asarray(a * g, dtype=np.float32) for a in (t, inter, nz)]
-    return (f32[0] + f32[1] + f32[2]).astype(np.float32), f32[0], f32[1], f32[2]
 
 
 def measured_ratio_db(ref: np.ndarray, other: np.ndarray) -> float:
@@ -298,8 +222,6 @@ def make_eval_set(corpus, split: str, mix_cfg, condition: str, n: int, seed: int
         raise ValueError(f"unknown condition {condition!r}; choices: {', '.join(CONDITIONS)}")
     split = None if split in (None, "all") else split
     if condition in STREAM_CONDITIONS:
-        from bench.data.streams import make_stream_set
-
         if stream_levels is not None:
             from dataclasses import replace
 

@@ -31,6 +31,7 @@ import numpy as np
 from bench.audio import SR, resample
 from bench.cache import config_hash
 from bench.data.conditions import drift, power, random_rir, reverberate, sample_noise
+from bench.data.mixture import Mixture, compose, enrollment_crop
 
 STREAM_CONDITIONS = ("voice_change", "channel_change", "drift_long")
 LATE_SKIP_S = 1.0  # late metrics start this long after the change
@@ -166,8 +167,6 @@ def make_stream(corpus: Any, split: str | None, mix_cfg: Any, condition: str, in
     target = np.asarray(target[:n], dtype=np.float32)
     if len(target) < n:
         target = np.pad(target, (0, n - len(target)))
-    from bench.data.mix import enrollment_crop
-
     info.update({
         "change_s": change / SR, "late_start_s": min(n, change + int(LATE_SKIP_S * SR)) / SR,
         "stream_s": n / SR, "enroll_utt": enroll_id, "stream_utts": stream_ids, "interferers": [other],
@@ -189,10 +188,8 @@ def stream_speakers(corpus: Any, split: str | None) -> list[str]:
 
 def make_stream_set(corpus: Any, split: str | None, mix_cfg: Any, condition: str, n: int, seed: int,
                     stream_s: float) -> list:
-    """``n`` mixtures of ``condition`` (:class:`bench.data.mix.Mixture`), paired across the
+    """``n`` mixtures of ``condition`` (:class:`bench.data.mixture.Mixture`), paired across the
     stream conditions; target speakers cycle through the split's speakers."""
-    from bench.data.mix import Mixture, compose
-
     speakers = stream_speakers(corpus, split)
     out = []
     for i in range(n):

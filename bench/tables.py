@@ -1,0 +1,92 @@
+"""The paired-gain table of a finished run, as Markdown, for READMEs (never copied by hand).
+
+``python -m bench.tables --run results/coherent_confirm [--metric si_sdr] [--systems a,b]``
+
+One row per refining cell (role ``system``) and comparison: the paired gain over static
+(``d_<metric>``) and over its ``shrink`` control (``ds_<metric>``), one column per condition and
+the pooled ``all``: ``mean [CI]``, bold where the 95 % CI lies above 0, a ``*`` where the
+Holm-corrected p-value (the run's family) is below 0.05. The cell's distinguishing settings
+(alpha, steps, size, inference) follow its system name where the run varies them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# settings that can tell two cells of one system apart, with their short names
+SETTINGS = (("alpha", "alpha"), ("distill_steps", "steps"), ("student_params", "params"),
+            ("student_mode", ""), ("seed", "seed"))
+
+
+def _fmt(row: pd.Series, col: str) -> str:
+    m, lo, hi = (row.get(f"{col}_{s}", np.nan) for s in ("mean", "ci_lo", "ci_hi"))
+    if not np.isfinite(m):
+        return ""
+    text = f"{m:+.2f} [{lo:.2f}, {hi:.2f}]"
+    if np.isfinite(lo) and lo > 0:
+        text = f"**{text}**"
+    p = row.get(f"p_{col}_holm", np.nan)
+    return text + ("\\*" if np.isfinite(p) and p < 0.05 else "")
+
+
+def _label(row: pd.Series, varies: list[tuple[str, str]]) -> str:
+    parts = [str(row["system"])]
+    for col, short in varies:
+        v = row.get(col)
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        parts.append(f"{short} {v}".strip())
+    return ", ".join(parts)
+
+
+def gain_table(board: pd.DataFrame, metric: str = "si_sdr", systems: list[str] | None = None) -> str:
+    """The Markdown table (see the module docstring) of ``board``, a run's leaderboard."""
+    if f"d_{metric}_mean" not in board:
+        raise ValueError(f"the leaderboard has no d_{metric}_mean column; metrics there: "
+                         f"{', '.join(sorted(c[2:-5] for c in board if c.startswith('d_') and c.endswith('_mean')))}")
+    conds = [c for c in dict.fromkeys(board["condition"]) if c != "all"] + ["all"]
+    cells = board[board["role"] == "system"]
+    if systems:
+        unknown = sorted(set(systems) - set(cells["system"]))
+        if unknown:
+            raise ValueError(f"no refining cell of system {', '.join(unknown)}; systems: "
+                             f"{', '.join(sorted(set(cells['system'])))}")
+        cells = cells[cells["system"].isin(systems)]
+    varies = [(c, s) for c, s in SETTINGS if c in cells and cells.groupby("system")[c].nunique().gt(1).any()]
+    lines = [f"| {metric} gain (dB) | " + " | ".join(conds) + " |", "|---" * (len(conds) + 1) + "|"]
+    for _, group in cells.groupby("cell_id", sort=False):
+        by_cond = group.set_index("condition")
+        first = group.iloc[0]
+        for col, what in ((f"d_{metric}", "static"), (f"ds_{metric}", "shrink")):
+            if f"{col}_mean" not in board:
+                continue
+            vals = [_fmt(by_cond.loc[c], col) if c in by_cond.index else "" for c in conds]
+            lines.append(f"| {_label(first, varies)} - {what} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.tables", description=__doc__.splitlines()[0])
+    p.add_argument("--run", required=True, help="a run folder holding leaderboard.csv")
+    p.add_argument("--metric", default="si_sdr", help="si_sdr (default), late_si_sdr, pesq, ...")
+    p.add_argument("--systems", default="", help="comma-separated system names to keep (default: all)")
+    args = p.parse_args(argv)
+    path = Path(args.run) / "leaderboard.csv"
+    if not path.is_file():
+        print(f"error: {path} does not exist; run python -m bench.run first", file=sys.stderr)
+        return 2
+    try:
+        print(gain_table(pd.read_csv(path), args.metric, [s for s in args.systems.split(",") if s]))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

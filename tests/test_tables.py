@@ -1,0 +1,35 @@
+import pandas as pd
+import pytest
+
+from bench.tables import gain_table, main
+
+
+def _board() -> pd.DataFrame:
+    rows = []
+    for cell, system, role, steps in (("s", "static", "baseline", None), ("a", "student-mse", "system", 200),
+                                      ("b", "student-mse", "system", 1000)):
+        for cond, d in (("competing", 0.5), ("all", -0.2)):
+            rows.append({"cell_id": cell, "system": system, "role": role, "condition": cond, "distill_steps": steps,
+                         "alpha": 0.1, "d_si_sdr_mean": d, "d_si_sdr_ci_lo": d - 0.3, "d_si_sdr_ci_hi": d + 0.3,
+                         "p_d_si_sdr_holm": 0.01 if d > 0 else 0.5, "ds_si_sdr_mean": 1.0,
+                         "ds_si_sdr_ci_lo": 0.5, "ds_si_sdr_ci_hi": 1.5, "p_ds_si_sdr_holm": 0.2})
+    return pd.DataFrame(rows)
+
+
+def test_one_row_per_refining_cell_and_comparison_bold_where_the_ci_is_above_zero():
+    lines = gain_table(_board()).splitlines()
+    assert lines[0] == "| si_sdr gain (dB) | competing | all |"
+    body = lines[2:]
+    assert len(body) == 4  # two student cells x (static, shrink); static itself has no row
+    assert body[0] == "| student-mse, steps 200 - static | **+0.50 [0.20, 0.80]**\\* | -0.20 [-0.50, 0.10] |"
+    assert body[1].startswith("| student-mse, steps 200 - shrink | **+1.00 [0.50, 1.50]** |")
+    assert body[2].startswith("| student-mse, steps 1000 - static |")
+
+
+def test_bad_metric_or_system_is_one_line(tmp_path, capsys):
+    with pytest.raises(ValueError, match="no d_pesq_mean column"):
+        gain_table(_board(), "pesq")
+    _board().to_csv(tmp_path / "leaderboard.csv", index=False)
+    assert main(["--run", str(tmp_path), "--systems", "student-x"]) == 2
+    assert "no refining cell of system student-x; systems: student-mse" in capsys.readouterr().err
+    assert main(["--run", str(tmp_path / "missing")]) == 2

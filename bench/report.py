@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,13 @@ def provenance(device: str) -> dict[str, str]:
     """What every result file records about where it came from: commit, package versions,
     device and date (``bench.run`` rows and ``bench.sweep`` studies alike)."""
     from bench.harness import device_name
-    from bench.pipeline import now
 
     return {"git_commit": git_commit(), "versions": versions(), "device": device_name(device), "date": now()}
+
+
+def now() -> str:
+    """The local date and time with its UTC offset, as result files record it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def versions() -> str:

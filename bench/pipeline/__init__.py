@@ -19,7 +19,6 @@ Where each part lives:
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -44,7 +43,7 @@ from bench.refine import updates_embedding
 from bench.runtime import key_extras
 
 __all__ = ["EVAL_BATCH", "EVAL_SEED_OFFSET", "STAGE_VERSION", "CellResult", "EvalSetSpec", "Pipeline", "Stages",
-           "eval_slice", "eval_split", "n_items", "now"]
+           "eval_slice", "eval_split", "n_items"]
 
 
 class Pipeline:
@@ -207,8 +206,3 @@ class _Enhancer:
 
         with torch.no_grad():
             return self.model(mixture, emb)
-
-
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-

@@ -31,6 +31,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.grid import (
+    EXIT_CELL_FAILED,
+    cell_links,
+    cell_row,
+    describe,
+    fail,
+    mixture_cell_row,
+    trajectory_rows,
+    write_board,
+    write_tables,
+)
+
 log = logging.getLogger("bench")
 
 MIXTURE = "mixture"
@@ -405,13 +417,11 @@ def prepare(pipe: Any, plan: GridPlan) -> None:
 
 def run_item(pipe: Any, plan: GridPlan, item: str) -> dict[str, Any]:
     """Evaluate one claimed item into the cache; returns the trial's user attributes."""
-    from bench.run import _describe
-
     if item == MIXTURE:
         rows = pipe.mixture_rows(plan.first)
         return {"n_rows": int(len(rows))}
     cfg = plan.cells[item].config
-    log.info("%s: cell %s (%s)", worker_id(), item, _describe(cfg)[:100])
+    log.info("%s: cell %s (%s)", worker_id(), item, describe(cfg)[:100])
     res = pipe.evaluate(cfg)
     return {"n_rows": int(len(res.rows)), "eval_key": str(res.info.get("eval_key", ""))}
 
@@ -504,8 +514,6 @@ def load_cell(cache: Any, key: str, item: str, worker: str) -> Any:
 
 def collect(pipe: Any, plan: GridPlan, done: dict[str, Any], common: dict[str, Any]) -> tuple[list, list, list]:
     """``per_utterance``, ``cells`` and ``trajectory`` rows of the finished items, in grid order."""
-    from bench.run import _cell_row, _trajectory_rows, cell_links, mixture_cell_row
-
     per_utt: list = []
     cell_rows: list[dict] = []
     traj_rows: list[dict] = []
@@ -518,8 +526,8 @@ def collect(pipe: Any, plan: GridPlan, done: dict[str, Any], common: dict[str, A
             res = load_cell(pipe.cache, str(attrs.get("eval_key", "")), item, str(attrs.get("worker", "?")))
             cfg = plan.cells[item].config
             rows = res.rows.copy()
-            cell_rows.append(_cell_row(cfg, item, res.info, cell_links(cfg, plan.cells), common))
-            traj_rows.extend(_trajectory_rows(item, cell_rows[-1], res.info))
+            cell_rows.append(cell_row(cfg, item, res.info, cell_links(cfg, plan.cells), common))
+            traj_rows.extend(trajectory_rows(item, cell_rows[-1], res.info))
         rows.insert(0, "cell_id", item)
         per_utt.append(rows)
     return per_utt, cell_rows, traj_rows
@@ -560,7 +568,6 @@ def write_leaderboard(pipe: Any, plan: GridPlan, study: Any, job: BoardJob, comm
 
     from bench.output import lock_path, place
     from bench.report import write_json
-    from bench.run import write_board, write_tables
 
     out = job.out
     with FileLock(str(lock_path(out))):
@@ -617,28 +624,27 @@ def run_distributed(plan: GridPlan, job: BoardJob, progress: bool = True, heartb
     from bench.output import ready
     from bench.pipeline import Pipeline
     from bench.report import provenance, summary_table
-    from bench.run import EXIT_CELL_FAILED, _fail
 
     try:
         device = pick_device(plan.first.device)
     except (RuntimeError, ValueError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     set_threads()
     problem = ready(job.out)
     storage, why = connect(job.storage, heartbeat_s) if not problem else (None, problem)
     if storage is None:
-        return _fail(why)
+        return fail(why)
     pipe = Pipeline(Cache(default_root(plan.first.cache_dir)), device=device, progress=progress)
     n = 0
     if board_only:
         study = open_existing(storage, plan)
         if study is None:
-            return _fail(f"no worker has started this grid in {redact(job.storage)} (study {plan.study!r})")
+            return fail(f"no worker has started this grid in {redact(job.storage)} (study {plan.study!r})")
     else:
         try:
             prepare(pipe, plan)
         except (CorpusError, OSError, ValueError) as exc:
-            return _fail(str(exc))
+            return fail(str(exc))
         study = open_grid_study(storage, plan)
         log.info("%s: study %r in %s, %d items", worker_id(), plan.study, redact(job.storage), len(plan.ids))
         n = work(study, storage, pipe, plan, poll_s=min(5.0, max(0.5, heartbeat_s / 2)))

@@ -265,7 +265,7 @@ def _build(args: argparse.Namespace) -> int:
     if not todo:
         return 0
     from bench.config import Cell
-    from bench.run import prefetch
+    from bench.grid import prefetch
 
     prefetch(pipe, [Cell(config=c, axes={}) for c, _ in todo.values()], workers=2, progress=not args.no_progress)
     for name, (cfg, key) in todo.items():

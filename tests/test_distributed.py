@@ -145,10 +145,10 @@ def _wait(procs: list[subprocess.Popen], logs: list[Path], timeout: float = 900)
 def _plan(grid: str):
     from bench.config import Grid
     from bench.distributed import make_plan
-    from bench.run import _with_baselines
+    from bench.grid import with_baselines
 
     g = Grid.load(grid)
-    return make_plan(g.name, _with_baselines(g.cells()))
+    return make_plan(g.name, with_baselines(g.cells()))
 
 
 def _study(url: str, grid: str):

@@ -217,7 +217,7 @@ def test_backbone_macs_builds_inputs_on_the_model_device(monkeypatch):
 
 
 def test_job_devices():
-    from bench.run import _job_devices
+    from bench.grid import _job_devices
 
     assert _job_devices("cpu", 3, 2) == (["cpu"] * 3, 1)
 

@@ -40,7 +40,7 @@ def test_report_md_escapes_markup_from_config_strings(tmp_path):
 
 
 def test_leaderboard_md_escapes_markup_too():
-    from bench.run import _markdown_report
+    from bench.grid import _markdown_report
 
     common = {"date": IMG, "git_commit": TICK, "device": "cpu", "versions": SCRIPT}
     text = _markdown_report("g", _board(), common, ["python -m bench.run", "--set", f"corpus.path={IMG}"])

@@ -13,6 +13,7 @@ from bench.cache import Cache
 from bench.config import ConfigError, ExperimentConfig, PSEConfig
 from bench.pse import train as pse_train
 from bench.pse.embaug import EmbeddingAugmenter, degraded_pool, refine_embedding
+from bench.zoo import __main__ as zoo_cli
 
 from .test_pse import FakeSampler, FakeTeacher, _fake_corpus, _train_cfg, _wave
 
@@ -28,8 +29,8 @@ def _zoo_entry(tmp_path, corpus, teacher, cfg):
     model, info = pse_train.train_pse(cfg, corpus, teacher, Cache(tmp_path / "build"), progress=False)
     key = pse_train.stage_key(cfg, corpus, teacher)
     state = tmp_path / "build" / "pse" / key / "model.pt"
-    rec = zoo.add("tiny-test", state, {**info, "key": key}, cfg, corpus, teacher, "pytest",
-                  zoo_dir=tmp_path / "zoo")
+    rec = zoo_cli.add("tiny-test", state, {**info, "key": key}, cfg, corpus, teacher, "pytest",
+                      zoo_dir=tmp_path / "zoo")
     return model, rec
 
 
@@ -255,11 +256,11 @@ def test_build_command_writes_entries_then_skips_them(smoke_run, tmp_path, capsy
     smoke = str(Path(__file__).resolve().parents[1] / "ablations" / "smoke.yaml")
     args = ["build", "--grid", smoke, "--set", "pse.source=zoo", "--set", f"cache_dir={cache}",
             "--zoo-dir", str(tmp_path / "zoo"), "--no-progress"]
-    assert zoo.main(args) == 0
+    assert zoo_cli.main(args) == 0
     built = zoo.entries(tmp_path / "zoo")
     assert len(built) == 2
     assert {r["command"] for r in built.values()} == {" ".join(["python -m bench.zoo", *args])}
     capsys.readouterr()
-    assert zoo.main(args) == 0
+    assert zoo_cli.main(args) == 0
     out = capsys.readouterr().out
     assert out.count("skipped, in the zoo as") == 2 and "s of training" not in out

@@ -6,10 +6,10 @@ role, rate, seed ...) of the row each comes from and a ``source`` column naming 
 that row is in (``leaderboard``, ``per_utterance``, ``trajectory``, ``trials``, ``example``):
 every plotted value is a value of that row under the same column name (points marked
 ``anchor`` are the static baseline's gain over itself, 0 by definition). Figures have no
-title (captions live in :data:`CAPTIONS` and in the run's reports), one colour per system in
-every figure, units on the axes, and 95 % CIs on every mean. A figure never averages over an
-axis silently: it facets by condition, labels every cell by the settings that distinguish it,
-and its caption says what it pools.
+title (captions live in :data:`bench.captions.CAPTIONS` and in the run's reports), one colour
+per system in every figure, units on the axes, and 95 % CIs on every mean. A figure never
+averages over an axis silently: it facets by condition, labels every cell by the settings that
+distinguish it, and its caption says what it pools.
 
 - ``gain_vs_rate``: paired SI-SDR gain over static vs refinement rate, one panel per condition.
 - ``gain_vs_temperature``: the same gain vs the contrastive temperature (grids that vary it).
@@ -39,57 +39,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.report_assets import spectrogram_points
+
 log = logging.getLogger("bench")
 
-CAPTIONS = {
-    "gain_vs_rate": "Paired SI-SDR gain over the static embedding (dB, mean and 95 % bootstrap CI over test "
-                    "mixtures) against the refinement rate alpha, one panel per condition; each line is one "
-                    "refiner with every other setting fixed (the legend names the settings that differ: seed, "
-                    "rule, gate, ...), anchored at rate 0, where it is static by definition. Dashed: the ceiling "
-                    "(teacher on the clean target's blocks); dotted: the shrink control. Nothing is averaged.",
-    "gain_vs_temperature": "Paired SI-SDR gain over static (dB, 95 % CI) against the contrastive temperature "
-                           "tau of the student's distillation (log scale), one panel per condition, one line "
-                           "per refiner, rate and seed. Nothing is averaged.",
-    "headroom": "Per condition: paired SI-SDR gain over static (dB, 95 % CI) of the references (clean target, "
-                "clean enrollment), the ceiling (teacher on the clean target's blocks), the shrink control, "
-                "and each system at its best rate on this test set (the rate is printed on the bar; an "
-                "optimistic pick: tune rates on validation). Hatching tells cells of one system apart.",
-    "complexity": "Paired SI-SDR gain over static pooled over conditions (dB, 95 % CI; whole mixtures "
-                  "resampled) against total MACs per second of audio (backbone + refiner; left) and against "
-                  "parameters run per block (backbone + the encoder the refiner runs; right), log scales; the "
-                  "line joins the Pareto-optimal cells. Deployable cells only (no references, ceiling or "
-                  "control); static is at 0 by definition.",
-    "conditions": "Mean SI-SDRi (dB, over the mixture) of every cell (row) on every condition (column); the "
-                  "CIs are in the report's tables and in conditions.csv.",
-    "speaker_verification": "Speaker verification on the evaluation speakers (crops of 1 s, all pairs): EER (%) "
-                            "of each student (points) and of its teacher (black bars) per distillation loss "
-                            "(left), and the student's agreement with the teacher (mean cosine between their "
-                            "embeddings of the same crops; right). One point per distinct student (loss, "
-                            "temperature, seed, inputs, steps): the cells that share a student (several rates) "
-                            "show it once. These are single estimates on one crop set, without CIs.",
-    "student_quality": "Refinement gain against student quality: the paired SI-SDR gain over static pooled over "
-                       "conditions (dB, 95 % CI; whole mixtures resampled) of every student cell against the "
-                       "student's EER on the evaluation speakers (left), its agreement with the teacher (middle) "
-                       "and the mean cosine of its embeddings to the teacher's mean direction on the validation "
-                       "windows (right; the dashed line is the teacher's own value: a student far left of it has "
-                       "dropped the direction all teacher embeddings share). One point per cell.",
-    "trajectory": "Cosine between the embedding used for each block and the teacher embedding of the clean "
-                  "target, averaged over the test utterances of the condition (one panel each), against time "
-                  "in the stream; one line per cell.",
-    "gain_distribution": "Per-utterance paired SI-SDR gain over static (dB) of every refining cell, one panel "
-                         "per condition (box: quartiles; points: utterances).",
-    "spectrogram": "Spectrograms (dB) of one test stream: the mixture, the output with the static embedding, "
-                   "the output of the refining system with the largest mean SI-SDR gain over static on this "
-                   "condition (picked on the test set), and the clean target, time-aligned and cropped (at most "
-                   "6 s, around the stream's change when it has one); spectrogram.csv names the stream and "
-                   "cells, and the report plays the crops.",
-    "sweep_history": "Validation objective of every completed trial of the sweep in trial order (points) and "
-                     "the best so far (line).",
-    "sweep_map": "Every completed trial at its sampled parameters (axes), coloured by its validation "
-                 "objective; parameters not on the axes (in sweep_map.csv) vary between trials too and are not "
-                 "shown; nothing is averaged.",
-}
-FIGURES = tuple(CAPTIONS)
 
 # leaderboard columns that identify a row in a figure's points file
 KEYS = ("cell_id", "condition", "system", "role", "teacher", "loss", "tau", "alpha", "rule", "seed")
@@ -611,21 +564,6 @@ def gain_distribution(per: pd.DataFrame, cells: pd.DataFrame, path: Path, board:
         ax.set_ylabel("")
         ax.set_title(cond, fontsize=9)
     return _save(fig, path, pts, "per_utterance")
-
-
-def spectrogram_points(run_dir: Path) -> pd.DataFrame:
-    """One row per signal of ``<run>/example/example.json`` with the whole stream's scored
-    SI-SDR (``per_utterance.csv``) of the cell it comes from."""
-    meta = json.loads((run_dir / "example" / "example.json").read_text())
-    rows = [{"name": s["name"], "file": f"example/{s['file']}", "cell_id": s.get("cell_id", ""),
-             "system": s.get("system", ""), "condition": meta["condition"], "utt": meta["utt"],
-             "crop_start_s": meta["crop_start_s"], "crop_s": meta["crop_s"]} for s in meta["signals"]]
-    pts = pd.DataFrame(rows)
-    per_path = run_dir / "per_utterance.csv"
-    if per_path.is_file():
-        per = pd.read_csv(per_path, usecols=lambda c: c in ("cell_id", "condition", "utt", "si_sdr"))
-        pts = pts.merge(per, on=["cell_id", "condition", "utt"], how="left")
-    return pts
 
 
 def _stft_db(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

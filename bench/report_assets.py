@@ -7,7 +7,8 @@ into the run folder
 - ``example/{mixture,static,refined,clean}.wav``: 16-bit PCM, one crop of at most
   :data:`CROP_S` seconds of one test stream (the first stream of the run's first stream
   condition; around its change when it has one), time-aligned, with one common gain;
-- ``example/example.json``: which stream, cells, crop and gain;
+- ``example/example.json``: which stream, cells, crop and gain (:func:`spectrogram_points`
+  reads it back for the spectrogram figure and report.html);
 - ``corpora.json``: the content key (``bench.data.corpus.Corpus.key``) of every training and
   test corpus of the grid.
 
@@ -153,3 +154,18 @@ def save_assets(pipe: Any, configs: dict[str, Any], run_dir: Path) -> None:
         save_example(pipe, configs, run_dir)
     except Exception as exc:  # noqa: BLE001
         log.warning("no example stream for the report (%s: %s)", type(exc).__name__, exc)
+
+
+def spectrogram_points(run_dir: Path) -> pd.DataFrame:
+    """One row per signal of ``<run>/example/example.json`` with the whole stream's scored
+    SI-SDR (``per_utterance.csv``) of the cell it comes from."""
+    meta = json.loads((run_dir / "example" / "example.json").read_text())
+    rows = [{"name": s["name"], "file": f"example/{s['file']}", "cell_id": s.get("cell_id", ""),
+             "system": s.get("system", ""), "condition": meta["condition"], "utt": meta["utt"],
+             "crop_start_s": meta["crop_start_s"], "crop_s": meta["crop_s"]} for s in meta["signals"]]
+    pts = pd.DataFrame(rows)
+    per_path = run_dir / "per_utterance.csv"
+    if per_path.is_file():
+        per = pd.read_csv(per_path, usecols=lambda c: c in ("cell_id", "condition", "utt", "si_sdr"))
+        pts = pts.merge(per, on=["cell_id", "condition", "utt"], how="left")
+    return pts

@@ -204,8 +204,8 @@ def _data_uri(path: Path, mime: str) -> str:
 
 
 def figures_html(run_dir: Path) -> str:
-    """Every figure of ``figures/`` (in :data:`bench.figures.CAPTIONS` order) with its caption."""
-    from bench.figures import CAPTIONS
+    """Every figure of ``figures/`` (in :data:`bench.captions.CAPTIONS` order) with its caption."""
+    from bench.captions import CAPTIONS
 
     out = []
     for name, caption in CAPTIONS.items():
@@ -223,7 +223,7 @@ def audio_html(run_dir: Path) -> str:
     meta_path = run_dir / "example" / "example.json"
     if not meta_path.is_file():
         return ""
-    from bench.figures import spectrogram_points
+    from bench.report_assets import spectrogram_points
 
     pts = spectrogram_points(run_dir)
     meta = json.loads(meta_path.read_text())

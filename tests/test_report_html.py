@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from bench import figures
+from bench.captions import FIGURES
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
 NO_CHROMIUM = ("headless Chromium is not installed (Debian package `chromium`, which scripts/setup.sh installs "
@@ -104,7 +105,7 @@ def test_every_figure_from_the_smoke_run_traces_back_to_its_rows(smoke_run, tmp_
     # the smoke grid has one temperature: that figure is skipped (drawn in tests/test_figures.py)
     with pytest.raises(figures.Skip, match="more than one distillation temperature"):
         figures.gain_vs_temperature(figures.read_board(run), tmp_path / "gain_vs_temperature")
-    missing = set(figures.FIGURES) - set(drawn) - {"sweep_history", "sweep_map", "gain_vs_temperature"}
+    missing = set(FIGURES) - set(drawn) - {"sweep_history", "sweep_map", "gain_vs_temperature"}
     assert not missing, missing
     for name, png in drawn.items():
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, name

@@ -1,0 +1,57 @@
+"""The caption of every figure of a run, in the order the reports show them.
+
+:mod:`bench.figures` draws the figures (without titles); ``REPORT.md`` (:mod:`bench.report_md`)
+and ``report.html`` (:mod:`bench.report_html`) print each one under its caption.
+"""
+
+from __future__ import annotations
+
+CAPTIONS = {
+    "gain_vs_rate": "Paired SI-SDR gain over the static embedding (dB, mean and 95 % bootstrap CI over test "
+                    "mixtures) against the refinement rate alpha, one panel per condition; each line is one "
+                    "refiner with every other setting fixed (the legend names the settings that differ: seed, "
+                    "rule, gate, ...), anchored at rate 0, where it is static by definition. Dashed: the ceiling "
+                    "(teacher on the clean target's blocks); dotted: the shrink control. Nothing is averaged.",
+    "gain_vs_temperature": "Paired SI-SDR gain over static (dB, 95 % CI) against the contrastive temperature "
+                           "tau of the student's distillation (log scale), one panel per condition, one line "
+                           "per refiner, rate and seed. Nothing is averaged.",
+    "headroom": "Per condition: paired SI-SDR gain over static (dB, 95 % CI) of the references (clean target, "
+                "clean enrollment), the ceiling (teacher on the clean target's blocks), the shrink control, "
+                "and each system at its best rate on this test set (the rate is printed on the bar; an "
+                "optimistic pick: tune rates on validation). Hatching tells cells of one system apart.",
+    "complexity": "Paired SI-SDR gain over static pooled over conditions (dB, 95 % CI; whole mixtures "
+                  "resampled) against total MACs per second of audio (backbone + refiner; left) and against "
+                  "parameters run per block (backbone + the encoder the refiner runs; right), log scales; the "
+                  "line joins the Pareto-optimal cells. Deployable cells only (no references, ceiling or "
+                  "control); static is at 0 by definition.",
+    "conditions": "Mean SI-SDRi (dB, over the mixture) of every cell (row) on every condition (column); the "
+                  "CIs are in the report's tables and in conditions.csv.",
+    "speaker_verification": "Speaker verification on the evaluation speakers (crops of 1 s, all pairs): EER (%) "
+                            "of each student (points) and of its teacher (black bars) per distillation loss "
+                            "(left), and the student's agreement with the teacher (mean cosine between their "
+                            "embeddings of the same crops; right). One point per distinct student (loss, "
+                            "temperature, seed, inputs, steps): the cells that share a student (several rates) "
+                            "show it once. These are single estimates on one crop set, without CIs.",
+    "student_quality": "Refinement gain against student quality: the paired SI-SDR gain over static pooled over "
+                       "conditions (dB, 95 % CI; whole mixtures resampled) of every student cell against the "
+                       "student's EER on the evaluation speakers (left), its agreement with the teacher (middle) "
+                       "and the mean cosine of its embeddings to the teacher's mean direction on the validation "
+                       "windows (right; the dashed line is the teacher's own value: a student far left of it has "
+                       "dropped the direction all teacher embeddings share). One point per cell.",
+    "trajectory": "Cosine between the embedding used for each block and the teacher embedding of the clean "
+                  "target, averaged over the test utterances of the condition (one panel each), against time "
+                  "in the stream; one line per cell.",
+    "gain_distribution": "Per-utterance paired SI-SDR gain over static (dB) of every refining cell, one panel "
+                         "per condition (box: quartiles; points: utterances).",
+    "spectrogram": "Spectrograms (dB) of one test stream: the mixture, the output with the static embedding, "
+                   "the output of the refining system with the largest mean SI-SDR gain over static on this "
+                   "condition (picked on the test set), and the clean target, time-aligned and cropped (at most "
+                   "6 s, around the stream's change when it has one); spectrogram.csv names the stream and "
+                   "cells, and the report plays the crops.",
+    "sweep_history": "Validation objective of every completed trial of the sweep in trial order (points) and "
+                     "the best so far (line).",
+    "sweep_map": "Every completed trial at its sampled parameters (axes), coloured by its validation "
+                 "objective; parameters not on the axes (in sweep_map.csv) vary between trials too and are not "
+                 "shown; nothing is averaged.",
+}
+FIGURES = tuple(CAPTIONS)

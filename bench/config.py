@@ -50,6 +50,14 @@ class CorpusConfig:
     # leave out unreadable, non-finite, too short or silent files and speakers with too few
     # usable utterances (one warning) instead of stopping with the list (bench/data/validate.py)
     skip_bad: bool = False
+    # decoded audio kept in RAM per process, MiB (least recently used evicted first; 0: none kept).
+    # The same crops come out at any value, so it is in no cache key (CORPUS_RUNTIME_FIELDS)
+    audio_cache_mb: float = 512.0
+
+
+# CorpusConfig fields that change how the corpus is read, never what it holds: left out of every
+# cache key (bench.cache.key_slice skip) and, at their defaults, out of ExperimentConfig.to_dict
+CORPUS_RUNTIME_FIELDS = ("audio_cache_mb",)
 
 
 @dataclass
@@ -370,6 +378,10 @@ class ExperimentConfig:
         # config_hash, sweep study names) is what it was before the section existed
         if self.train == TrainConfig():
             del out["train"]
+        for section, default in (("corpus", CorpusConfig()), ("test_corpus", TestCorpusConfig())):
+            for k in CORPUS_RUNTIME_FIELDS:  # likewise a read-side knob at its default
+                if out[section][k] == getattr(default, k):
+                    del out[section][k]
         return out
 
     @classmethod
@@ -504,6 +516,7 @@ def _validate_data(cfg: ExperimentConfig) -> None:
     _choice("corpus.size", cfg.corpus.size, ("smoke", "default", "large"))
     _range("corpus.val_speakers", cfg.corpus.val_speakers, 0.0, 0.5, lo_open=True)
     _range("corpus.test_speakers", cfg.corpus.test_speakers, 0.0, 0.5, lo_open=True)
+    _range("corpus.audio_cache_mb", cfg.corpus.audio_cache_mb, 0.0, float("inf"))
     _range("mix.segment_s", cfg.mix.segment_s, 0.25, 60.0)
     _range("mix.enroll_s", cfg.mix.enroll_s, 0.25, 60.0)
     for i, n in enumerate(cfg.mix.n_interferers):
@@ -608,6 +621,7 @@ def _validate_eval(cfg: ExperimentConfig) -> None:
     if cfg.test_corpus.name:
         _choice("test_corpus.name", cfg.test_corpus.name, registry.names("dataset"))
         _choice("test_corpus.size", cfg.test_corpus.size, ("smoke", "default", "large"))
+        _range("test_corpus.audio_cache_mb", cfg.test_corpus.audio_cache_mb, 0.0, float("inf"))
     _choice("eval.split", cfg.eval.split, ("val", "test", "all"))
     if cfg.eval.split == "all" and not cfg.test_corpus.name:
         raise ConfigError("eval.split='all' scores every speaker of the test corpus, so it needs a corpus "

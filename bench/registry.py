@@ -30,7 +30,7 @@ _PLUGIN_MODULES: dict[str, tuple[str, ...]] = {
     "loss": ("bench.losses",),
     "pse": ("bench.pse",),
     "refiner": ("bench.refine",),
-    "dataset": ("bench.data.loaders",),
+    "dataset": ("bench.data.loaders", "bench.data.manifests"),
 }
 
 _REGISTRY: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}

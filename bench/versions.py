@@ -27,14 +27,14 @@ STAGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "teacher": ("bench.teachers.base", "STAGE_VERSION", ("teachers/base.py", "teachers/ge2e.py", "teachers/ecapa.py",
                                                          "teachers/titanet.py", "teachers/wavlm.py",
                                                          "teachers/vfl.py", "teachers/_train.py", "teachers/emb_cache.py", "runtime.py",
-                                                         "trainloop.py")),
+                                                         "trainloop.py", "data/corpus.py", "data/pieces.py", "data/audio_cache.py")),
     "pse": ("bench.pse.train", "STAGE_VERSION", ("pse/train.py", "pse/pdfnet2.py", "pse/base.py", "pse/embaug.py",
                                                  "data/mix.py", "data/mixture.py", "data/conditions.py", "data/steps.py", "runtime.py",
-                                                 "trainloop.py")),
+                                                 "trainloop.py", "data/corpus.py", "data/pieces.py", "data/audio_cache.py")),
     "student": ("bench.distill", "STAGE_VERSION", ("distill.py", "students/tiny.py", "students/heads.py", "losses.py", "data/steps.py",
                                                    "runtime.py", "trainloop.py")),
     "evalset": ("bench.pipeline.keys", "STAGE_VERSION.evalset", ("data/mix.py", "data/mixture.py", "data/conditions.py",
-                                                                 "data/streams.py",
+                                                                 "data/streams.py", "data/corpus.py", "data/pieces.py", "data/audio_cache.py",
                                                                  "pipeline/keys.py", "pipeline/stages.py")),
     "eval": ("bench.pipeline.keys", "STAGE_VERSION.eval", ("pipeline/__init__.py", "pipeline/keys.py",
                                                            "pipeline/stages.py", "pipeline/cell.py",
@@ -42,7 +42,7 @@ STAGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
                                                            "refine/base.py", "refine/refiners.py",
                                                            "refine/streaming.py", "metrics/quality.py",
                                                            "metrics/dnsmos.py", "students/streaming.py",
-                                                           "pse/limit.py")),
+                                                           "pse/limit.py", "data/corpus.py", "data/pieces.py", "data/audio_cache.py")),
 }
 
 

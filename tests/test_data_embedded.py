@@ -74,3 +74,15 @@ def test_smoke_build(tmp_path):
         x = c.audio(u.utt_id)
         assert x.dtype == np.float32 and abs(len(x) / SR - u.duration_s) < 0.01
     assert embedded.build_embedded("smoke", 0, cache) == m  # rebuild is a no-op
+    # the same mixtures bit for bit when the decoded audio is held to a fraction of the corpus
+    from bench.config import MixConfig
+    from bench.data.corpus import Corpus
+    from bench.data.mix import MixtureSampler
+
+    bounded = Corpus(c.root, c.manifest_path, list(c.utterances), noise_files=c.noise_files, audio_cache_mb=0.5)
+    c.set_audio_cache_mb(None)
+    a, b = MixtureSampler(c, "train", MixConfig(), 0), MixtureSampler(bounded, "train", MixConfig(), 0)
+    for k in range(20):
+        x, y = a.batch(np.random.default_rng(k), 4), b.batch(np.random.default_rng(k), 4)
+        assert all(np.array_equal(x[f].numpy(), y[f].numpy()) for f in ("mixture", "target", "enrollment"))
+        assert bounded.audio_cache_stats()["nbytes"] <= 0.5 * 2**20

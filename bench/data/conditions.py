@@ -34,16 +34,18 @@ from bench.config import (
     ENROLL_CONDITIONS,
     STREAM_CONDITIONS,
 )
+from bench.data.pieces import (  # noqa: F401  (fit_length, power and random_crop: also imported from here)
+    fit_length,
+    power,
+    random_crop,
+    random_crop_of,
+    random_noise_crop,
+)
 
 EPS = 1e-12
 
 
 # --------------------------------------------------------------------------- helpers
-def power(x: np.ndarray) -> float:
-    """Mean power of a signal."""
-    return float(np.mean(np.asarray(x, dtype=np.float64) ** 2))
-
-
 def scale_to_ratio(ref: np.ndarray, other: np.ndarray, db: float) -> np.ndarray:
     """Scale ``other`` so that ``10 log10(P(ref) / P(other)) == db`` exactly.
 
@@ -60,27 +62,6 @@ def scale_to_ratio(ref: np.ndarray, other: np.ndarray, db: float) -> np.ndarray:
         return np.zeros_like(other, dtype=np.float64)
     g = np.sqrt(power(ref) / (po * 10 ** (db / 10)))
     return np.asarray(other, dtype=np.float64) * g
-
-
-def fit_length(x: np.ndarray, n: int, start: int = 0) -> np.ndarray:
-    """Crop ``x[start:start+n]``; loop the signal when it is shorter than ``n``.
-
-    Returns:
-        float32 ``[n]``.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    if x.size == 0:
-        return np.zeros(n, dtype=np.float32)
-    if len(x) - start >= n:
-        return x[start : start + n].copy()
-    reps = int(np.ceil((n + start) / len(x))) + 1
-    return np.tile(x, reps)[start : start + n].copy()
-
-
-def random_crop(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """A random ``n``-sample crop (looped when ``x`` is shorter)."""
-    start = int(rng.integers(0, len(x) - n + 1)) if len(x) > n else 0
-    return fit_length(x, n, start)
 
 
 def colored_noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -112,7 +93,7 @@ def babble(corpus, speakers: list[str], n: int, rng: np.random.Generator,
     for s in chosen:
         utts = corpus.utts_of(s)
         u = utts[int(rng.integers(len(utts)))]
-        x = random_crop(corpus.audio(u.utt_id), n, rng).astype(np.float64)
+        x = random_crop_of(corpus, u.utt_id, n, rng).astype(np.float64)
         out += x / np.sqrt(power(x) + EPS)
     return (out / np.sqrt(power(out) + EPS)).astype(np.float32), chosen
 
@@ -134,7 +115,7 @@ def sample_noise(corpus, kind: str, n: int, rng: np.random.Generator,
         files = getattr(corpus, "noise_files", [])
         if files:
             i = int(rng.integers(len(files)))
-            x = random_crop(corpus.noise(i), n, rng).astype(np.float64)
+            x = random_noise_crop(corpus, i, n, rng).astype(np.float64)
             info["noise_file"] = files[i].name
             if power(x) > EPS:
                 return (x / np.sqrt(power(x))).astype(np.float32), info
@@ -241,7 +222,7 @@ def _other_voice(corpus, speaker: str, split: str | None, n: int, rng: np.random
     s = pool[int(rng.integers(len(pool)))]
     utts = corpus.utts_of(s)
     u = utts[int(rng.integers(len(utts)))]
-    return random_crop(corpus.audio(u.utt_id), n, rng), s
+    return random_crop_of(corpus, u.utt_id, n, rng), s
 
 
 # --------------------------------------------------------------------------- API

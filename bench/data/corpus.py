@@ -1,10 +1,15 @@
 """Speech corpora: utterance records, manifest CSV I/O, speaker-disjoint splits, loading.
 
 A corpus is a directory (``root``) with a ``manifest.csv``; every row is one
-:class:`Utterance`. Audio is read on demand with :meth:`Corpus.audio` (mono float32 at
-16 kHz, memoised in RAM). Files stored at another rate are resampled once and cached as
-16 kHz WAV under ``resample_dir`` (keyed by the source's path, size, modification and change
-times and inode).
+:class:`Utterance`. Audio is read on demand, mono float32 at 16 kHz: :meth:`Corpus.audio` (a
+whole utterance), :meth:`Corpus.crop` / :meth:`Corpus.segment` (a piece of one) and
+:meth:`Corpus.frames` / :meth:`Corpus.power` (its length and mean power). Decoded waveforms are
+kept in RAM up to a byte budget per process (``corpus.audio_cache_mb``, least recently used
+evicted first; :mod:`bench.data.audio_cache`); a piece of an utterance that is not held is read
+from its file alone where the format gives the same samples that way, else the file is decoded
+whole. What a crop holds never depends on the budget. Files stored at another rate are resampled
+once and cached as 16 kHz float WAV under ``resample_dir`` (keyed by the source's path, size,
+modification and change times and inode); pieces are then read from that copy.
 
 Splits are speaker-disjoint and grouped by *parent voice*: a derived speaker (speed / pitch
 perturbed copy of a voice, ``kind == "derived"``) always lands in the same split as its
@@ -24,6 +29,13 @@ import numpy as np
 
 from bench.audio import SR
 from bench.cache import Cache, atomic_path, config_hash, file_hash, file_stamp
+from bench.data.audio_cache import (
+    DEFAULT_AUDIO_CACHE_MB,
+    AudioCache,
+    budget_bytes,
+    exact_partial,
+    read_frames,
+)
 
 SPLITS = ("train", "val", "test")
 KINDS = ("real", "tts", "derived")
@@ -205,6 +217,10 @@ def write_content_stamp(manifest_path: str | Path, utterances: list[Utterance], 
 class Corpus:
     """A manifest-backed speech corpus.
 
+    Args (besides the attributes):
+        audio_cache_mb: budget of decoded audio this object keeps in RAM, MiB (None: no bound;
+            0: nothing kept). The same audio comes out at any budget.
+
     Attributes:
         root: directory that relative manifest paths are resolved against.
         manifest_path: the CSV file.
@@ -220,6 +236,7 @@ class Corpus:
         utterances: list[Utterance] | None = None,
         resample_dir: str | Path | None = None,
         noise_files: list[Path] | None = None,
+        audio_cache_mb: float | None = DEFAULT_AUDIO_CACHE_MB,
     ) -> None:
         self.root = Path(root)
         self.manifest_path = Path(manifest_path) if manifest_path else self.root / "manifest.csv"
@@ -237,8 +254,12 @@ class Corpus:
         self._by_spk: dict[str, list[Utterance]] = {}
         for u in self.utterances:
             self._by_spk.setdefault(u.speaker, []).append(u)
-        self._audio: dict[str, np.ndarray] = {}
-        self._noise: dict[Path, np.ndarray] = {}
+        # decoded audio under the byte budget: utterances by utt_id (str), noise files by index (int)
+        self.audio_cache_mb = audio_cache_mb
+        self._cache = AudioCache(budget_bytes(audio_cache_mb))
+        self._frames: dict[str | int, int] = {}
+        self._power: dict[str | int, float] = {}
+        self._partial: dict[str | int, str | None] = {}  # the file a piece is read from; None: whole reads
         base = file_hash(self.manifest_path) if self.manifest_path.is_file() else ""
         # A builder that knows its audio bytes (the embedded corpus) leaves their hash next to
         # the manifest, so a rebuild with different audio (another sox, say) is another corpus.
@@ -283,14 +304,136 @@ class Corpus:
         p = Path(self._by_id[utt_id].path)
         return p if p.is_absolute() else self.root / p
 
+    # ---------------------------------------------------------------- audio
+    def set_audio_cache_mb(self, mb: float | None) -> None:
+        """Change the decoded-audio budget (MiB; None: no bound), evicting at once when it shrinks."""
+        self.audio_cache_mb = mb
+        self._cache.set_budget(budget_bytes(mb))
+
+    def audio_cache_stats(self) -> dict[str, int | None]:
+        """What the decoded-audio cache holds now: ``nbytes``, ``peak``, ``budget``, ``items``, counts."""
+        return self._cache.stats()
+
     def audio(self, utt_id: str) -> np.ndarray:
-        """Waveform ``[T]`` float32 at 16 kHz, memoised in RAM."""
-        x = self._audio.get(utt_id)
+        """Waveform ``[T]`` float32 at 16 kHz (read-only; kept within the budget)."""
+        self._by_id[utt_id]  # KeyError for an unknown id
+        return self._whole(utt_id)
+
+    def frames(self, utt_id: str) -> int:
+        """Length of :meth:`audio` in samples, from the file's header where a piece of it can be read
+        exactly (nothing decoded), else from the decoded audio."""
+        self._by_id[utt_id]
+        return self._length(utt_id)
+
+    def power(self, utt_id: str) -> float:
+        """Mean power of the whole utterance (:func:`bench.data.pieces.power` of :meth:`audio`),
+        memoised (a few bytes per utterance)."""
+        self._by_id[utt_id]
+        return self._mean_power(utt_id)
+
+    def crop(self, utt_id: str, start: int, n: int) -> np.ndarray:
+        """``fit_length(audio(utt_id), n, start)`` (:func:`bench.data.pieces.fit_length`:
+        ``n`` samples from ``start``, the utterance looped when it ends first), float32 ``[n]``,
+        read from the file alone when the utterance is not held (see the module docstring)."""
+        self._by_id[utt_id]
+        return self._crop(utt_id, int(start), int(n))
+
+    def segment(self, utt_id: str, start: int, end: int) -> np.ndarray:
+        """``audio(utt_id)[start:end]`` zero-padded to ``end - start`` samples
+        (:func:`bench.metrics.speaker.crop_audio`), float32, read like :meth:`crop`."""
+        self._by_id[utt_id]
+        return self._segment(utt_id, int(start), int(end))
+
+    def noise(self, index: int) -> np.ndarray:
+        """Noise sample ``index`` of :attr:`noise_files` as ``[T]`` float32 at 16 kHz (read-only)."""
+        self.noise_files[index]  # IndexError for an unknown one
+        return self._whole(int(index))
+
+    def noise_frames(self, index: int) -> int:
+        """Length of :meth:`noise` in samples."""
+        self.noise_files[index]
+        return self._length(int(index))
+
+    def noise_crop(self, index: int, start: int, n: int) -> np.ndarray:
+        """``fit_length(noise(index), n, start)``, read like :meth:`crop`."""
+        self.noise_files[index]
+        return self._crop(int(index), int(start), int(n))
+
+    def _whole(self, key: str | int) -> np.ndarray:
+        x = self._cache.get(key)
         if x is None:
-            x = self._load(utt_id)
+            x = self._load(key) if isinstance(key, str) else self._load_noise(key)
             x.setflags(write=False)
-            self._audio[utt_id] = x
+            self._cache.put(key, x)
+            self._frames[key] = len(x)
         return x
+
+    def _length(self, key: str | int) -> int:
+        n = self._frames.get(key)
+        if n is None:
+            self._partial_path(key)  # records the header's frame count where pieces read exactly
+            n = self._frames.get(key)
+        return n if n is not None else len(self._whole(key))
+
+    def _mean_power(self, key: str | int) -> float:
+        p = self._power.get(key)
+        if p is None:
+            from bench.data.pieces import power
+
+            p = self._power[key] = power(self._whole(key))
+        return p
+
+    def _crop(self, key: str | int, start: int, n: int) -> np.ndarray:
+        from bench.data.pieces import fit_length
+
+        x = self._cache.get(key)
+        if x is None and start >= 0 and n >= 0:
+            path = self._partial_path(key)
+            if path is not None and self._frames[key] - start >= n:
+                y = read_frames(path, start, n)
+                if len(y) == n:
+                    return y
+        return fit_length(self._whole(key) if x is None else x, n, start)
+
+    def _segment(self, key: str | int, start: int, end: int) -> np.ndarray:
+        x = self._cache.get(key)
+        if x is None and start >= 0:
+            path = self._partial_path(key)
+            if path is not None:
+                stop = min(end, self._frames[key])
+                y = read_frames(path, start, max(0, stop - start))
+                if len(y) == max(0, stop - start):
+                    return np.pad(y, (0, end - start - len(y))) if len(y) < end - start else y
+        x = self._whole(key) if x is None else x
+        seg = np.asarray(x[max(start, 0):end], dtype=np.float32)
+        return np.pad(seg, (0, end - start - len(seg))) if len(seg) < end - start else seg.copy()
+
+    def _partial_path(self, key: str | int) -> str | None:
+        """The file pieces of ``key`` are read from exactly (recording its frame count), or None."""
+        if key in self._partial:
+            return self._partial[key]
+        src = self.path_of(key) if isinstance(key, str) else Path(self.noise_files[key])
+        if isinstance(key, str) and self._resampled(key):
+            cached = self._resampled_copy(src)
+            if not cached.is_file():
+                return None  # pieces come from the copy the first whole read writes
+            src = cached
+        frames = exact_partial(src)
+        path = None if frames is None else str(src)
+        self._partial[key] = path
+        if frames is not None:
+            self._frames.setdefault(key, frames)
+        return path
+
+    def _resampled(self, utt_id: str) -> bool:
+        return self.resample_dir is not None and self._by_id[utt_id].native_sample_rate != SR
+
+    def _resampled_copy(self, src: Path) -> Path:
+        # float WAV: the cached copy is bit-identical to the first resampling; keyed by the
+        # source's path, size, mtime, ctime and inode, so a file replaced or changed in place
+        # is resampled again, even with its mtime set back (touch -r)
+        assert self.resample_dir is not None
+        return self.resample_dir / f"{config_hash(str(src.resolve()), *file_stamp(src))}.wav"
 
     def _load(self, utt_id: str) -> np.ndarray:
         import soundfile as sf
@@ -298,11 +441,8 @@ class Corpus:
         from bench.audio import load
 
         src = self.path_of(utt_id)
-        if self.resample_dir is not None and self._by_id[utt_id].native_sample_rate != SR:
-            # float WAV: the cached copy is bit-identical to the first resampling; keyed by the
-            # source's path, size, mtime, ctime and inode, so a file replaced or changed in place
-            # is resampled again, even with its mtime set back (touch -r)
-            cached = self.resample_dir / f"{config_hash(str(src.resolve()), *file_stamp(src))}.wav"
+        if self._resampled(utt_id):
+            cached = self._resampled_copy(src)
             if cached.is_file():
                 return load(cached)
             x = load(src)
@@ -311,16 +451,10 @@ class Corpus:
             return x
         return load(src)
 
-    def noise(self, index: int) -> np.ndarray:
-        """Noise sample ``index`` of :attr:`noise_files` as ``[T]`` float32 at 16 kHz."""
+    def _load_noise(self, index: int) -> np.ndarray:
         from bench.audio import load
 
-        p = self.noise_files[index]
-        x = self._noise.get(p)
-        if x is None:
-            x = load(p)
-            self._noise[p] = x
-        return x
+        return load(self.noise_files[index])
 
     def summary(self) -> dict[str, float | int]:
         """Counts: speakers per kind and split, utterances, minutes of audio."""
@@ -341,9 +475,8 @@ def resplit(corpus: Corpus, val_frac: float, test_frac: float, seed: int) -> Cor
     """Return ``corpus`` with its split recomputed (speaker-disjoint, by voice group)."""
     utts = [Utterance(**asdict(u)) for u in corpus.utterances]
     assign_splits(utts, val_frac, test_frac, seed)
-    return Corpus(
-        corpus.root, corpus.manifest_path, utts, corpus.resample_dir, corpus.noise_files
-    )
+    return Corpus(corpus.root, corpus.manifest_path, utts, corpus.resample_dir, corpus.noise_files,
+                  audio_cache_mb=corpus.audio_cache_mb)
 
 
 def load_corpus(cfg, cache: Cache) -> Corpus:
@@ -355,4 +488,8 @@ def load_corpus(cfg, cache: Cache) -> Corpus:
     """
     from bench import registry
 
-    return registry.get("dataset", cfg.name)(cfg, cache)
+    corpus = registry.get("dataset", cfg.name)(cfg, cache)
+    mb = getattr(cfg, "audio_cache_mb", None)
+    if mb is not None and hasattr(corpus, "set_audio_cache_mb"):  # a plugin's own corpus class may not
+        corpus.set_audio_cache_mb(mb)
+    return corpus

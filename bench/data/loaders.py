@@ -4,7 +4,10 @@
   ``path`` may also be a parent holding several subsets (``train-clean-100/``, ...).
 - ``voxceleb``: ``<path>/[wav/]id*/<video>/*.wav`` (convert ``.m4a`` to WAV first).
 - ``manifest``: a CSV file with columns ``path``, ``speaker`` and optionally ``text``,
-  ``split``; relative paths are resolved against the CSV's directory.
+  ``split``, ``licence``; relative paths are resolved against the CSV's directory.
+
+Lhotse and NeMo manifests (:mod:`bench.data.manifests`) become :class:`ManifestRow` rows too and
+go through :func:`corpus_from_rows`, as the CSV's rows do.
 
 Every loader writes an index manifest under ``<cache>/corpus_index/<hash>/`` and returns a
 :class:`~bench.data.corpus.Corpus` whose :meth:`~bench.data.corpus.Corpus.audio` yields 16 kHz
@@ -12,12 +15,13 @@ audio at any source rate (resampled copies are cached under ``<cache>/resampled/
 the source path hash). Sources without a split (all but a manifest with a ``split`` column)
 get a speaker-disjoint split from ``cfg.seed``, ``cfg.val_speakers`` and ``cfg.test_speakers``.
 
-Importing this module also imports :mod:`bench.data.embedded`, so ``registry.names("dataset")``
-lists all four built-in datasets.
+Importing this module also imports :mod:`bench.data.embedded`; the registry imports it and
+:mod:`bench.data.manifests`, so ``registry.names("dataset")`` lists every built-in dataset.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import registry
@@ -155,9 +159,57 @@ def voxceleb(cfg, cache: Cache) -> Corpus:
     return _finish("voxceleb", cfg, cache, utts, has_split=False)
 
 
+@dataclass(frozen=True)
+class ManifestRow:
+    """One utterance as a manifest lists it (CSV, Lhotse, NeMo), before its file is read.
+
+    Attributes:
+        path: the audio file (absolute, or relative to the working directory).
+        speaker: speaker id.
+        where: the row, for messages (``manifest <file> row <n>``).
+        text: transcript (may be empty).
+        split: ``train`` / ``val`` / ``test``, or empty (then every row's split is assigned).
+        licence: licence of the audio (may be empty).
+    """
+
+    path: Path
+    speaker: str
+    where: str
+    text: str = ""
+    split: str = ""
+    licence: str = ""
+
+
+def corpus_from_rows(name: str, cfg, cache: Cache, rows: list[ManifestRow]) -> Corpus:
+    """The corpus of manifest rows: the same rows give the same corpus (the same utterance ids,
+    splits and key) whichever manifest format listed them. Splits are the rows' own when every
+    row has one, else assigned (speaker-disjoint, from ``cfg.seed``)."""
+    utts = []
+    has_split = bool(rows) and all(r.split for r in rows)
+    seen: dict[str, int] = {}
+    for r in rows:
+        p = r.path
+        if not p.is_file():
+            raise FileNotFoundError(f"{r.where}: audio file {str(p)!r} not found")
+        split = r.split if has_split else "train"
+        if split not in SPLITS:
+            raise ValueError(f"{r.where}: split {split!r} not in {SPLITS}")
+        sr, dur = _info(p, cfg, f"{r.where}: ")
+        uid = f"{r.speaker}-{p.stem}"
+        seen[uid] = seen.get(uid, 0) + 1
+        if seen[uid] > 1:
+            uid = f"{uid}-{seen[uid]}"
+        utts.append(Utterance(
+            utt_id=uid, path=str(p.resolve()), speaker=str(r.speaker), source="manifest",
+            kind="real", licence=r.licence, native_sample_rate=sr, duration_s=dur,
+            split=split, text=r.text,
+        ))
+    return _finish(name, cfg, cache, utts, has_split=has_split)
+
+
 @registry.register("dataset", "manifest")
 def manifest(cfg, cache: Cache) -> Corpus:
-    """CSV manifest with columns ``path``, ``speaker`` [, ``text``, ``split``]."""
+    """CSV manifest with columns ``path``, ``speaker`` [, ``text``, ``split``, ``licence``]."""
     csv_path = _need_path(cfg, "manifest")
     base = csv_path.parent
     names, rows = read_csv(csv_path)
@@ -166,25 +218,13 @@ def manifest(cfg, cache: Cache) -> Corpus:
     if missing:
         raise ValueError(f"manifest {csv_path} lacks column(s) {sorted(missing)}; "
                          "needs path, speaker [, text, split]")
-    utts = []
     has_split = "split" in cols and all((r.get("split") or "").strip() for r in rows)
-    seen: dict[str, int] = {}
+    out = []
     for i, r in enumerate(rows):
         p = Path(r["path"])
-        p = p if p.is_absolute() else base / p
-        if not p.is_file():
-            raise FileNotFoundError(f"manifest {csv_path} row {i + 2}: audio file {str(p)!r} not found")
-        split = (r.get("split") or "").strip() if has_split else "train"
-        if split not in SPLITS:
-            raise ValueError(f"manifest {csv_path} row {i + 2}: split {split!r} not in {SPLITS}")
-        sr, dur = _info(p, cfg, f"manifest {csv_path} row {i + 2}: ")
-        uid = f"{r['speaker']}-{p.stem}"
-        seen[uid] = seen.get(uid, 0) + 1
-        if seen[uid] > 1:
-            uid = f"{uid}-{seen[uid]}"
-        utts.append(Utterance(
-            utt_id=uid, path=str(p.resolve()), speaker=str(r["speaker"]), source="manifest",
-            kind="real", licence=(r.get("licence") or ""), native_sample_rate=sr, duration_s=dur,
-            split=split, text=(r.get("text") or ""),
+        out.append(ManifestRow(
+            path=p if p.is_absolute() else base / p, speaker=str(r["speaker"]),
+            where=f"manifest {csv_path} row {i + 2}", text=r.get("text") or "",
+            split=(r.get("split") or "").strip() if has_split else "", licence=r.get("licence") or "",
         ))
-    return _finish("manifest", cfg, cache, utts, has_split=has_split)
+    return corpus_from_rows("manifest", cfg, cache, out)

@@ -31,18 +31,22 @@ import numpy as np
 from bench.audio import SR
 from bench.cache import atomic_path, config_hash
 from bench.config import COMPETING_SIR_DB
-from bench.data.conditions import apply_condition, fit_length, power, random_rir, sample_noise
-from bench.data.mixture import Mixture, compose, enrollment_crop
+from bench.data.conditions import apply_condition, power, random_rir, sample_noise
+from bench.data.mixture import Mixture, compose, enrollment_crop  # noqa: F401  (exported)
+from bench.data.pieces import crop_of, enrollment_of, frames_of, power_of
 from bench.data.streams import make_stream_set
 
 
-def _active_crop(x: np.ndarray, n: int, rng: np.random.Generator, tries: int = 8) -> tuple[np.ndarray, int]:
-    """Random ``n``-sample crop whose power is not negligible (returns crop and start)."""
+def _active_crop(corpus, utt_id: str, n: int, rng: np.random.Generator, tries: int = 8) -> tuple[np.ndarray, int]:
+    """Random ``n``-sample crop of an utterance whose power is not negligible against the whole
+    utterance's (returns crop and start). The crops are read alone where the corpus can
+    (:mod:`bench.data.pieces`): the same samples as cut from the whole waveform."""
     best, best_p, best_s = None, -1.0, 0
-    ref = power(x)
+    ref = power_of(corpus, utt_id)
+    length = frames_of(corpus, utt_id)
     for _ in range(tries):
-        start = int(rng.integers(0, len(x) - n + 1)) if len(x) > n else 0
-        c = fit_length(x, n, start)
+        start = int(rng.integers(0, length - n + 1)) if length > n else 0
+        c = crop_of(corpus, utt_id, start, n)
         p = power(c)
         if p > 0.1 * ref:
             return c, start
@@ -90,13 +94,15 @@ class MixtureSampler:
         """A different utterance of ``speaker`` than ``target_utt`` (same one if it has only one)."""
         return self._pick_utt(speaker, rng, avoid=target_utt)
 
-    def _draw(self, rng: np.random.Generator, n: int, speaker: str | None = None) -> dict[str, Any]:
-        """Draw everything about a mixture except the enrollment condition."""
+    def _draw(self, rng: np.random.Generator, n: int, speaker: str | None = None,
+              with_source: bool = False) -> dict[str, Any]:
+        """Draw everything about a mixture except the enrollment condition (``with_source``: also
+        the whole target utterance, ``target_source``, which the ``drift`` condition reads)."""
         cfg = self.cfg
         spk = speaker or self.speakers[int(rng.integers(len(self.speakers)))]
         tu = self._pick_utt(spk, rng)
-        tsrc = self.corpus.audio(tu.utt_id)
-        target, offset = _active_crop(tsrc, n, rng)
+        tsrc = self.corpus.audio(tu.utt_id) if with_source else None
+        target, offset = _active_crop(self.corpus, tu.utt_id, n, rng)
         eu = self.enroll_utt(spk, tu.utt_id, rng)
         others = [s for s in self.speakers if s != spk]
         k = int(cfg.n_interferers[int(rng.integers(len(cfg.n_interferers)))]) if cfg.n_interferers else 0
@@ -105,7 +111,7 @@ class MixtureSampler:
         inters, inter_utts = [], []
         for s in inter_spk:
             iu = self._pick_utt(s, rng)
-            x, _ = _active_crop(self.corpus.audio(iu.utt_id), n, rng)
+            x, _ = _active_crop(self.corpus, iu.utt_id, n, rng)
             inters.append(x)
             inter_utts.append(iu.utt_id)
         sir = float(rng.uniform(*cfg.sir_db))
@@ -156,7 +162,7 @@ class MixtureSampler:
         rng = rng if rng is not None else self.rng
         n = int(round((segment_s or self.cfg.segment_s) * SR))
         d = self._draw(rng, n)
-        enr = enrollment_crop(self.corpus.audio(d["enroll_utt"]), self.cfg.enroll_s)
+        enr = enrollment_of(self.corpus, d["enroll_utt"], self.cfg.enroll_s)
         return self._assemble(d, d["target"], enr, enr, {"condition": "train"})
 
     def batch(self, rng: np.random.Generator | None = None, batch_size: int = 8,
@@ -235,7 +241,7 @@ def make_eval_set(corpus, split: str, mix_cfg, condition: str, n: int, seed: int
     for i in range(n):
         rng = np.random.default_rng([seed, split_tag, i])
         spk = sampler.speakers[i % len(sampler.speakers)]
-        d = sampler._draw(rng, length, speaker=spk)
+        d = sampler._draw(rng, length, speaker=spk, with_source=True)
         parts = {
             "speaker": spk, "target": d["target"], "target_source": d["target_source"],
             "target_offset": d["target_offset"], "enroll_source": corpus.audio(d["enroll_utt"]),

@@ -31,7 +31,8 @@ import numpy as np
 from bench.audio import SR, resample
 from bench.cache import config_hash
 from bench.data.conditions import drift, power, random_rir, reverberate, sample_noise
-from bench.data.mixture import Mixture, compose, enrollment_crop
+from bench.data.mixture import Mixture, compose
+from bench.data.pieces import enrollment_of
 
 STREAM_CONDITIONS = ("voice_change", "channel_change", "drift_long")
 LATE_SKIP_S = 1.0  # late metrics start this long after the change
@@ -173,7 +174,7 @@ def make_stream(corpus: Any, split: str | None, mix_cfg: Any, condition: str, in
         **ninfo,
     })
     return {"target": target, "interferer": inter, "noise": noise,
-            "enrollment": enrollment_crop(corpus.audio(enroll_id), mix_cfg.enroll_s),
+            "enrollment": enrollment_of(corpus, enroll_id, mix_cfg.enroll_s),
             "speaker": spk, "sir_db": sir, "snr_db": snr, "meta": info}
 
 

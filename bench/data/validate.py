@@ -117,6 +117,7 @@ def validate(corpus: Any, cache: Any = None, name: str = "corpus", skip_bad: boo
     """Check ``corpus`` (see the module docstring). Returns it, or with ``skip_bad`` a copy
     without the bad files and speakers; raises :class:`CorpusError` otherwise."""
     from bench.cache import config_hash
+    from bench.data.audio_cache import DEFAULT_AUDIO_CACHE_MB
     from bench.data.corpus import Corpus, Utterance
 
     tag = config_hash(corpus.key, eval_splits, train, MIN_UTT_S, SILENCE_DBFS)
@@ -137,7 +138,8 @@ def validate(corpus: Any, cache: Any = None, name: str = "corpus", skip_bad: boo
     keep = [Utterance(**asdict(u)) for u in corpus.utterances if u.utt_id not in bad_files and u.speaker not in bad_spk]
     log.warning("%s: left out %d file(s) and %d speaker(s) (%s=true): %s", name, len(bad_files), len(bad_spk),
                 skip_key(name), "; ".join(f"{len(v)} x {k}" for k, v in found.items()))
-    slim = Corpus(corpus.root, corpus.manifest_path, keep, corpus.resample_dir, corpus.noise_files)
+    slim = Corpus(corpus.root, corpus.manifest_path, keep, corpus.resample_dir, corpus.noise_files,
+                  audio_cache_mb=getattr(corpus, "audio_cache_mb", DEFAULT_AUDIO_CACHE_MB))
     still = problems(slim, eval_splits, train)
     if still:
         raise CorpusError(report(still, name))

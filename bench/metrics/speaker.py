@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.data.pieces import frames_of, segment_of
+
 
 def _roc(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Miss and false-alarm rates at every threshold (sorted descending scores)."""
@@ -119,7 +121,7 @@ def eval_crops(
         pick = rng.permutation(len(utts))[:n_per_speaker]
         for j in sorted(pick.tolist()):
             uid = utts[j]
-            length = len(corpus.audio(uid))
+            length = frames_of(corpus, uid)
             start = int(rng.integers(0, max(1, length - n + 1)))
             ids.append(uid)
             crops.append((start, start + n))
@@ -152,7 +154,7 @@ def speaker_eval(
     embs = []
     for i in range(0, len(ids), batch_size):
         wav = np.stack(
-            [crop_audio(corpus.audio(u), a, b) for u, (a, b) in zip(ids[i : i + batch_size], crops[i : i + batch_size], strict=True)]
+            [segment_of(corpus, u, a, b) for u, (a, b) in zip(ids[i : i + batch_size], crops[i : i + batch_size], strict=True)]
         )
         with torch.no_grad():
             embs.append(torch.as_tensor(embed_fn(torch.from_numpy(wav))).float().cpu())

@@ -13,6 +13,7 @@ from typing import Any
 from bench.cache import config_hash, key_slice
 from bench.config import (
     COMPETING_CONDITIONS,
+    CORPUS_RUNTIME_FIELDS,
     DEFAULT_EVAL_METRICS,
     STREAM_CONDITIONS,
     TEACHER_ADDED_FIELDS,
@@ -96,8 +97,8 @@ def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
 
     s: dict[str, Any] = {
         "v": STAGE_VERSION["eval"],
-        "corpus": cfg.corpus,
-        "test_corpus": cfg.test_corpus if cfg.test_corpus.name else "",
+        "corpus": key_slice(cfg.corpus, skip=CORPUS_RUNTIME_FIELDS),
+        "test_corpus": key_slice(cfg.test_corpus, skip=CORPUS_RUNTIME_FIELDS) if cfg.test_corpus.name else "",
         "mix": cfg.mix,
         "eval": {k: v for k, v in vars(cfg.eval).items() if k not in ("workers", "metrics")},
         "teacher": key_slice(cfg.teacher, TEACHER_ADDED_FIELDS),

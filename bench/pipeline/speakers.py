@@ -17,13 +17,14 @@ def speaker_metrics(stages: Any, teacher: Any, corpus: Any, split: str | None, s
     each student (memoised on ``stages``): EER, minDCF and agreement share them."""
     import torch
 
-    from bench.metrics.speaker import agreement, crop_audio, eval_crops
+    from bench.data.pieces import segment_of
+    from bench.metrics.speaker import agreement, eval_crops
 
     def crops() -> tuple[Any, list[int]]:
         ids, spans, spk = eval_crops(corpus, split, SPK_PER_SPEAKER, SPK_CROP_S, 0)
         if len(set(spk)) < 2:
             raise ValueError(f"speaker metrics need >= 2 speakers in split {split!r}, found {len(set(spk))}")
-        wav = np.stack([crop_audio(corpus.audio(u), a, b) for u, (a, b) in zip(ids, spans, strict=True)])
+        wav = np.stack([segment_of(corpus, u, a, b) for u, (a, b) in zip(ids, spans, strict=True)])
         return torch.from_numpy(wav), spk
 
     device = stages.device

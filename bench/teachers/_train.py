@@ -21,7 +21,8 @@ from torch import nn
 from bench.audio import SR
 from bench.cache import config_hash
 from bench.config import TEACHER_ADDED_FIELDS
-from bench.metrics.speaker import crop_audio, speaker_eval, utt_ids_of
+from bench.data.pieces import frames_of, segment_of
+from bench.metrics.speaker import speaker_eval, utt_ids_of
 from bench.runtime import backward_step
 from bench.teachers import base
 from bench.trainloop import progress_bar, warmup_cosine
@@ -149,9 +150,8 @@ def _crop_batch(corpus: Any, speakers: list[str], utts: dict[str, list[str]], la
     wavs = []
     for k in labels:
         u = utts[speakers[k]][rng.integers(0, len(utts[speakers[k]]))]
-        x = corpus.audio(u)
-        start = int(rng.integers(0, max(1, len(x) - n + 1)))
-        seg = crop_audio(x, start, start + n) * float(10 ** rng.uniform(-0.5, 0.5))
+        start = int(rng.integers(0, max(1, frames_of(corpus, u) - n + 1)))
+        seg = segment_of(corpus, u, start, start + n) * float(10 ** rng.uniform(-0.5, 0.5))
         wavs.append(seg)
     wav = torch.from_numpy(np.stack(wavs))
     return wav + 1e-4 * torch.randn_like(wav)

@@ -42,7 +42,7 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _plain(v) for k, v in sorted(obj.items())}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [v if type(v) is str else _plain(v) for v in obj]  # str leaves: no call (100k-row corpus keys)
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, float) and obj.is_integer():

@@ -29,6 +29,7 @@ from bench.audio import SR
 from bench.cache import Cache, config_hash
 from bench.data import embedded  # noqa: F401  (registers the "embedded" dataset)
 from bench.data.corpus import SPLITS, Corpus, Utterance, assign_splits, read_csv, write_manifest
+from bench.data.fileindex import AudioInfoIndex, Resolver
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg")
 
@@ -40,14 +41,23 @@ def _section(cfg) -> str:
     return "test_corpus" if isinstance(cfg, TestCorpusConfig) else "corpus"
 
 
-def _info(path: Path, cfg, where: str = "") -> tuple[int, float]:
-    """Sample rate and duration of an audio file. One that cannot be read (empty, not audio) is a
-    :class:`~bench.data.validate.CorpusError` naming it (``where``: the manifest row), or with
+def _info(path: Path, cfg, where: str = "", index: AudioInfoIndex | None = None,
+          resolved: str | None = None) -> tuple[int, float]:
+    """Sample rate and duration of an audio file (from ``index`` while the file is unchanged;
+    ``resolved``: its resolved path, the index's key). One that cannot be read (empty, not audio)
+    is a :class:`~bench.data.validate.CorpusError` naming it (``where``: the manifest row), or with
     ``skip_bad`` a duration of 0: validation then leaves it out with the other bad files."""
     import soundfile as sf
 
+    from bench.cache import file_stamp
     from bench.data.validate import CorpusError, skip_key
 
+    key = stamp = None
+    if index is not None:
+        key, stamp = resolved or str(Path(path).resolve()), file_stamp(path)
+        got = index.get(key, stamp)
+        if got is not None:
+            return got[0], got[1] / got[0]
     try:
         i = sf.info(str(path))
     except (RuntimeError, OSError) as exc:  # soundfile's errors are RuntimeErrors
@@ -56,6 +66,8 @@ def _info(path: Path, cfg, where: str = "") -> tuple[int, float]:
         why = "is empty (0 bytes)" if path.stat().st_size == 0 else f"is not readable audio ({exc})"
         raise CorpusError(f"{where}audio file {str(path)!r} {why}; fix or remove it, or set {skip_key(_section(cfg))}=true "
                           "to leave it out") from None
+    if index is not None and key is not None and stamp is not None and i.samplerate > 0:
+        index.put(key, stamp, i.samplerate, i.frames)
     return int(i.samplerate), i.frames / i.samplerate
 
 
@@ -83,9 +95,10 @@ def content_digest(files: list[Path], cache: Cache) -> str:
     except (OSError, json.JSONDecodeError):
         index = {}  # a damaged index only costs re-hashing
     parts, changed = [], False
+    resolve = Resolver()
     for f in files:
         size, mtime, ctime, ino = file_stamp(f)
-        k = str(f.resolve())
+        k = resolve(f)
         rec = index.get(k)
         if isinstance(rec, list) and len(rec) == 5 and rec[:2] == [size, mtime] and rec[3:] == [ctime, ino]:
             digest = rec[2]
@@ -128,14 +141,17 @@ def librispeech(cfg, cache: Cache) -> Corpus:
                 uid, _, txt = line.strip().partition(" ")
                 texts[uid] = txt
     utts = []
+    resolve, index = Resolver(), AudioInfoIndex(cache.root)
     for f in sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTS):
         speaker = f.parent.parent.name
-        sr, dur = _info(f, cfg)
+        real = resolve(f)
+        sr, dur = _info(f, cfg, index=index, resolved=real)
         utts.append(Utterance(
-            utt_id=f.stem, path=str(f.resolve()), speaker=speaker, source="librispeech",
+            utt_id=f.stem, path=real, speaker=speaker, source="librispeech",
             kind="real", licence="CC-BY-4.0 (LibriSpeech)", native_sample_rate=sr,
             duration_s=dur, text=texts.get(f.stem, ""),
         ))
+    index.save()
     return _finish("librispeech", cfg, cache, utts, has_split=False)
 
 
@@ -144,16 +160,19 @@ def voxceleb(cfg, cache: Cache) -> Corpus:
     """VoxCeleb-style corpus: ``<path>/[wav/]id*/<video>/*.wav``."""
     root = _need_path(cfg, "voxceleb")
     utts = []
+    resolve, index = Resolver(), AudioInfoIndex(cache.root)
     for f in sorted(root.rglob("*.wav")):
         spk_dir = f.parent.parent
         if not spk_dir.name.startswith("id"):
             continue
-        sr, dur = _info(f, cfg)
+        real = resolve(f)
+        sr, dur = _info(f, cfg, index=index, resolved=real)
         utts.append(Utterance(
-            utt_id=f"{spk_dir.name}-{f.parent.name}-{f.stem}", path=str(f.resolve()),
+            utt_id=f"{spk_dir.name}-{f.parent.name}-{f.stem}", path=real,
             speaker=spk_dir.name, source="voxceleb", kind="real",
             licence="CC-BY-4.0 (VoxCeleb)", native_sample_rate=sr, duration_s=dur,
         ))
+    index.save()
     if not utts and any(root.rglob("*.m4a")):
         raise ValueError(f"{root} holds .m4a files only; convert them to WAV (e.g. ffmpeg -i x.m4a x.wav)")
     return _finish("voxceleb", cfg, cache, utts, has_split=False)
@@ -187,6 +206,7 @@ def corpus_from_rows(name: str, cfg, cache: Cache, rows: list[ManifestRow]) -> C
     utts = []
     has_split = bool(rows) and all(r.split for r in rows)
     seen: dict[str, int] = {}
+    resolve, index = Resolver(), AudioInfoIndex(cache.root)
     for r in rows:
         p = r.path
         if not p.is_file():
@@ -194,16 +214,18 @@ def corpus_from_rows(name: str, cfg, cache: Cache, rows: list[ManifestRow]) -> C
         split = r.split if has_split else "train"
         if split not in SPLITS:
             raise ValueError(f"{r.where}: split {split!r} not in {SPLITS}")
-        sr, dur = _info(p, cfg, f"{r.where}: ")
+        real = resolve(p)
+        sr, dur = _info(p, cfg, f"{r.where}: ", index, real)
         uid = f"{r.speaker}-{p.stem}"
         seen[uid] = seen.get(uid, 0) + 1
         if seen[uid] > 1:
             uid = f"{uid}-{seen[uid]}"
         utts.append(Utterance(
-            utt_id=uid, path=str(p.resolve()), speaker=str(r.speaker), source="manifest",
+            utt_id=uid, path=real, speaker=str(r.speaker), source="manifest",
             kind="real", licence=r.licence, native_sample_rate=sr, duration_s=dur,
             split=split, text=r.text,
         ))
+    index.save()
     return _finish(name, cfg, cache, utts, has_split=has_split)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,10 +57,13 @@ DUPLICATE = "listed more than once (it could enroll and be the target of one mix
 def duplicates(corpus: Any) -> dict[str, str]:
     """``{utt_id: "utt_id (path, as first_id)"}`` for every utterance whose audio file an utterance
     earlier in id order already lists (the same path, however it is written)."""
-    first: dict[Path, str] = {}
+    from bench.data.fileindex import Resolver
+
+    first: dict[str, str] = {}
     out: dict[str, str] = {}
+    resolve = Resolver()
     for u in corpus.utterances:
-        path = Path(corpus.path_of(u.utt_id)).resolve()
+        path = resolve(corpus.path_of(u.utt_id))
         owner = first.setdefault(path, u.utt_id)
         if owner != u.utt_id:
             out[u.utt_id] = f"{u.utt_id} ({path}, as {owner})"

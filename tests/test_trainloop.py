@@ -75,7 +75,9 @@ def test_added_fields_keep_old_keys_at_their_defaults_and_change_them_otherwise(
     old = {k: v for k, v in vars(d).items() if k not in added}  # what the key hashed before
     assert config_hash(key_slice(d, added)) == config_hash(old)
     for name in added:
-        moved = cls(**{name: getattr(d, name) * 2 + 1})
+        v = getattr(d, name)
+        other = (not v) if isinstance(v, bool) else f"{v}-other" if isinstance(v, str) else v * 2 + 1
+        moved = cls(**{name: other})
         assert config_hash(key_slice(moved, added)) != config_hash(old), name
 
 

@@ -184,7 +184,7 @@ class PSEConfig:
     personalized: bool = True
     injection: str = "join"
     # Budget of the zoo backbones (docs/STATUS.md): 6000 steps of 16 x 1.5 s with a cosine schedule,
-    # validation every 100 steps. Session 6: patience 100 (never reached, so the whole schedule
+    # validation every 100 steps; patience 100 (never reached, so the whole schedule
     # runs) instead of 10, which had stopped the personalized backbone at 3700 steps on a noisy
     # 32-mixture validation: 80 fresh validation mixtures, SI-SDRi +4.20 vs +3.44 dB; 43 min on one
     # core. Too slow for the main job's 30 minutes: they ship in zoo/ (pse.source: zoo)

@@ -1,4 +1,4 @@
-"""Many workers, one grid or sweep, over a real PostgreSQL server on loopback (issue 13).
+"""Many workers, one grid or sweep, over a real PostgreSQL server on loopback.
 
 The server is Debian's ``postgresql`` (``scripts/apt-packages.txt``), started per module in a
 temporary folder on a free port; PostgreSQL refuses to run as root, so as root it runs as the

@@ -1,5 +1,5 @@
 """GPU readiness on a CPU: the step-seeded loader, AMP switches, runtime cache keys, pool start
-methods, the `paper` preset, bench.compare and scripts/gpu-check.sh (issue 14, item 4)."""
+methods, the `paper` preset, bench.compare and scripts/gpu-check.sh."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ def test_keys_are_the_ones_cached_before_the_pipeline_split(tmp_path):
     split into a package (commit a70dda5): cached eval sets, mixture rows and cells stay valid."""
     pipe = _pipe(tmp_path)
     cfg = ExperimentConfig()
-    cfg.pse.seed = 0  # the default then (1 since session 12): the cell key holds the backbone's config
+    cfg.pse.seed = 0  # the default then (1 now): the cell key holds the backbone's config
     want = {"clean": "b82c5a37a4361028", "competing": "30d28cec12c11df6", "voice_change": "3895bb73b06859ca"}
     assert {c: pipe.evalset_key(cfg, c) for c in want} == want
     assert mixture_key(cfg, "corpus-key") == "a7ff76454d013601"

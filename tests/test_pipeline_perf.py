@@ -1,4 +1,4 @@
-"""The pipeline's own costs (issue 14): no repeated teacher passes, batching, MACs counted once."""
+"""The pipeline's own costs: no repeated teacher passes, batching, MACs counted once."""
 
 from __future__ import annotations
 

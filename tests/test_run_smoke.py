@@ -25,7 +25,7 @@ REQUIRED = [
     "role", "rule", "ds_si_sdr_mean", "ds_si_sdr_ci_lo", "ds_si_sdr_ci_hi", "p_d_si_sdr", "p_d_si_sdr_holm",
     "headroom_clean_si_sdr_mean", "late_si_sdr_mean", "late_si_sdri_mean", "traj_cos_mean", "out_cos_mean",
     "late_traj_cos_mean", "d_si_sdr_seed_sd", "n_seeds", "train_corpus", "test_corpus", "pse_source",
-    # timing (issue 14): one stream's real-time factor, compute per block, algorithmic latency
+    # timing: one stream's real-time factor, compute per block, algorithmic latency
     "block_ms_p50", "block_ms_p95", "algo_latency_ms", "batch_rtf", "student_mode",
 ]
 

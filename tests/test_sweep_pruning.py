@@ -1,4 +1,4 @@
-"""Sweep pruning from the student's intermediate validation reports (issue 13)."""
+"""Sweep pruning from the student's intermediate validation reports."""
 
 from __future__ import annotations
 

@@ -585,7 +585,8 @@ def write_leaderboard(pipe: Any, plan: GridPlan, study: Any, job: BoardJob, comm
             "cells": len(plan.ids) - 1, "storage": redact(job.storage), "study": plan.study,
             "finished": sorted(done), "workers": sorted({str(t.user_attrs.get("worker")) for t in done.values()}),
             **common})
-        board = write_board(work, job.name, per_utt, cell_rows, job.n_boot, common, job.argv, job.figures)
+        board = write_board(work, job.name, per_utt, cell_rows, job.n_boot, common, job.argv, job.figures,
+                            shown_as=out)
         placed = place(work, out, len(failures(study)))
     if placed != out:
         print(f"{out} holds a complete leaderboard and is kept; this one, with failed items, is in {placed}",

@@ -241,9 +241,10 @@ def write_tables(out: Path, per_utt: list[pd.DataFrame], cell_rows: list[dict], 
 
 
 def write_board(out: Path, name: str, per_utt: list[pd.DataFrame], cell_rows: list[dict], n_boot: int, common: dict[str, Any],
-                argv: list[str] | None, figures: bool = True) -> pd.DataFrame:
+                argv: list[str] | None, figures: bool = True, shown_as: Path | None = None) -> pd.DataFrame:
     """``leaderboard.csv`` and ``leaderboard.md`` of a run folder, then (with ``figures``) its
-    figures and REPORT.md. Returns the leaderboard."""
+    figures, REPORT.md and report.html (one that cannot be drawn is a warning naming ``shown_as``,
+    the folder the user will find the run in, never a lost run). Returns the leaderboard."""
     import pandas as pd
 
     from bench.cache import atomic_path, atomic_write_text
@@ -254,24 +255,10 @@ def write_board(out: Path, name: str, per_utt: list[pd.DataFrame], cell_rows: li
         board.to_csv(tmp, index=False)
     atomic_write_text(out / "leaderboard.md", _markdown_report(name, board, common, argv))
     if figures:
-        _draw(out)
+        from bench.figures import draw_report
+
+        draw_report(out, shown_as or out)
     return board
-
-
-def _draw(run_dir: Path) -> None:
-    """Figures, REPORT.md and report.html of a run; one that cannot be drawn is a warning, never a
-    lost run."""
-    try:
-        from bench.figures import draw_all
-        from bench.report_html import write_html
-        from bench.report_md import write_report
-
-        draw_all(run_dir)
-        write_report(run_dir)
-        write_html(run_dir)
-    except Exception as exc:  # noqa: BLE001
-        logging.warning("figures failed (%s: %s); redraw with python -m bench.figures --run %s",
-                        type(exc).__name__, exc, run_dir)
 
 
 def _markdown_report(name: str, board: pd.DataFrame, common: dict[str, Any], argv: list[str] | None) -> str:

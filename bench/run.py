@@ -208,7 +208,7 @@ def _run_locked(name: str, cells: list, final: Path, device: str, progress: bool
 
         save_assets(pipe, {k: c.config for k, c in by_key.items()}, out)
     board = write_board(out, name, per_utt, tables["cell_rows"], n_boot or first.eval.n_bootstrap, common, argv,
-                        figures)
+                        figures, shown_as=final)
     placed = place(out, final, len(tables["failures"]))
     return _print_outcome(name, board, len(cells), t0, placed, tables["failures"], kept=final if placed != final else None)
 

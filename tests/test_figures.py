@@ -226,3 +226,18 @@ def test_the_redraw_hint_names_the_folder_the_user_has(tmp_path, caplog, monkeyp
     assert f"report.html failed (OSError: disk full); redraw with python -m bench.figures --run " \
            f"{tmp_path / 'results' / 'smoke'}" in caplog.text
     assert (tmp_path / "REPORT.md").is_file()  # the other parts are still written
+
+
+def test_a_run_draws_its_reports_naming_the_folder_the_results_end_up_in(tmp_path, monkeypatch):
+    from bench import grid, report
+
+    seen = {}
+    monkeypatch.setattr(report, "leaderboard", lambda per, cells, n_boot, seed: _board())
+    monkeypatch.setattr(figures, "draw_report", lambda run_dir, shown_as=None: seen.update(run=run_dir, shown=shown_as))
+    work = tmp_path / ".losses.partial"
+    work.mkdir()
+    common = {"date": "today", "git_commit": "abc", "device": "cpu", "versions": "torch"}
+    grid.write_board(work, "losses", [pd.DataFrame({"x": [1]})], [], 10, common, None, figures=True,
+                     shown_as=tmp_path / "losses")
+    assert seen == {"run": work, "shown": tmp_path / "losses"}
+    assert (work / "leaderboard.csv").is_file()

@@ -33,6 +33,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 import time
@@ -47,7 +48,7 @@ from bench import registry
 from bench.audio import SR
 from bench.cache import atomic_path, config_hash
 from bench.data.steps import STUDENT_TAG, step_batches
-from bench.losses import centre_targets, distill_slice
+from bench.losses import canonical_distill, centre_targets, distill_slice
 from bench.metrics.speaker import agreement, crop_audio, utt_ids_of
 from bench.runtime import autocast, backward_step, grad_scaler
 from bench.students.heads import MappedStudent, fit_affine, fit_orthogonal, restore_map
@@ -241,6 +242,8 @@ def distill_student(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
 def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: Any, device: Any,
                     progress: bool, on_validation: Callable[[int, dict[str, Any]], None] | None = None,
                     ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    # the loss options its loss does not read are at their defaults, as in the key
+    cfg = dataclasses.replace(cfg, distill=canonical_distill(cfg.distill))
     dc = cfg.distill
     device = torch.device(str(device))
     key = distill_key(cfg, corpus, teacher, enhancer, device)
@@ -479,10 +482,11 @@ def _finish(cfg: Any, student: torch.nn.Module, teacher: Any, cache: Any, pool: 
         student = _with_map(cfg, student, teacher.dim, pool, extra["make_inputs"])
         info = {"map": cfg.distill.align if cfg.distill.align != "none" else "restore",
                 "map_size": student.map_size, "val_agreement_loss_space": val_agree}
-        val_agree = _teacher_space(student, val, pool["mean"])["agreement"] if val["have"] else val_agree
+    mech = _teacher_space(student, val, pool["mean"]) if val["have"] else {}
+    if has_map(cfg.distill):
+        val_agree = mech.get("agreement", val_agree)
     with atomic_path(cache.stage_dir(STAGE, key) / "student.pt") as tmp:
         torch.save(clone_state(student), tmp)
-    mech = _teacher_space(student, val, pool["mean"]) if val["have"] else {}
     info = {
         "key": key,
         "steps": state["step"],

@@ -182,3 +182,14 @@ def test_distill_with_an_output_map_stores_and_reloads_it(cache, corpus, extra, 
         assert torch.equal(student(wav), again(wav))
     if map_kind == "restore":  # centred InfoNCE's map puts the train pool's mean back
         assert not torch.equal(again.map.bias, torch.zeros(32))
+
+
+def test_an_option_the_loss_does_not_read_changes_nothing_it_trains(cache, corpus):
+    """centre is a contrastive option: an MSE student with it set is the MSE student (one key, no map)."""
+    from bench.students.heads import MappedStudent
+
+    teacher = FakeTeacher(32)
+    plain, info = distill_student(_cfg(steps=2, loss="mse"), corpus, teacher, cache, progress=False)
+    centred, info2 = distill_student(_cfg(steps=2, loss="mse", centre=True), corpus, teacher, cache, progress=False)
+    assert info2["cached"] and info2["key"] == info["key"]
+    assert not isinstance(centred, MappedStudent) and "map" not in info2

@@ -183,7 +183,7 @@ class PSEConfig:
     size: str = "cpu"
     personalized: bool = True
     injection: str = "join"
-    # Budget of the zoo backbones (docs/STATUS.md): 6000 steps of 16 x 1.5 s with a cosine schedule,
+    # Budget of the zoo backbones (results/lab_notebook.md): 6000 steps of 16 x 1.5 s with a cosine schedule,
     # validation every 100 steps; patience 100 (never reached, so the whole schedule
     # runs) instead of 10, which had stopped the personalized backbone at 3700 steps on a noisy
     # 32-mixture validation: 80 fresh validation mixtures, SI-SDRi +4.20 vs +3.44 dB; 43 min on one
@@ -199,7 +199,7 @@ class PSEConfig:
     # FFT sizes of the magnitude loss (hop = n_fft / 4). [512] alone is the default: [512, 256,
     # 1024] costs about 0.16 s more per CPU step (0.27 s vs 0.11 s, batch 16 x 1.5 s), i.e.
     # 762-795 s vs 558-600 s per backbone; on the main grid static clean SI-SDRi was +2.79 with
-    # three sizes vs +2.57 with one, CIs overlapping (docs/STATUS.md)
+    # three sizes vs +2.57 with one, CIs overlapping (results/lab_notebook.md)
     spec_ffts: list[int] = field(default_factory=lambda: [512])
     # weight of the spectral term against -SI-SDR (dB) in the training loss
     spec_weight: float = 10.0
@@ -216,7 +216,7 @@ class PSEConfig:
     # enrollment (noisy, reverberant, band-limited, competing talker, combined, short), by an
     # interpolation toward another training speaker's embedding (weight U(0, emb_mix_max)), or by
     # the zero vector (the model learns to fall back to non-personalized behaviour). 0 = off.
-    # Defaults chosen by measurement (docs/STATUS.md): mix 0.3 + drop 0.1 made personalization hold
+    # Defaults chosen by measurement (results/lab_notebook.md): mix 0.3 + drop 0.1 made personalization hold
     # on real voices (static - non-personalized on 240 real mixtures: -0.02 [-0.41, 0.34] without,
     # +0.31 [0.03, 0.59] with, 1000 steps each)
     emb_degraded: float = 0.0
@@ -227,7 +227,7 @@ class PSEConfig:
     # enhances the batch (no gradient), the teacher embeds that output, the embedding moves toward
     # it at a rate drawn per example from U(0, refine_alpha_max), and the loss is taken on a second
     # pass with the moved embedding. 0 = off. 0.5 by measurement: with it the teacher refining the
-    # enhanced output went from hurting to helping on channel_change (docs/STATUS.md)
+    # enhanced output went from hurting to helping on channel_change (results/lab_notebook.md)
     refine_train: float = 0.5
     refine_alpha_max: float = 0.5
     # Where the weights come from: ``zoo`` (a checkpoint shipped in ``zoo/`` whose stage key - the
@@ -239,7 +239,7 @@ class PSEConfig:
     # Attenuation limit in dB at inference (bench/pse/limit.py): the output gets
     # 10 ** (-atten_lim_db / 20) of the latency-aligned mixture added back, so no bin of a mask-based
     # backbone is attenuated by more than this; 0 = off. Not part of training (weights unchanged).
-    # 26 chosen on 80 validation mixtures of the default backbone (docs/STATUS.md): SI-SDRi +4.25
+    # 26 chosen on 80 validation mixtures of the default backbone (results/lab_notebook.md): SI-SDRi +4.25
     # (off: +4.20), PESQ-WB +0.091 (+0.103), STOI +0.041 (+0.031) over the mixture; 20 dB and less
     # trade SI-SDR for STOI (10 dB: +3.19, STOI +0.042).
     atten_lim_db: float = 26.0

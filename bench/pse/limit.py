@@ -8,7 +8,7 @@ it trades residual noise for less speech distortion. The weights are untouched (
 trained without it), so the training stage key does not see the setting; evaluation keys do.
 
 The default (26 dB) was chosen on validation mixtures; the measurements that chose it are in
-docs/STATUS.md and the README ("The model zoo").
+results/lab_notebook.md and the README ("The model zoo").
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+READINGS = ("teacher", "student")  # ExperimentConfig.reading
+
 
 class ConfigError(ValueError):
     """A config key or value is invalid; the message names key, value and what is allowed."""
@@ -169,8 +171,13 @@ class DistillConfig:
     centre: bool = False
     coord_weight: float = 0.0
     align: str = "none"
+    # Where a student comes from: `zoo` loads the one shipped in zoo/students/ under the same stage
+    # key (checksum verified; trained here when there is none), `train` always trains it here. Not
+    # in the student's key (a zoo student is the one trained under that key).
+    source: str = "zoo"
 
 
+DISTILL_SOURCES = ("zoo", "train")
 DISTILL_ADDED_FIELDS = ("weight_decay", "warmup_max", "grad_clip", "enh_emb_mix", "centre", "coord_weight", "align")
 DISTILL_ALIGNS = ("none", "affine", "orthogonal")
 
@@ -361,6 +368,12 @@ class ExperimentConfig:
     seed: int = 0
     device: str = "auto"
     cache_dir: str = ""
+    # How the distilled student is used (docs/systems.md, "The two readings"): `teacher` (the
+    # backbone is conditioned on the teacher's embedding and the student's vector is mixed into
+    # it) or `student` (the backbone is trained on the student's own embedding of the enrollment,
+    # and static, shrink, the ceilings and the student's refinement all run in that space; the
+    # teacher is needed at training time only).
+    reading: str = "teacher"
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     test_corpus: TestCorpusConfig = field(default_factory=TestCorpusConfig)
     mix: MixConfig = field(default_factory=MixConfig)
@@ -378,6 +391,10 @@ class ExperimentConfig:
         # config_hash, sweep study names) is what it was before the section existed
         if self.train == TrainConfig():
             del out["train"]
+        if self.reading == "teacher":  # likewise the default reading (it existed before this field)
+            del out["reading"]
+        if self.distill.source == "zoo":  # and where a student comes from, at its default
+            del out["distill"]["source"]
         for section, default in (("corpus", CorpusConfig()), ("test_corpus", TestCorpusConfig())):
             for k in CORPUS_RUNTIME_FIELDS:  # likewise a read-side knob at its default
                 if out[section][k] == getattr(default, k):
@@ -512,6 +529,7 @@ def _validate_data(cfg: ExperimentConfig) -> None:
     from bench import registry
 
     _choice("device", cfg.device, ("auto", "cpu", "cuda"))
+    _choice("reading", cfg.reading, READINGS)
     _choice("corpus.name", cfg.corpus.name, registry.names("dataset"))
     _choice("corpus.size", cfg.corpus.size, ("smoke", "default", "large"))
     _range("corpus.val_speakers", cfg.corpus.val_speakers, 0.0, 0.5, lo_open=True)
@@ -563,6 +581,7 @@ def _validate_models(cfg: ExperimentConfig) -> None:
     _range("distill.enh_emb_mix", cfg.distill.enh_emb_mix, 0.0, 1.0)
     _range("distill.coord_weight", cfg.distill.coord_weight, 0.0, 1e3)
     _choice("distill.align", cfg.distill.align, DISTILL_ALIGNS)
+    _choice("distill.source", cfg.distill.source, DISTILL_SOURCES)
 
 
 def _validate_pse(cfg: ExperimentConfig) -> None:

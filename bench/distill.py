@@ -253,6 +253,8 @@ def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
     np.random.seed(seed)
     torch.manual_seed(seed)
     student = registry.get("student", cfg.student.name)(cfg.student, teacher.dim).to(device)
+    if not cache.is_done(STAGE, key) and getattr(dc, "source", "zoo") == "zoo":
+        _from_zoo(cache, key)
     if cache.is_done(STAGE, key):
         if has_map(dc):
             student = MappedStudent(student, teacher.dim).to(device)
@@ -279,6 +281,24 @@ def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
     extra = {"key": key, "t_start": t_start, "stopped_early": stopped_early, "inputs": inputs,
              "make_inputs": make_inputs}
     return _finish(cfg, student, teacher, cache, pool, val, run, extra)
+
+
+def _from_zoo(cache: Any, key: str) -> bool:
+    """Put the student shipped in ``zoo/students/`` under ``key`` into the cache as if trained here
+    (its info says where it came from); False when the zoo has none. A damaged file is an error."""
+    import shutil
+
+    from bench import zoo
+
+    rec = zoo.find_student(key)
+    if rec is None:
+        return False
+    src = zoo.student_file(rec)
+    with atomic_path(cache.stage_dir(STAGE, key) / "student.pt") as tmp:
+        shutil.copyfile(src, tmp)
+    info = {**rec.get("info", {}), "source": f"zoo:{rec['sha256'][:16]}", "zoo_entry": rec["name"]}
+    cache.mark_done(STAGE, key, info)
+    return True
 
 
 def has_map(dc: Any) -> bool:
@@ -499,6 +519,7 @@ def _finish(cfg: Any, student: torch.nn.Module, teacher: Any, cache: Any, pool: 
         "val_mean_cos_teacher": mech.get("mean_cos_teacher", float("nan")),
         "params": params,
         **info,
+        "source": "trained",
         "teacher": teacher.identity,
         "loss": cfg.distill.loss,
         "inputs": extra["inputs"],

@@ -44,12 +44,14 @@ def _variant(cfg: ExperimentConfig, name: str) -> ExperimentConfig:
 
 def with_baselines(cells: list[Cell]) -> list[Cell]:
     """Add what every personalized cell is compared with, when the grid lacks it: the baseline
-    (``static``) and the fixed references (``oracle_clean``, ``oracle_enroll_clean``) once, and
+    (``static``) and the fixed references (``oracle_clean``, ``oracle_enroll_clean``) once (for a
+    cell of the student-space reading: in its space, and the teacher space's static), and
     for every refining cell its ``control`` (``shrink``) and ``ceiling`` (``oracle_target``) with
     the same rate, rule, block, context and gate."""
     from bench.cache import config_hash
     from bench.config import Cell
     from bench.pipeline import eval_slice
+    from bench.readings import student_reading
     from bench.refine import names_with_role, refiner_class
 
     have = {config_hash(eval_slice(c.config)) for c in cells}
@@ -68,6 +70,8 @@ def with_baselines(cells: list[Cell]) -> list[Cell]:
             continue
         for name in fixed:
             add(_variant(c.config, name), name)
+        if student_reading(c.config):  # what a student-space cell is also compared with
+            add(_variant(replace(c.config, reading="teacher"), fixed[0]), fixed[0])
         cls = refiner_class(c.config.refine.name)
         if cls.role == "system" and cls.updates_embedding and c.config.refine.alpha > 0:
             for name in matched:
@@ -80,12 +84,14 @@ def describe(cfg: ExperimentConfig) -> str:
     from bench.cache import config_hash
     from bench.losses import loss_options
     from bench.pse.train import training_slice
+    from bench.readings import student_reading
     from bench.refine import system_name, updates_embedding, uses_student
 
     parts = [f"system={system_name(cfg)}", f"teacher={cfg.teacher.name}/{cfg.teacher.source}",
              f"backbone={cfg.pse.name}/{cfg.pse.size}#{config_hash(training_slice(cfg.pse), length=6)}"]
-    if uses_student(cfg):
+    if uses_student(cfg) or student_reading(cfg):
         opts = loss_options(cfg.distill.loss)
+        parts += ["reading=student"] if student_reading(cfg) else []
         parts += [f"loss={cfg.distill.loss}"] + ([f"tau={cfg.distill.tau}"] if "tau" in opts else [])
         parts += [f"seed={cfg.seed}", f"inputs={'+'.join(cfg.distill.inputs)}", f"steps={cfg.distill.steps}"]
         if cfg.distill.centre and "centre" in opts:
@@ -113,9 +119,11 @@ def describe(cfg: ExperimentConfig) -> str:
 def cell_row(cfg: ExperimentConfig, cell_id: str, info: dict[str, Any], links: dict[str, str], common: dict[str, Any]) -> dict:
     from bench.cache import config_hash
     from bench.losses import loss_options
+    from bench.readings import student_reading
     from bench.refine import refiner_class, system_name, updates_embedding, uses_student
 
-    stu = uses_student(cfg)
+    # a student-reading cell's loss columns name the student whose space it runs in
+    stu = uses_student(cfg) or student_reading(cfg)
     refining = updates_embedding(cfg)
     cls = refiner_class(cfg.refine.name) if cfg.pse.personalized else None
     return {
@@ -126,6 +134,9 @@ def cell_row(cfg: ExperimentConfig, cell_id: str, info: dict[str, Any], links: d
         "teacher": cfg.teacher.name,
         "teacher_source": cfg.teacher.source,
         "teacher_weights": info.get("teacher_weights", ""),
+        # which space the backbone is conditioned in (teacher: the teacher's; student: the
+        # student's own, the teacher then needed at training time only)
+        "reading": cfg.reading if cfg.pse.personalized else "",
         "loss": cfg.distill.loss if stu else "",
         "tau": cfg.distill.tau if stu and "tau" in loss_options(cfg.distill.loss) else float("nan"),
         "centre": bool(cfg.distill.centre) if stu and "centre" in loss_options(cfg.distill.loss) else "",
@@ -143,6 +154,8 @@ def cell_row(cfg: ExperimentConfig, cell_id: str, info: dict[str, Any], links: d
         "seed": cfg.seed if stu else "",
         "student_inputs": "+".join(cfg.distill.inputs) if stu else "",
         "distill_steps": cfg.distill.steps if stu else float("nan"),
+        # trained (here) or zoo:<sha256 prefix> (shipped in zoo/students/); "" without a student
+        "student_source": (info.get("student_train") or {}).get("source", "trained") if uses_student(cfg) else "",
         # distill.enh_emb_mix: enhanced training inputs made under a drifted embedding (NaN: none)
         "enh_emb_mix": cfg.distill.enh_emb_mix if stu and "enhanced" in cfg.distill.inputs else float("nan"),
         "pse": f"{cfg.pse.name}/{cfg.pse.size}",
@@ -187,6 +200,7 @@ def cell_links(cfg: ExperimentConfig, by_key: dict[str, Any]) -> dict[str, str]:
     ``bench.report.leaderboard``); "" where the grid has no such cell."""
     from bench.cache import config_hash
     from bench.pipeline import eval_slice
+    from bench.readings import student_reading
     from bench.refine import baseline_name, names_with_role, reference_name, refiner_class
 
     def match(c: ExperimentConfig, refine_name: str) -> str:
@@ -195,7 +209,8 @@ def cell_links(cfg: ExperimentConfig, by_key: dict[str, Any]) -> dict[str, str]:
 
     if not cfg.pse.personalized:  # compared with the static personalized backbone it pairs with
         cfg = replace(cfg, pse=replace(cfg.pse, personalized=True))
-        return {"static_id": match(cfg, baseline_name()), "control_id": "", "upper_id": "", "clean_id": ""}
+        return {"static_id": match(cfg, baseline_name()), "control_id": "", "upper_id": "", "clean_id": "",
+                "teacher_static_id": ""}
     cls = refiner_class(cfg.refine.name)
     matched = cls.updates_embedding and cfg.refine.alpha > 0
     first = {role: (names_with_role(role) or [""])[0] for role in ("control", "ceiling")}
@@ -204,12 +219,14 @@ def cell_links(cfg: ExperimentConfig, by_key: dict[str, Any]) -> dict[str, str]:
         "control_id": match(cfg, first["control"]) if matched and first["control"] else "",
         "upper_id": match(cfg, first["ceiling"]) if matched and first["ceiling"] else "",
         "clean_id": match(cfg, reference_name("clean_target")) if reference_name("clean_target") else "",
+        # a student-space cell is also compared with the teacher space's static on the same mixtures
+        "teacher_static_id": match(replace(cfg, reading="teacher"), baseline_name()) if student_reading(cfg) else "",
     }
 
 
 def mixture_cell_row(common: dict[str, Any]) -> dict[str, Any]:
     """The ``cells.csv`` row of the unprocessed mixture (cell id ``mixture``)."""
-    return {"cell_id": "mixture", "static_id": "", "upper_id": "", "control_id": "", "clean_id": "",
+    return {"cell_id": "mixture", "static_id": "", "upper_id": "", "control_id": "", "clean_id": "", "teacher_static_id": "",
             "system": "mixture", "role": "input", "teacher": "", "teacher_source": "", "loss": "",
             "alpha": float("nan"), **common}
 
@@ -334,6 +351,7 @@ def prefetch(pipe: Pipeline, cells: list[Cell], workers: int, progress: bool = T
 
     from bench.distill import distill_key, warm_targets
     from bench.pse.train import stage_key
+    from bench.readings import student_reading
     from bench.refine import uses_student
 
     if workers <= 1:
@@ -347,7 +365,7 @@ def prefetch(pipe: Pipeline, cells: list[Cell], workers: int, progress: bool = T
         k = stage_key(cfg, corpus, teacher, pipe.device)
         if not pipe.cache.is_done("pse", k):
             pse_jobs.setdefault(k, cfg)
-        if uses_student(cfg):
+        if uses_student(cfg) and not student_reading(cfg):  # a student-reading cell's was distilled above
             # The enhancer's identity is the backbone's key; distill_key reads it off this stub.
             stub = type("E", (), {"identity": k})()
             sk = distill_key(cfg, corpus, teacher, stub if "enhanced" in cfg.distill.inputs else None, pipe.device)

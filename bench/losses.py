@@ -141,8 +141,9 @@ def canonical_distill(dc: Any) -> Any:
 
 def distill_slice(dc: Any) -> dict[str, Any]:
     """The distillation settings in a student's cache key: :func:`canonical_distill`, without the
-    fields added later that are at their defaults (so keys made before them hold)."""
-    return key_slice(canonical_distill(dc), DISTILL_ADDED_FIELDS)
+    fields added later that are at their defaults (so keys made before them hold), and without
+    ``source`` (how the student is had, not what it is)."""
+    return key_slice(canonical_distill(dc), DISTILL_ADDED_FIELDS, skip=("source",))
 
 
 def variant_label(dc: Any) -> str:

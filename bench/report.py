@@ -79,7 +79,8 @@ def versions() -> str:
 
 
 # cells.csv columns that point at another cell (not copied into leaderboard rows)
-LINK_COLS = ("static_id", "upper_id", "control_id", "clean_id")
+# teacher_static_id: for a cell of the student-space reading, the teacher space's static baseline
+LINK_COLS = ("static_id", "upper_id", "control_id", "clean_id", "teacher_static_id")
 
 
 def _stats(prefix: str, x: np.ndarray, n_boot: int, seed: int, clusters: np.ndarray | None = None) -> dict[str, float]:
@@ -144,6 +145,7 @@ def leaderboard(per_utt: pd.DataFrame, cells: pd.DataFrame, n_boot: int = 1000, 
         One row per (cell, condition) plus a pooled ``all`` condition per cell: mean and 95 %
         bootstrap CI of every metric; ``d_<m>`` (vs static) and ``ds_<m>`` (vs shrink) paired
         differences with CI and Wilcoxon p-value, Holm-corrected across the grid's comparisons
+        (and ``dt_<m>``, vs the teacher space's static, for cells of the student-space reading)
         (``p_d_<m>_holm``); ``headroom_si_sdr`` (ceiling - static) and ``recovered_frac``;
         ``headroom_clean_si_sdr`` (oracle_clean - static); the spread between training seeds.
         The pooled row resamples whole test mixtures across conditions.
@@ -189,6 +191,8 @@ def _row(cell: pd.Series, columns: Any, cond: str, sub: pd.DataFrame, links: dic
         _delta_block(row, "d", sub, st, DELTA_METRICS, n_boot, seed, pooled)
     if ctl is not None and cid != cell.get("control_id"):
         _delta_block(row, "ds", sub, ctl, SHRINK_METRICS, n_boot, seed, pooled)
+    if links.get("teacher_static_id") is not None:  # across the readings, on the same mixtures
+        _delta_block(row, "dt", sub, links["teacher_static_id"], SHRINK_METRICS, n_boot, seed, pooled)
     if st is not None and clean is not None:
         head, cl = _paired(clean, st, "si_sdr")
         row.update(_stats("headroom_clean_si_sdr", head, n_boot, seed, cl if pooled else None))

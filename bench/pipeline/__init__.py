@@ -39,6 +39,7 @@ from bench.pipeline.keys import (
     n_items,
 )
 from bench.pipeline.stages import Stages
+from bench.readings import space_label, student_reading, teacher_reading
 from bench.refine import updates_embedding
 from bench.runtime import key_extras
 
@@ -77,7 +78,20 @@ class Pipeline:
         return self.stages.corpus(cfg.corpus, splits)
 
     def teacher(self, cfg: ExperimentConfig) -> Any:
-        return self.stages.teacher(cfg.teacher, self.corpus(cfg))
+        """The encoder the cell's backbone is conditioned on: the teacher, or with ``reading:
+        student`` (personalized cells) the distilled student standing in for it
+        (:class:`bench.pipeline.space.StudentSpaceTeacher`)."""
+        real = self.stages.teacher(cfg.teacher, self.corpus(cfg))
+        if not student_reading(cfg):
+            return real
+        from bench.distill import distill_key
+        from bench.pipeline.space import StudentSpaceTeacher
+
+        tcfg = teacher_reading(cfg)
+        student, _ = self.student(tcfg)
+        key = distill_key(tcfg, self.corpus(cfg), real, self._enhancer(tcfg), self.device)
+        return self.stages.memoised("space", key, lambda: StudentSpaceTeacher(
+            student, real, key, space_label(cfg).removeprefix("student-space-")))
 
     def test_corpus(self, cfg: ExperimentConfig) -> Any:
         """The corpus the evaluation mixtures come from: ``test_corpus`` when one is named
@@ -98,13 +112,18 @@ class Pipeline:
         return self.stages.pse(cfg, self.corpus(cfg), self.teacher(cfg))
 
     def student(self, cfg: ExperimentConfig) -> tuple[Any, dict[str, Any]]:
-        teacher = self.teacher(cfg)
-        corpus = self.corpus(cfg)
-        enhancer = None
-        if "enhanced" in cfg.distill.inputs:
-            pse_model, _ = self.pse(cfg)
-            enhancer = _Enhancer(pse_model, backbone_key(cfg, corpus, teacher, self.device))
-        return self.stages.student(cfg, corpus, teacher, enhancer)
+        """The distilled student: distilled from the teacher (with enhanced inputs from the
+        teacher-space backbone) in both readings, so a student-reading cell refines with the very
+        student its backbone is conditioned on."""
+        cfg = teacher_reading(cfg)
+        return self.stages.student(cfg, self.corpus(cfg), self.teacher(cfg), self._enhancer(cfg))
+
+    def _enhancer(self, cfg: ExperimentConfig) -> Any:
+        """The backbone a student learning from enhanced speech gets it from (None otherwise)."""
+        if "enhanced" not in cfg.distill.inputs:
+            return None
+        pse_model, _ = self.pse(cfg)
+        return _Enhancer(pse_model, backbone_key(cfg, self.corpus(cfg), self.teacher(cfg), self.device))
 
     def weights_identity(self, cfg: ExperimentConfig) -> str:
         """What the backbone's weights are, for cache keys (see :meth:`Stages.weights_identity`)."""

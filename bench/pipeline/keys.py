@@ -23,6 +23,7 @@ from bench.config import (
     canonical_metrics,
 )
 from bench.losses import distill_slice
+from bench.readings import student_reading
 from bench.refine import updates_embedding, uses_student
 
 # The evaluation mixtures do not depend on the cell's seed: every system and seed is scored on
@@ -111,10 +112,12 @@ def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
         s["pse_atten_lim_db"] = cfg.pse.atten_lim_db
     if cfg.pse.personalized:
         s["refine"] = refine_slice(cfg) if updates_embedding(cfg) else {"name": cfg.refine.name}
-    if uses_student(cfg):
+    if uses_student(cfg) or student_reading(cfg):
         s["student"] = cfg.student
         s["distill"] = distill_slice(cfg.distill)
         s["seed"] = cfg.seed
+    if student_reading(cfg):  # absent in the teacher reading so that older keys hold
+        s["reading"] = "student"
     return s
 
 

@@ -146,6 +146,11 @@ def system_name(cfg: Any) -> str:
     """Leaderboard system label of a cell (``nonpersonalized`` for a backbone without embedding)."""
     if not cfg.pse.personalized:
         return "nonpersonalized"
+    from bench.readings import space_label, student_reading
+
+    if student_reading(cfg):  # e.g. static@student-space-contrastive, student@student-space-mse
+        cls = refiner_class(cfg.refine.name)
+        return f"{'student' if cls.uses_student else cls.label(cfg)}@{space_label(cfg)}"
     return refiner_class(cfg.refine.name).label(cfg)
 
 

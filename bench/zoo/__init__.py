@@ -139,9 +139,14 @@ def load_local(path: str | Path) -> dict[str, Any]:
 
 def entry_name(cfg: Any, key: str = "") -> str:
     """File stem of a backbone's zoo entry:
-    ``<pse>-<size>-<teacher>-<personalized|nonpersonalized>[-<first 8 of the stage key>]``."""
+    ``<pse>-<size>-<teacher>[-student-space-<loss>]-<personalized|nonpersonalized>[-<first 8 of the
+    stage key>]`` (the middle part for a backbone conditioned on a student's embedding)."""
     kind = "personalized" if cfg.pse.personalized else "nonpersonalized"
     teacher = cfg.teacher.name if cfg.pse.personalized else "none"
+    if cfg.pse.personalized and getattr(cfg, "reading", "teacher") == "student":
+        from bench.readings import space_label
+
+        teacher += "-" + space_label(cfg)  # e.g. ge2e-student-space-contrastive
     return f"{cfg.pse.name}-{cfg.pse.size}-{teacher}-{kind}" + (f"-{key[:8]}" if key else "")
 
 
@@ -175,3 +180,37 @@ def plan_build(keys: dict[str, str], zoo_dir: str | Path | None = None,
         skipped[name] = (f"in the zoo as {rec['file']} (sha256 {rec['sha256'][:16]}, {rec['steps']} steps, "
                          f"commit {rec['commit']}); --force retrains it")
     return todo, skipped
+
+
+# --------------------------------------------------------------------------- students
+STUDENTS = "students"  # zoo/students/<name>.pt + <name>.json, by the student's stage key
+
+
+def student_entries(zoo_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """Provenance records of the shipped students (``zoo/students/``), by student stage key
+    (:func:`bench.distill.distill_key`)."""
+    return entries(folder(zoo_dir) / STUDENTS)
+
+
+def find_student(key: str, zoo_dir: str | Path | None = None) -> dict[str, Any] | None:
+    """The shipped student made under stage key ``key`` (None when there is none)."""
+    return student_entries(zoo_dir).get(key)
+
+
+def student_file(rec: dict[str, Any]) -> Path:
+    """The verified ``.pt`` of student entry ``rec`` (ZooError naming it when missing or damaged)."""
+    path = Path(rec["_meta_path"]).parent / rec["file"]
+    if not path.is_file():
+        raise ZooError(f"zoo file {path} is missing (entry {rec['_meta_path']})")
+    got = sha256(path)
+    if got != rec["sha256"]:
+        raise ZooError(f"zoo file {path} is damaged: sha256 {got[:16]}... != {rec['sha256'][:16]}... recorded; "
+                       f"rebuild it with `python -m bench.zoo add-students` or set distill.source=train")
+    return path
+
+
+def student_name(cfg: Any, key: str) -> str:
+    """File stem of a student's zoo entry, e.g. ``tiny-contrastive-ge2e-92a1ada9``."""
+    from bench.losses import variant_label
+
+    return f"{cfg.student.name}-{cfg.distill.loss}{variant_label(cfg.distill)}-{cfg.teacher.name}-{key[:8]}"

@@ -10,7 +10,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.zoo import ZooError, entries, entry_name, folder, load_state, plan_build, sha256
+from bench.zoo import (
+    STUDENTS,
+    ZooError,
+    entries,
+    entry_name,
+    folder,
+    load_state,
+    plan_build,
+    sha256,
+    student_entries,
+    student_file,
+    student_name,
+)
 
 
 def add(name: str, state_path: str | Path, info: dict[str, Any], cfg: Any, corpus: Any, teacher: Any,
@@ -114,12 +126,85 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_students(args: argparse.Namespace) -> int:
+    """Ship the students a grid's cells use (trained here when the cache lacks them) in
+    ``zoo/students/``; an entry already there under the same key with an intact checksum is kept
+    unless ``--force``."""
+    import shutil
+
+    from bench.cache import Cache, atomic_write_json, default_root
+    from bench.config import ConfigError, Grid
+    from bench.distill import STAGE, distill_key
+    from bench.harness import set_threads
+    from bench.losses import distill_slice
+    from bench.pipeline import Pipeline
+    from bench.readings import student_reading, teacher_reading
+    from bench.refine import uses_student
+    from bench.report import git_commit, now
+
+    try:
+        cells = Grid.load(args.grid, overrides=args.overrides).cells()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    set_threads()
+    have = student_entries(args.zoo_dir)
+    d = folder(args.zoo_dir) / STUDENTS
+    pipe, done = None, set()
+    for c in cells:
+        if not (uses_student(c.config) or student_reading(c.config)):
+            continue
+        cfg = teacher_reading(c.config)
+        pipe = pipe or Pipeline(Cache(default_root(cfg.cache_dir)), device="cpu", progress=not args.no_progress)
+        corpus, teacher = pipe.corpus(cfg), pipe.teacher(cfg)
+        key = distill_key(cfg, corpus, teacher, pipe._enhancer(cfg), pipe.device)
+        if key in done:
+            continue
+        done.add(key)
+        name = student_name(cfg, key)
+        if key in have and not args.force:
+            try:
+                student_file(have[key])
+                print(f"{name}: skipped, in the zoo as {have[key]['file']}; --force rewrites it")
+                continue
+            except ZooError as exc:
+                print(f"{name}: {exc}; writing it again")
+        _, info = pipe.student(cfg)
+        d.mkdir(parents=True, exist_ok=True)
+        dst = d / f"{name}.pt"
+        shutil.copyfile(pipe.cache.stage_dir(STAGE, key) / "student.pt", dst)
+        keep = ("steps", "best_step", "stopped_early", "wall_s", "val_loss", "val_agreement", "val_mean_cos_student",
+                "val_mean_cos_teacher", "params", "map", "map_size", "val_agreement_loss_space", "teacher", "loss",
+                "inputs", "n_train_windows", "n_val_windows")
+        rec = {"name": name, "file": dst.name, "sha256": sha256(dst), "bytes": dst.stat().st_size, "stage_key": key,
+               "student": vars(cfg.student), "distill": distill_slice(cfg.distill), "seed": cfg.seed,
+               "teacher": teacher.identity, "teacher_weights": teacher.weights_origin,
+               "corpus": {"name": cfg.corpus.name, "size": cfg.corpus.size, "seed": cfg.corpus.seed, "key": corpus.key},
+               "info": {k: info[k] for k in keep if k in info}, "trained_by": info.get("source", "trained"),
+               "commit": git_commit(), "command": " ".join(["python -m bench.zoo", *args.argv]), "date": now()}
+        atomic_write_json(d / f"{name}.json", rec)
+        print(f"{name}: {info.get('steps')} steps, {float(info.get('wall_s') or 0):.0f} s of training, "
+              f"sha256 {rec['sha256'][:16]}")
+    if pipe is None:
+        print(f"error: no cell of {args.grid} uses a student", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     bad = 0
     for rec in entries(args.zoo_dir).values():
         try:
             load_state(rec, args.zoo_dir)
             print(f"ok   {rec['file']} {rec['sha256'][:16]} ({rec['steps']} steps, commit {rec['commit']})")
+        except ZooError as exc:
+            bad += 1
+            print(f"FAIL {exc}")
+    for rec in student_entries(args.zoo_dir).values():
+        try:
+            student_file(rec)
+            print(f"ok   {STUDENTS}/{rec['file']} {rec['sha256'][:16]} ({rec['info'].get('steps')} steps, "
+                  f"commit {rec['commit']})")
         except ZooError as exc:
             bad += 1
             print(f"FAIL {exc}")
@@ -131,6 +216,10 @@ def _list(args: argparse.Namespace) -> int:
         print(f"{rec['file']}: key {key}, {rec['params']} params, {rec['steps']} steps in {rec['train_wall_s']:.0f} s, "
               f"val SI-SDRi {rec['best_val_si_sdri']:.2f} dB, corpus {rec['corpus']['content_sha256'][:12]}, "
               f"teacher {rec['teacher_weights'] or rec['teacher']}")
+    for key, rec in student_entries(args.zoo_dir).items():
+        i = rec.get("info", {})
+        print(f"{STUDENTS}/{rec['file']}: key {key}, {i.get('params')} params, {i.get('steps')} steps, "
+              f"val agreement {float(i.get('val_agreement', float('nan'))):.3f}, teacher {rec['teacher']}")
     return 0
 
 
@@ -143,13 +232,19 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--no-progress", action="store_true")
     b.add_argument("--force", action="store_true",
                    help="retrain every backbone, also those the zoo already holds with an intact checksum")
+    a = sub.add_parser("add-students", help="ship the students a grid uses in zoo/students/")
+    a.add_argument("--grid", default="ablations/losses.yaml")
+    a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    a.add_argument("--no-progress", action="store_true")
+    a.add_argument("--force", action="store_true", help="rewrite entries the zoo already holds intact")
+    a.add_argument("--zoo-dir", default=None)
     for name in ("verify", "list"):
         sub.add_parser(name).add_argument("--zoo-dir", default=None)
     b.add_argument("--zoo-dir", default=None)
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded as the entry's command
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return {"build": _build, "verify": _verify, "list": _list}[args.cmd](args)
+    return {"build": _build, "add-students": _add_students, "verify": _verify, "list": _list}[args.cmd](args)
 
 
 if __name__ == "__main__":

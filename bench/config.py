@@ -336,6 +336,10 @@ class EvalConfig:
     # this says. Enters the eval key only when its set differs from the default's
     # (bench.pipeline.keys), so results cached before it keep their keys
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_EVAL_METRICS))
+    # PESQ / STOI / ESTOI / DNSMOS on the first `quality_n` items of each condition only (their
+    # draw order is random), SI-SDR on all of them: a large significance test whose slow metrics
+    # stay affordable. 0 = every item. In the eval key only when set (older keys hold).
+    quality_n: int = 0
 
 
 @dataclass
@@ -646,6 +650,7 @@ def _validate_eval(cfg: ExperimentConfig) -> None:
         raise ConfigError("eval.split='all' scores every speaker of the test corpus, so it needs a corpus "
                           "that trained nothing: set test_corpus.name (and test_corpus.path)")
     _range("eval.n_test", cfg.eval.n_test, 1, 10**6)
+    _range("eval.quality_n", cfg.eval.quality_n, 0, 10**6)
     _range("eval.n_stream", cfg.eval.n_stream, 1, 10**6)
     _range("eval.n_val", cfg.eval.n_val, 1, 10**6)
     if not cfg.eval.conditions:

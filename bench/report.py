@@ -33,6 +33,8 @@ METRICS = ("si_sdr", "si_sdri", "pesq", "stoi", "estoi", *MOS_METRICS, "out_cos"
            "late_si_sdr", "late_si_sdri", "late_pesq", "late_stoi", "late_traj_cos")
 DELTA_METRICS = ("si_sdr", "pesq", "stoi", "estoi", *MOS_METRICS, "late_si_sdr", "traj_cos", "late_traj_cos")
 SHRINK_METRICS = ("si_sdr", "late_si_sdr")
+# the slow metrics eval.quality_n can restrict to a subset: their rows carry <metric>_n
+SUBSET_METRICS = ("pesq", "stoi", "estoi", *MOS_METRICS)
 PACKAGES = ("torch", "numpy", "pesq", "pystoi", "speechmos", "onnxruntime", "fvcore", "resemblyzer",
             "speechbrain", "nemo_toolkit", "transformers", "optuna")
 
@@ -185,6 +187,8 @@ def _row(cell: pd.Series, columns: Any, cond: str, sub: pd.DataFrame, links: dic
         row.update(_stats(m, sub[m].to_numpy(), n_boot, seed, clusters))
         fail_col = f"{m}_failed"
         row[f"{m}_failures"] = int(sub[fail_col].sum()) if fail_col in sub else int(sub[m].isna().sum())
+        if m in SUBSET_METRICS:  # how many items it was scored on (eval.quality_n: a subset)
+            row[f"{m}_n"] = int(np.isfinite(sub[m].to_numpy(dtype=np.float64)).sum())
     cid = cell["cell_id"]
     st, ctl, up, clean = links["static_id"], links["control_id"], links["upper_id"], links["clean_id"]
     if st is not None and cid != cell.get("static_id"):

@@ -20,10 +20,12 @@ Conventions:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import sys
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -85,6 +87,10 @@ class Selection:
     def columns(self) -> tuple[str, ...]:
         """Every metric column of :func:`evaluate_utterances` with this selection."""
         return METRICS + self.mos_columns()
+
+    def any_slow(self) -> bool:
+        """Whether anything besides SI-SDR(i) is computed."""
+        return self.pesq or self.stoi or self.estoi or self.dnsmos or self.pdnsmos
 
     def computed(self, column: str) -> bool:
         """Whether ``column`` is computed (a NaN in it is then a failure)."""
@@ -271,11 +277,13 @@ def _pool_works(ctx: Any) -> bool:
 
 
 def _pooled(items: Sequence[tuple[Any, Any, Any]], workers: int, which: Selection, sr: int,
-            mp_context: str | None, slow: dict[int, dict[str, float]]) -> None:
-    """The slow metrics of :func:`evaluate_utterances` in worker processes, into ``slow``."""
+            mp_context: str | None, slow: dict[int, dict[str, float]], indices: list[int] | None = None) -> None:
+    """The slow metrics of :func:`evaluate_utterances` of ``items[indices]`` (all by default) in
+    worker processes, into ``slow``."""
     import multiprocessing as mp
 
-    n = len(items)
+    todo = list(range(len(items))) if indices is None else list(indices)
+    n = len(todo)
     if mp_context is None:  # fork, or spawn once CUDA is live here (bench.runtime)
         mp_context = pool_start_method()
     ctx = mp.get_context(mp_context)
@@ -286,7 +294,7 @@ def _pooled(items: Sequence[tuple[Any, Any, Any]], workers: int, which: Selectio
                 __import__(mod)
             except Exception:  # noqa: BLE001 - the worker reports the failure as NaN
                 pass
-    lost = _run_pool(items, list(range(n)), sr, which, min(workers, n), ctx, slow)
+    lost = _run_pool(items, todo, sr, which, min(workers, n), ctx, slow)
     if lost and len(lost) == n and not _pool_works(ctx):
         warnings.warn(
             f"evaluate_utterances: a {mp_context!r} process pool cannot run here; "
@@ -317,8 +325,15 @@ def evaluate_utterances(
     stoi: bool = True,
     dnsmos: bool = False,
     pdnsmos: bool = False,
+    subset: Sequence[bool] | None = None,
 ) -> pd.DataFrame:
     """Evaluate ``items`` = ``[(est, ref, mix), ...]`` (1-D numpy arrays) into a DataFrame.
+
+    ``subset`` (one bool per item): compute the slow metrics (PESQ, STOI, ESTOI, DNSMOS) of those
+    items only; the others get NaN with their failure flags unset (not computed, not failed).
+    SI-SDR(i) covers every item. An item whose estimate and reference are bit for bit those of one
+    scored before in this process (another cell with the same output: ``alpha = 0``, a refiner
+    that never moved) takes the slow metrics computed then (:data:`SLOW_MEMO`), not recomputed.
 
     One row per item, in order, with columns ``si_sdr, si_sdri, pesq, stoi, estoi`` and a boolean
     ``<metric>_failed`` per metric. A metric that cannot be computed is NaN with its flag set; with
@@ -350,24 +365,62 @@ def evaluate_utterances(
         for est, ref, mix in items:
             rows.append({"si_sdr": si_sdr(est, ref), "si_sdri": si_sdri(est, ref, mix)})
 
+    if subset is not None and len(subset) != n:
+        raise ValueError(f"subset has {len(subset)} flags for {n} items")
+    wanted = [i for i in range(n) if subset is None or subset[i]]
     slow: dict[int, dict[str, float]] = {}
-    if n and workers <= 1:
+    digests = {i: _item_digest(items[i], sr, which) for i in wanted} if which.any_slow() else {}
+    for i, d in digests.items():
+        if d in SLOW_MEMO:
+            slow[i] = dict(SLOW_MEMO[d])
+            SLOW_MEMO.move_to_end(d)
+    todo = [i for i in wanted if i not in slow] if which.any_slow() else []
+    if todo and workers <= 1:
         with threadpool_limits(1, user_api="blas"):
-            for i, (est, ref, _) in enumerate(items):
+            for i in todo:
                 try:
-                    slow[i] = _slow_metrics(est, ref, sr, which)
+                    slow[i] = _slow_metrics(items[i][0], items[i][1], sr, which)
                 except Exception:  # noqa: BLE001
                     slow[i] = _nan_slow(which)
-    elif n:
-        _pooled(items, workers, which, sr, mp_context, slow)
+    elif todo:
+        _pooled(items, workers, which, sr, mp_context, slow, todo)
+    for i in todo:
+        if i in slow:
+            _remember(digests[i], slow[i])
 
     for i, row in enumerate(rows):
         row.update(slow.get(i, _nan_slow(which)))
     columns = which.columns()
     df = pd.DataFrame(rows, columns=list(columns))
+    scored = np.zeros(n, dtype=bool)
+    scored[wanted] = True
     for m in columns:
         failed = ~np.isfinite(df[m].to_numpy(dtype=np.float64))
         if not which.computed(m):
             failed = np.zeros(n, dtype=bool)
+        elif m not in ("si_sdr", "si_sdri"):
+            failed &= scored  # outside the subset: not computed, not failed
         df[f"{m}_failed"] = failed
     return df
+
+
+# Slow metrics already computed in this process, by a digest of (estimate, reference, sample
+# rate, metric selection); bounded (least recently used out first).
+SLOW_MEMO: OrderedDict[str, dict[str, float]] = OrderedDict()
+SLOW_MEMO_MAX = 50_000
+
+
+def _item_digest(item: tuple[Any, Any, Any], sr: int, which: Selection) -> str:
+    est, ref = (np.ascontiguousarray(np.asarray(x, dtype=np.float32)) for x in item[:2])
+    h = hashlib.sha1(f"{sr}:{which}:{est.size}:{ref.size}:".encode())
+    h.update(est.tobytes())
+    h.update(ref.tobytes())
+    return h.hexdigest()
+
+
+def _remember(digest: str, metrics: dict[str, float]) -> None:
+    """Keep ``metrics`` of an item unless a worker lost it (all NaN: it may be retried)."""
+    if any(np.isfinite(v) for v in metrics.values()):
+        SLOW_MEMO[digest] = dict(metrics)
+        while len(SLOW_MEMO) > SLOW_MEMO_MAX:
+            SLOW_MEMO.popitem(last=False)

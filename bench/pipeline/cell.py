@@ -222,21 +222,23 @@ def score(cfg: ExperimentConfig, sets: dict[str, list], outs: dict[str, list[np.
     metrics besides SI-SDR: ``eval.metrics`` (and ``eval.pesq``)."""
     from bench.metrics.quality import Selection, evaluate_utterances
 
-    items, late_items, late_pos = [], [], []
+    items, late_items, late_pos, subset = [], [], [], []
+    q = int(getattr(cfg.eval, "quality_n", 0) or 0)
     for cond, ms in sets.items():
-        for m, est in zip(ms, outs[cond], strict=True):
+        for j, (m, est) in enumerate(zip(ms, outs[cond], strict=True)):
             n = len(est)
             items.append((est, m.target[:n], m.mixture[:n]))
+            subset.append(not q or j < q)  # the slow metrics' subset (eval.quality_n)
             start = late_start(m)
             if start is not None and start < n:
                 late_pos.append(len(items) - 1)
                 late_items.append((est[start:], m.target[start:n], m.mixture[start:n]))
     which = Selection.of(cfg.eval.metrics, pesq=cfg.eval.pesq)
     df = evaluate_utterances(items, workers=cfg.eval.workers, pesq=which.pesq, stoi=which.stoi, estoi=which.estoi,
-                             dnsmos=which.dnsmos, pdnsmos=which.pdnsmos)
+                             dnsmos=which.dnsmos, pdnsmos=which.pdnsmos, subset=subset)
     if late_items:  # the late part: SI-SDR, PESQ and STOI (no ESTOI or DNSMOS)
         late = evaluate_utterances(late_items, workers=cfg.eval.workers, pesq=which.pesq, stoi=which.stoi,
-                                   estoi=False)
+                                   estoi=False, subset=[subset[i] for i in late_pos])
         for col in late.columns:
             full = np.full(len(df), np.nan) if late[col].dtype != bool else np.zeros(len(df), dtype=bool)
             full[late_pos] = late[col].to_numpy()

@@ -101,13 +101,15 @@ def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
         "corpus": key_slice(cfg.corpus, skip=CORPUS_RUNTIME_FIELDS),
         "test_corpus": key_slice(cfg.test_corpus, skip=CORPUS_RUNTIME_FIELDS) if cfg.test_corpus.name else "",
         "mix": cfg.mix,
-        "eval": {k: v for k, v in vars(cfg.eval).items() if k not in ("workers", "metrics")},
+        "eval": {k: v for k, v in vars(cfg.eval).items() if k not in ("workers", "metrics", "quality_n")},
         "teacher": key_slice(cfg.teacher, TEACHER_ADDED_FIELDS),
         "pse": training_slice(cfg.pse),
         "pse_source": [cfg.pse.source, cfg.pse.path],
     }
     if metrics_slice(cfg.eval):  # absent at the default set so that older keys hold
         s["eval"]["metrics"] = metrics_slice(cfg.eval)[1]
+    if cfg.eval.quality_n:  # likewise
+        s["eval"]["quality_n"] = cfg.eval.quality_n
     if cfg.pse.atten_lim_db:  # inference-time; absent at 0 so that older keys hold
         s["pse_atten_lim_db"] = cfg.pse.atten_lim_db
     if cfg.pse.personalized:
@@ -126,7 +128,7 @@ def mixture_key(cfg: ExperimentConfig, corpus_key: str) -> str:
     e = cfg.eval
     return config_hash("mixture", STAGE_VERSION["eval"], corpus_key, cfg.mix, e.n_test, e.n_stream, e.test_s,
                        e.stream_s, e.stream_sir_db, e.stream_snr_db, e.split, e.conditions, e.pesq,
-                       e.competing_sir_db, *metrics_slice(e))
+                       e.competing_sir_db, *metrics_slice(e), *(["quality_n", e.quality_n] if e.quality_n else []))
 
 
 def backbone_key(cfg: ExperimentConfig, corpus: Any, teacher: Any, device: Any) -> str:

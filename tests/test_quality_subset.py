@@ -1,0 +1,92 @@
+"""Slow metrics on a subset (``eval.quality_n``) and never twice for the same output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.config import ConfigError, ExperimentConfig
+from bench.metrics import quality
+from bench.pipeline import eval_slice
+
+
+def _items(n: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        ref = rng.standard_normal(16000).astype(np.float32) * 0.1
+        out.append((ref + 0.05 * rng.standard_normal(16000).astype(np.float32), ref,
+                    ref + 0.2 * rng.standard_normal(16000).astype(np.float32)))
+    return out
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    calls: list[int] = []
+    real = quality._slow_metrics
+
+    def slow(est, ref, sr, which):
+        calls.append(1)
+        return real(est, ref, sr, which)
+
+    monkeypatch.setattr(quality, "_slow_metrics", slow)
+    monkeypatch.setattr(quality, "SLOW_MEMO", quality.OrderedDict())
+    return calls
+
+
+def test_subset_scores_slow_metrics_there_only_and_si_sdr_everywhere(counted):
+    items = _items(5)
+    df = quality.evaluate_utterances(items, workers=1, subset=[True, False, True, False, False])
+    assert len(counted) == 2
+    assert df["si_sdr"].notna().all()
+    assert df["pesq"].notna().tolist() == [True, False, True, False, False]
+    assert not df["pesq_failed"].any() and not df["stoi_failed"].any()  # not computed is not failed
+    full = quality.evaluate_utterances(items, workers=1)
+    np.testing.assert_array_equal(df.loc[[0, 2], "pesq"].to_numpy(), full.loc[[0, 2], "pesq"].to_numpy())
+    with pytest.raises(ValueError, match="2 flags for 5 items"):
+        quality.evaluate_utterances(items, workers=1, subset=[True, False])
+
+
+def test_an_output_scored_before_is_not_scored_again(counted):
+    items = _items(3)
+    first = quality.evaluate_utterances(items, workers=1)
+    assert len(counted) == 3
+    again = quality.evaluate_utterances([items[1], items[0]], workers=1)
+    assert len(counted) == 3  # both came from the memo
+    np.testing.assert_array_equal(again["pesq"].to_numpy(), first["pesq"].to_numpy()[[1, 0]])
+    changed = [(items[0][0] * 0.5, items[0][1], items[0][2])]  # another output of the same target
+    quality.evaluate_utterances(changed, workers=1)
+    assert len(counted) == 4
+    # another selection of metrics is another entry
+    quality.evaluate_utterances(items[:1], workers=1, estoi=False)
+    assert len(counted) == 5
+
+
+def test_quality_n_is_checked_and_keyed_only_when_set():
+    with pytest.raises(ConfigError, match="eval.quality_n"):
+        ExperimentConfig.from_dict({"eval": {"quality_n": -1}})
+    base = ExperimentConfig()
+    assert "quality_n" not in eval_slice(base)["eval"]
+    sub = ExperimentConfig.from_dict({"eval": {"quality_n": 40}})
+    assert eval_slice(sub)["eval"]["quality_n"] == 40
+
+
+def test_a_cell_scores_the_first_quality_n_items_of_each_condition(counted):
+    from types import SimpleNamespace
+
+    from bench.pipeline.cell import score
+
+    def mix(item, late):
+        est, ref, m = item
+        return SimpleNamespace(target=ref, mixture=m, speaker="s", meta={"late_start_s": 0.25} if late else {})
+
+    a, b = _items(3, seed=1), _items(4, seed=2)
+    sets = {"clean": [mix(x, False) for x in a], "voice_change": [mix(x, True) for x in b]}
+    outs = {"clean": [x[0] for x in a], "voice_change": [x[0] for x in b]}
+    cfg = ExperimentConfig.from_dict({"eval": {"quality_n": 2, "workers": 1}})
+    df = score(cfg, sets, outs)
+    got = df.groupby("condition")["pesq"].apply(lambda x: x.notna().tolist()).to_dict()
+    assert got == {"clean": [True, True, False], "voice_change": [True, True, False, False]}
+    assert df["si_sdr"].notna().all()
+    late = df[df["condition"] == "voice_change"]
+    assert late["late_pesq"].notna().tolist() == [True, True, False, False] and late["late_si_sdr"].notna().all()

@@ -38,6 +38,12 @@ CAPTIONS = {
                        "and the mean cosine of its embeddings to the teacher's mean direction on the validation "
                        "windows (right; the dashed line is the teacher's own value: a student far left of it has "
                        "dropped the direction all teacher embeddings share). One point per cell.",
+    "readings": "The two readings of the method side by side: per condition (panels), the paired SI-SDR "
+                "difference (dB, 95 % CI) of each cell from the teacher space's static on the same mixtures, "
+                "grouped by the space the backbone is conditioned in (teacher space: GE2E; student space: "
+                "the named student's own embedding, its backbone trained on it). Squares: each space's "
+                "static; circles: refiners; down triangles: the shrink control; up triangles: the "
+                "oracle_target ceiling (in that space).",
     "trajectory": "Cosine between the embedding used for each block and the teacher embedding of the clean "
                   "target, averaged over the test utterances of the condition (one panel each), against time "
                   "in the stream; one line per cell.",

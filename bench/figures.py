@@ -454,6 +454,62 @@ def student_quality(board: pd.DataFrame, path: Path, colours: dict[str, tuple] |
     return _save(fig, path, pts, "leaderboard")
 
 
+ROLE_MARKERS = {"baseline": "s", "system": "o", "control": "v", "ceiling": "^"}
+
+
+def readings_points(board: pd.DataFrame) -> pd.DataFrame:
+    """Every baseline, refiner, control and ceiling row of both readings with its paired SI-SDR
+    gain over the **teacher space's** static (``d_si_sdr`` for teacher-space rows, ``dt_si_sdr``
+    for student-space rows; the teacher space's static is 0), its ``space`` and its ``base``
+    system name (without ``@<space>``)."""
+    cols = ["space", "base", "gain", "gain_lo", "gain_hi"]
+    if "dt_si_sdr_mean" not in board or not np.isfinite(pd.to_numeric(board["dt_si_sdr_mean"],
+                                                                       errors="coerce")).any():
+        return pd.DataFrame(columns=[*KEYS, *cols])
+    sub = board[board["role"].isin(list(ROLE_MARKERS))].copy()
+    student = sub["system"].str.contains("@", regex=False)
+    sub["space"] = np.where(student, sub["system"].str.split("@").str[-1], "teacher space")
+    sub["base"] = sub["system"].str.split("@").str[0]
+    for suffix, part in (("", "mean"), ("_lo", "ci_lo"), ("_hi", "ci_hi")):
+        t = pd.to_numeric(sub.get(f"d_si_sdr_{part}"), errors="coerce")
+        sub["gain" + suffix] = np.where(student, pd.to_numeric(sub[f"dt_si_sdr_{part}"], errors="coerce"),
+                                        np.where(sub["role"] == "baseline", 0.0, t))
+    sub = sub[np.isfinite(sub["gain"].to_numpy(float))]
+    return sub[[*_keys(sub), *cols]]
+
+
+def readings(board: pd.DataFrame, path: Path, colours: dict[str, tuple] | None = None) -> Path:
+    pts = _need(readings_points(board), "the grid has no cell of the student-space reading")
+    conds = [c for c in _conditions(board) if c in set(pts["condition"])]
+    spaces = list(dict.fromkeys(["teacher space", *sorted(set(pts["space"]) - {"teacher space"})]))
+    bases = sorted(pts["base"].unique())
+    colours = {b: c for b, c in zip(bases, _plt().get_cmap("tab10")(np.linspace(0, 1, 10)), strict=False)}
+    fig, axes = _panels(len(conds), width=2.9)
+    offsets = {b: (k - (len(bases) - 1) / 2) * 0.6 / max(1, len(bases)) for k, b in enumerate(bases)}
+    for ax, cond in zip(axes, conds, strict=False):
+        c = pts[pts["condition"] == cond]
+        for b in bases:
+            for role, marker in ROLE_MARKERS.items():
+                m = c[(c["base"] == b) & (c["role"] == role)]
+                if not len(m):
+                    continue
+                x = np.array([spaces.index(s) for s in m["space"]], float) + offsets[b]
+                _errbar(ax, x, m["gain"].to_numpy(float), m["gain_lo"].to_numpy(float), m["gain_hi"].to_numpy(float),
+                        color=colours[b], fmt=marker, ms=4, label=f"{b} ({role})")
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_xticks(range(len(spaces)), [s.replace("student-space-", "student space:\n") for s in spaces],
+                      fontsize=6)
+        ax.set_title(cond, fontsize=9)
+    axes[0].set_ylabel("SI-SDR vs the teacher space's static (dB)")
+    uniq: dict[str, Any] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            uniq.setdefault(lab, h)
+    fig.legend(list(uniq.values()), list(uniq.keys()), loc="lower center", ncol=4, fontsize=6,
+               bbox_to_anchor=(0.5, -0.16))
+    return _save(fig, path, pts, "leaderboard")
+
+
 def has_speaker_metrics(board: pd.DataFrame) -> bool:
     return bool((speaker_points(board)["what"] == "student").any())
 
@@ -749,6 +805,7 @@ def draw_all(run_dir: Path, out: Path | None = None) -> list[Path]:
         ("conditions", lambda: conditions(board, out / "conditions", col)),
         ("speaker_verification", lambda: speaker_verification(board, out / "speaker_verification", col)),
         ("student_quality", lambda: student_quality(board, out / "student_quality", col)),
+        ("readings", lambda: readings(board, out / "readings", col)),
         ("trajectory", lambda: _trajectory(run_dir, out / "trajectory", board, col)),
         ("gain_distribution", lambda: _distribution(run_dir, out / "gain_distribution", board, col)),
         ("spectrogram", lambda: _example(run_dir, out / "spectrogram")),

@@ -179,3 +179,20 @@ def test_the_student_stays_in_inference_mode_after_embedding():
     assert not s.training and not t.training
     s(torch.randn(2, 16000))
     assert state_digest(s) == before
+
+
+def test_the_readings_figure_puts_both_spaces_on_the_teacher_spaces_static(student_space_run):
+    from bench.figures import readings_points
+
+    _, out = student_space_run
+    assert (out / "figures" / "readings.png").is_file()
+    board = pd.read_csv(out / "leaderboard.csv")
+    pts = readings_points(board)
+    assert set(pts["space"]) == {"teacher space", "student-space-contrastive"}
+    assert (pts.loc[(pts["space"] == "teacher space") & (pts["role"] == "baseline"), "gain"] == 0).all()
+    s = pts[(pts["space"] == "student-space-contrastive") & (pts["role"] == "baseline") & (pts["condition"] == "all")]
+    want = board.loc[(board["system"] == "static@student-space-contrastive") & (board["condition"] == "all"),
+                     "dt_si_sdr_mean"]
+    assert s["gain"].to_numpy() == pytest.approx(want.to_numpy())
+    # a run without the student-space reading has no such figure, and says why
+    assert readings_points(board[~board["system"].str.contains("@")].drop(columns="dt_si_sdr_mean")).empty

@@ -3,7 +3,9 @@
 ``python -m bench.tables --run results/coherent_confirm [--metric si_sdr] [--systems a,b]``
 
 One row per refining cell (role ``system``) and comparison: the paired gain over static
-(``d_<metric>``) and over its ``shrink`` control (``ds_<metric>``), one column per condition and
+(``d_<metric>``), over its ``shrink`` control (``ds_<metric>``) and, for a cell of the
+student-space reading (and that space's static), over the teacher space's static
+(``dt_<metric>``), one column per condition and
 the pooled ``all``: ``mean [CI]``, bold where the 95 % CI lies above 0, a ``*`` where the
 Holm-corrected p-value (the run's family) is below 0.05. The cell's distinguishing settings
 (alpha, steps, size, inference) follow its system name where the run varies them.
@@ -50,7 +52,9 @@ def gain_table(board: pd.DataFrame, metric: str = "si_sdr", systems: list[str] |
         raise ValueError(f"the leaderboard has no d_{metric}_mean column; metrics there: "
                          f"{', '.join(sorted(c[2:-5] for c in board if c.startswith('d_') and c.endswith('_mean')))}")
     conds = [c for c in dict.fromkeys(board["condition"]) if c != "all"] + ["all"]
-    cells = board[board["role"] == "system"]
+    # refiners, and each student space's static (compared with the teacher space's static)
+    dt = pd.to_numeric(board.get(f"dt_{metric}_mean", pd.Series(np.nan, index=board.index)), errors="coerce")
+    cells = board[(board["role"] == "system") | ((board["role"] == "baseline") & np.isfinite(dt))]
     if systems:
         unknown = sorted(set(systems) - set(cells["system"]))
         if unknown:
@@ -62,10 +66,12 @@ def gain_table(board: pd.DataFrame, metric: str = "si_sdr", systems: list[str] |
     for _, group in cells.groupby("cell_id", sort=False):
         by_cond = group.set_index("condition")
         first = group.iloc[0]
-        for col, what in ((f"d_{metric}", "static"), (f"ds_{metric}", "shrink")):
+        for col, what in ((f"d_{metric}", "static"), (f"ds_{metric}", "shrink"), (f"dt_{metric}", "teacher-space static")):
             if f"{col}_mean" not in board:
                 continue
             vals = [_fmt(by_cond.loc[c], col) if c in by_cond.index else "" for c in conds]
+            if not any(vals):
+                continue
             lines.append(f"| {_label(first, varies)} - {what} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 

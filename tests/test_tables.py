@@ -33,3 +33,21 @@ def test_bad_metric_or_system_is_one_line(tmp_path, capsys):
     assert main(["--run", str(tmp_path), "--systems", "student-x"]) == 2
     assert "no refining cell of system student-x; systems: student-mse" in capsys.readouterr().err
     assert main(["--run", str(tmp_path / "missing")]) == 2
+
+
+def test_student_space_rows_add_the_comparison_with_the_teacher_spaces_static():
+    board = _board()
+    extra = []
+    for cell, system, role in (("t", "static@student-space-mse", "baseline"), ("u", "student@student-space-mse", "system")):
+        for cond in ("competing", "all"):
+            row = {"cell_id": cell, "system": system, "role": role, "condition": cond, "alpha": 0.1, "distill_steps": 1000,
+                   "dt_si_sdr_mean": -0.4, "dt_si_sdr_ci_lo": -0.7, "dt_si_sdr_ci_hi": -0.1, "p_dt_si_sdr_holm": 0.01}
+            if role == "system":
+                row.update({"d_si_sdr_mean": 0.1, "d_si_sdr_ci_lo": -0.1, "d_si_sdr_ci_hi": 0.3})
+            extra.append(row)
+    body = gain_table(pd.concat([board, pd.DataFrame(extra)], ignore_index=True)).splitlines()[2:]
+    assert "| static@student-space-mse, steps 1000 - teacher-space static | -0.40 [-0.70, -0.10]\\* | -0.40 [-0.70, -0.10]\\* |" in body
+    assert any(b.startswith("| student@student-space-mse, steps 1000 - static |") for b in body)
+    assert any(b.startswith("| student@student-space-mse, steps 1000 - teacher-space static |") for b in body)
+    assert not any(b.startswith("| static@student-space-mse, steps 1000 - static") for b in body)  # nothing to show: no row
+    assert len(body) == 4 + 3

@@ -105,7 +105,10 @@ def test_every_figure_from_the_smoke_run_traces_back_to_its_rows(smoke_run, tmp_
     # the smoke grid has one temperature: that figure is skipped (drawn in tests/test_figures.py)
     with pytest.raises(figures.Skip, match="more than one distillation temperature"):
         figures.gain_vs_temperature(figures.read_board(run), tmp_path / "gain_vs_temperature")
-    missing = set(FIGURES) - set(drawn) - {"sweep_history", "sweep_map", "gain_vs_temperature"}
+    # and no student-space cell: the readings figure is skipped (drawn in tests/test_readings.py)
+    with pytest.raises(figures.Skip, match="student-space reading"):
+        figures.readings(figures.read_board(run), tmp_path / "readings")
+    missing = set(FIGURES) - set(drawn) - {"sweep_history", "sweep_map", "gain_vs_temperature", "readings"}
     assert not missing, missing
     for name, png in drawn.items():
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, name

@@ -1,6 +1,7 @@
 """The paired-gain table of a finished run, as Markdown, for READMEs (never copied by hand).
 
-``python -m bench.tables --run results/coherent_confirm [--metric si_sdr] [--systems a,b]``
+``python -m bench.tables --run results/coherent_confirm [--metric si_sdr] [--systems a,b]``;
+``--pair A B`` prints instead the paired difference of two cells (:func:`paired_table`).
 
 One row per refining cell (role ``system``) and comparison: the paired gain over static
 (``d_<metric>``), over its ``shrink`` control (``ds_<metric>``) and, for a cell of the
@@ -76,17 +77,64 @@ def gain_table(board: pd.DataFrame, metric: str = "si_sdr", systems: list[str] |
     return "\n".join(lines)
 
 
+def _select(cells: pd.DataFrame, spec: str) -> str:
+    """The one cell id ``spec`` names: ``SYSTEM[,COLUMN=VALUE ...]`` over ``cells.csv`` columns
+    (e.g. ``static,teacher=vfl``); ValueError naming the matches when not exactly one."""
+    system, *conds = [p.strip() for p in spec.split(",")]
+    m = cells["system"].astype(str) == system
+    for c in conds:
+        col, _, val = c.partition("=")
+        if col not in cells:
+            raise ValueError(f"--pair {spec!r}: no column {col!r} in cells.csv")
+        m &= cells[col].astype(str) == val
+    ids = cells.loc[m, "cell_id"].astype(str).tolist()
+    if len(ids) != 1:
+        raise ValueError(f"--pair {spec!r} names {len(ids)} cells (need exactly one); add COLUMN=VALUE parts "
+                         f"(e.g. teacher=..., alpha=...)")
+    return ids[0]
+
+
+def paired_table(per: pd.DataFrame, cells: pd.DataFrame, a: str, b: str, metric: str = "si_sdr",
+                 n_boot: int = 1000, seed: int = 0) -> str:
+    """Markdown row of the paired difference ``a - b`` (cell specs, see :func:`_select`) on the
+    mixtures both were scored on: per condition and pooled (whole mixtures resampled), ``mean [CI]``
+    with the Wilcoxon p per condition, the suite's bootstrap (``bench.report``)."""
+    from bench.metrics.stats import bootstrap_mean, cluster_bootstrap_mean, paired_p
+    from bench.report import _paired
+
+    ia, ib = _select(cells, a), _select(cells, b)
+    pa, pb = per[per["cell_id"].astype(str) == ia], per[per["cell_id"].astype(str) == ib]
+    conds = list(dict.fromkeys(pa["condition"]))
+    vals = []
+    for cond in [*conds, "all"]:
+        sa, sb = (pa, pb) if cond == "all" else (pa[pa["condition"] == cond], pb[pb["condition"] == cond])
+        d, cl = _paired(sa, sb, metric)
+        m, lo, hi = cluster_bootstrap_mean(d, cl, n_boot, seed) if cond == "all" else bootstrap_mean(d, n_boot, seed)
+        text = f"{m:+.2f} [{lo:.2f}, {hi:.2f}]"
+        text = f"**{text}**" if lo > 0 or hi < 0 else text
+        vals.append(text + ("" if cond == "all" else f" (p {paired_p(d):.2g}, n {len(d)})"))
+    head = f"| {metric} (dB) | " + " | ".join([*conds, "all"]) + " |"
+    return "\n".join([head, "|---" * (len(conds) + 2) + "|", f"| {a} - {b} | " + " | ".join(vals) + " |"])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.tables", description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True, help="a run folder holding leaderboard.csv")
     p.add_argument("--metric", default="si_sdr", help="si_sdr (default), late_si_sdr, pesq, ...")
     p.add_argument("--systems", default="", help="comma-separated system names to keep (default: all)")
+    p.add_argument("--pair", nargs=2, metavar=("A", "B"), default=None,
+                   help="instead: the paired difference A - B of two cells, each SYSTEM[,COLUMN=VALUE ...] of "
+                        "cells.csv (e.g. --pair static,teacher=vfl static,teacher=ge2e)")
     args = p.parse_args(argv)
     path = Path(args.run) / "leaderboard.csv"
     if not path.is_file():
         print(f"error: {path} does not exist; run python -m bench.run first", file=sys.stderr)
         return 2
     try:
+        if args.pair:
+            per, cells = (pd.read_csv(Path(args.run) / f) for f in ("per_utterance.csv", "cells.csv"))
+            print(paired_table(per, cells, *args.pair, metric=args.metric))
+            return 0
         print(gain_table(pd.read_csv(path), args.metric, [s for s in args.systems.split(",") if s]))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -99,17 +99,24 @@ def describe_nearest(near: list[tuple[str, dict[str, tuple[Any, Any]]]], limit: 
     return "; closest zoo entries, with the overrides that select them: " + ", ".join(parts)
 
 
+def verified(path: Path, rec: dict[str, Any], rebuild: str) -> Path:
+    """``path`` when it exists and matches entry ``rec``'s SHA-256; else ZooError naming the file
+    and how to ``rebuild`` it."""
+    if not path.is_file():
+        raise ZooError(f"zoo file {path} is missing (entry {rec.get('_meta_path', rec.get('name'))})")
+    got = sha256(path)
+    if got != rec["sha256"]:
+        raise ZooError(f"zoo file {path} is damaged: sha256 {got[:16]}... != {rec['sha256'][:16]}... recorded; "
+                       f"rebuild it with {rebuild}")
+    return path
+
+
 def load_state(rec: dict[str, Any], zoo_dir: str | Path | None = None) -> dict[str, Any]:
     """The verified state dict of entry ``rec`` (ZooError naming the file when it is damaged)."""
     import torch
 
     path = Path(rec["_meta_path"]).parent / rec["file"] if "_meta_path" in rec else folder(zoo_dir) / rec["file"]
-    if not path.is_file():
-        raise ZooError(f"zoo file {path} is missing (entry {rec['_meta_path']})")
-    got = sha256(path)
-    if got != rec["sha256"]:
-        raise ZooError(f"zoo file {path} is damaged: sha256 {got[:16]}... != {rec['sha256'][:16]}... recorded; "
-                       f"rebuild it with `python -m bench.zoo build` or set pse.source=train")
+    verified(path, rec, "`python -m bench.zoo build` or set pse.source=train")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - checksum matched but torch cannot read it
@@ -199,14 +206,8 @@ def find_student(key: str, zoo_dir: str | Path | None = None) -> dict[str, Any] 
 
 def student_file(rec: dict[str, Any]) -> Path:
     """The verified ``.pt`` of student entry ``rec`` (ZooError naming it when missing or damaged)."""
-    path = Path(rec["_meta_path"]).parent / rec["file"]
-    if not path.is_file():
-        raise ZooError(f"zoo file {path} is missing (entry {rec['_meta_path']})")
-    got = sha256(path)
-    if got != rec["sha256"]:
-        raise ZooError(f"zoo file {path} is damaged: sha256 {got[:16]}... != {rec['sha256'][:16]}... recorded; "
-                       f"rebuild it with `python -m bench.zoo add-students` or set distill.source=train")
-    return path
+    return verified(Path(rec["_meta_path"]).parent / rec["file"], rec,
+                    "`python -m bench.zoo add-students` or set distill.source=train")
 
 
 def student_name(cfg: Any, key: str) -> str:

@@ -75,21 +75,31 @@ def _content_stamp(corpus: Any) -> str:
     return p.read_text().strip() if p.is_file() else ""
 
 
-def _build(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from bench.cache import Cache, default_root
+def _cells(args: argparse.Namespace) -> list[Any] | None:
+    """The cells of ``args.grid`` with ``args.overrides`` (None after printing a bad config's
+    error), with the process's torch threads set."""
     from bench.config import ConfigError, Grid
     from bench.harness import set_threads
-    from bench.pipeline import Pipeline
-    from bench.pse.train import stage_key
 
     try:
         cells = Grid.load(args.grid, overrides=args.overrides).cells()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return None
     set_threads()
+    return cells
+
+
+def _build(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from bench.cache import Cache, default_root
+    from bench.pipeline import Pipeline
+    from bench.pse.train import stage_key
+
+    cells = _cells(args)
+    if cells is None:
+        return 2
     pipe = None
     needed: dict[str, tuple[Any, str]] = {}  # entry name -> (training config, stage key)
     for c in cells:
@@ -133,21 +143,16 @@ def _add_students(args: argparse.Namespace) -> int:
     import shutil
 
     from bench.cache import Cache, atomic_write_json, default_root
-    from bench.config import ConfigError, Grid
     from bench.distill import STAGE, distill_key
-    from bench.harness import set_threads
     from bench.losses import distill_slice
     from bench.pipeline import Pipeline
     from bench.readings import student_reading, teacher_reading
     from bench.refine import uses_student
     from bench.report import git_commit, now
 
-    try:
-        cells = Grid.load(args.grid, overrides=args.overrides).cells()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    cells = _cells(args)
+    if cells is None:
         return 2
-    set_threads()
     have = student_entries(args.zoo_dir)
     d = folder(args.zoo_dir) / STUDENTS
     pipe, done = None, set()

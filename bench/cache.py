@@ -38,7 +38,8 @@ def default_root(cache_dir: str = "") -> Path:
 
 def _plain(obj: Any) -> Any:
     if is_dataclass(obj) and not isinstance(obj, type):
-        return _plain(asdict(obj))
+        later = getattr(obj, "KEY_ADDED_LATER", ())
+        return _plain(key_slice(obj, added_later=later) if later else asdict(obj))
     if isinstance(obj, dict):
         return {str(k): _plain(v) for k, v in sorted(obj.items())}
     if isinstance(obj, (list, tuple)):

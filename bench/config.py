@@ -17,7 +17,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -89,6 +89,15 @@ class MixConfig:
     snr_db: list[float] = field(default_factory=lambda: [-5.0, 10.0])
     noise_types: list[str] = field(default_factory=lambda: ["white", "pink", "brown", "samples"])
     room_prob: float = 0.0
+    # shares of target + noise, target + interferer(s), target + interferer(s) + noise; empty:
+    # every mixture has both (n_interferers 0 then gives target + noise)
+    shares: list[float] = field(default_factory=list)
+    # the name of the operating level these values come from (``level: NAME`` in a config,
+    # presets/levels/NAME.yaml); a label for the leaderboard, in keys only when not ``hard``
+    level: str = "hard"
+
+    # fields added after results were cached: in a key only when not at their default
+    KEY_ADDED_LATER: ClassVar[tuple[str, ...]] = ("shares", "level")
 
 
 @dataclass
@@ -399,6 +408,9 @@ class ExperimentConfig:
             del out["reading"]
         if self.distill.source == "zoo":  # and where a student comes from, at its default
             del out["distill"]["source"]
+        for k in MixConfig.KEY_ADDED_LATER:  # the mix's level and shares at the hard defaults
+            if out["mix"][k] == getattr(MixConfig(), k):
+                del out["mix"][k]
         for section, default in (("corpus", CorpusConfig()), ("test_corpus", TestCorpusConfig())):
             for k in CORPUS_RUNTIME_FIELDS:  # likewise a read-side knob at its default
                 if out[section][k] == getattr(default, k):
@@ -550,6 +562,17 @@ def _validate_data(cfg: ExperimentConfig) -> None:
     for i, n in enumerate(cfg.mix.noise_types):
         _choice(f"mix.noise_types[{i}]", n, NOISE_TYPES)
     _range("mix.room_prob", cfg.mix.room_prob, 0.0, 1.0)
+    shares = cfg.mix.shares
+    if shares:
+        if len(shares) != 3 or min(shares) < 0 or abs(sum(shares) - 1.0) > 1e-6:
+            raise ConfigError(f"mix.shares={shares!r} must be three non-negative shares summing to 1: "
+                              "[target+noise, target+interferer, target+interferer+noise]")
+        if shares[1] + shares[2] > 0 and (not cfg.mix.n_interferers or 0 in cfg.mix.n_interferers):
+            raise ConfigError(f"mix.n_interferers={cfg.mix.n_interferers!r} must list only counts >= 1 "
+                              "when mix.shares gives mixtures with an interferer")
+        if shares[0] + shares[2] > 0 and not cfg.mix.noise_types:
+            raise ConfigError("mix.noise_types=[] cannot give the noise that mix.shares asks for")
+    _choice("mix.level", cfg.mix.level, level_names())
 
 
 def _validate_models(cfg: ExperimentConfig) -> None:
@@ -724,20 +747,38 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
 
 
-def expand_preset(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with its ``preset: NAME`` key replaced by the values of ``presets/NAME.yaml``
-    underneath: every value ``data`` sets itself (a grid's base, its axes, ``--set``) wins."""
-    if not isinstance(data, dict) or "preset" not in data:
-        return data
-    rest = {k: v for k, v in data.items() if k != "preset"}
-    name = data["preset"]
-    f = PRESETS_DIR / f"{name}.yaml"
+def level_names() -> list[str]:
+    """The operating levels in ``presets/levels/`` (``hard``: the defaults; ``field``: a noisy
+    input near PESQ-WB 2, as the field's test sets)."""
+    return sorted(p.stem for p in (PRESETS_DIR / "levels").glob("*.yaml"))
+
+
+def _expand_one(data: dict[str, Any], key: str, folder: Path, choices: list[str]) -> dict[str, Any]:
+    rest = {k: v for k, v in data.items() if k != key}
+    name = data[key]
+    f = folder / f"{name}.yaml"
     if not isinstance(name, str) or not f.is_file():
-        raise ConfigError(f"preset={name!r} is not allowed; choices: {', '.join(preset_names())}")
+        raise ConfigError(f"{key}={name!r} is not allowed; choices: {', '.join(choices)}")
     loaded = yaml.safe_load(f.read_text()) or {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"preset file {str(f)!r} must be a mapping of config sections")
+        raise ConfigError(f"{key} file {str(f)!r} must be a mapping of config sections")
     return deep_merge(loaded, rest)
+
+
+def expand_preset(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its ``preset: NAME`` key replaced by the values of ``presets/NAME.yaml``
+    and its ``level: NAME`` key by those of ``presets/levels/NAME.yaml`` (which also sets
+    ``mix.level``), underneath: every value ``data`` sets itself (a grid's base, its axes,
+    ``--set``) wins."""
+    if not isinstance(data, dict):
+        return data
+    if "level" in data:
+        name = data["level"]
+        data = _expand_one(data, "level", PRESETS_DIR / "levels", level_names())
+        data = deep_merge(data, {"mix": {"level": name}})
+    if "preset" in data:
+        data = _expand_one(data, "preset", PRESETS_DIR, preset_names())
+    return data
 
 
 # --------------------------------------------------------------------------- bounded YAML

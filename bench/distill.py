@@ -148,21 +148,24 @@ class WindowMixer:
     def noisy(self, i: int, rng: np.random.Generator) -> np.ndarray:
         from bench.data.conditions import sample_noise
         from bench.data.mix import compose
+        from bench.data.mixture import INTERFERER_ONLY, NOISE_ONLY, draw_kind
 
         cfg = self.cfg
         clean = self.window(i)
         n = clean.shape[0]
+        kind = draw_kind(cfg, rng)
         k = int(cfg.n_interferers[int(rng.integers(len(cfg.n_interferers)))]) if cfg.n_interferers else 0
+        k = 0 if kind == NOISE_ONLY else k
         others = np.nonzero(self.spk != self.spk[i])[0]
         picks = rng.choice(others, size=min(k, len(others)), replace=False) if k and len(others) else []
         inters = [self.window(int(j)) for j in picks]
         sir = float(rng.uniform(*cfg.sir_db))
         snr = float(rng.uniform(*cfg.snr_db))
         noise = None
-        if cfg.noise_types:
-            kind = cfg.noise_types[int(rng.integers(len(cfg.noise_types)))]
+        if cfg.noise_types and kind != INTERFERER_ONLY:
+            ntype = cfg.noise_types[int(rng.integers(len(cfg.noise_types)))]
             # babble never contains the target's own voice
-            noise, _ = sample_noise(self.corpus, kind, n, rng, {self.corpus.utt(self.ids[i]).speaker}, self.split)
+            noise, _ = sample_noise(self.corpus, ntype, n, rng, {self.corpus.utt(self.ids[i]).speaker}, self.split)
         return compose(clean, inters, noise, sir, snr)[0]
 
 

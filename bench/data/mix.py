@@ -32,7 +32,7 @@ from bench.audio import SR
 from bench.cache import atomic_path, config_hash
 from bench.config import COMPETING_SIR_DB
 from bench.data.conditions import apply_condition, power, random_rir, sample_noise
-from bench.data.mixture import Mixture, compose, enrollment_crop  # noqa: F401  (exported)
+from bench.data.mixture import INTERFERER_ONLY, NOISE_ONLY, Mixture, compose, draw_kind, enrollment_crop  # noqa: F401  (exported)
 from bench.data.pieces import crop_of, enrollment_of, frames_of, power_of
 from bench.data.streams import make_stream_set
 
@@ -105,8 +105,9 @@ class MixtureSampler:
         target, offset = _active_crop(self.corpus, tu.utt_id, n, rng)
         eu = self.enroll_utt(spk, tu.utt_id, rng)
         others = [s for s in self.speakers if s != spk]
+        kind = draw_kind(cfg, rng)
         k = int(cfg.n_interferers[int(rng.integers(len(cfg.n_interferers)))]) if cfg.n_interferers else 0
-        k = min(k, len(others))
+        k = min(0 if kind == NOISE_ONLY else k, len(others))
         inter_spk = [others[i] for i in rng.choice(len(others), size=k, replace=False)] if k else []
         inters, inter_utts = [], []
         for s in inter_spk:
@@ -117,7 +118,7 @@ class MixtureSampler:
         sir = float(rng.uniform(*cfg.sir_db))
         snr = float(rng.uniform(*cfg.snr_db))
         noise, ninfo = None, {"noise_type": "none"}
-        if cfg.noise_types:
+        if cfg.noise_types and kind != INTERFERER_ONLY:
             kind = cfg.noise_types[int(rng.integers(len(cfg.noise_types)))]
             noise, ninfo = sample_noise(self.corpus, kind, n, rng, set(inter_spk) | {spk}, self.split)
         rirs, rt60 = None, None

@@ -50,6 +50,19 @@ def enrollment_crop(x: np.ndarray, enroll_s: float) -> np.ndarray:
     return fit_length(x, int(round(enroll_s * SR)))
 
 
+# what a mixture holds besides the target (``MixConfig.shares`` gives their shares)
+NOISE_ONLY, INTERFERER_ONLY, BOTH = 0, 1, 2
+
+
+def draw_kind(mix_cfg: Any, rng: np.random.Generator) -> int:
+    """Which of :data:`NOISE_ONLY`, :data:`INTERFERER_ONLY`, :data:`BOTH` a mixture holds, drawn by
+    ``mix_cfg.shares``; without shares every mixture is :data:`BOTH` and ``rng`` is not touched, so
+    the draws of every mixture made before shares existed are unchanged."""
+    if not mix_cfg.shares:
+        return BOTH
+    return int(rng.choice(3, p=np.asarray(mix_cfg.shares, dtype=np.float64) / sum(mix_cfg.shares)))
+
+
 def compose(target: np.ndarray, interferers: list[np.ndarray], noise: np.ndarray | None,
             sir_db: float, snr_db: float, rirs: list[np.ndarray] | None = None
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -84,4 +97,4 @@ def compose(target: np.ndarray, interferers: list[np.ndarray], noise: np.ndarray
     return (f32[0] + f32[1] + f32[2]).astype(np.float32), f32[0], f32[1], f32[2]
 
 
-__all__ = ["PEAK", "Mixture", "compose", "enrollment_crop"]
+__all__ = ["BOTH", "INTERFERER_ONLY", "NOISE_ONLY", "PEAK", "Mixture", "compose", "draw_kind", "enrollment_crop"]

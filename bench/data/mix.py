@@ -32,7 +32,14 @@ from bench.audio import SR
 from bench.cache import atomic_path, config_hash
 from bench.config import COMPETING_SIR_DB
 from bench.data.conditions import apply_condition, power, random_rir, sample_noise
-from bench.data.mixture import INTERFERER_ONLY, NOISE_ONLY, Mixture, compose, draw_kind, enrollment_crop  # noqa: F401  (exported)
+from bench.data.mixture import (  # noqa: F401  (exported)
+    INTERFERER_ONLY,
+    NOISE_ONLY,
+    Mixture,
+    compose,
+    draw_kind,
+    enrollment_crop,
+)
 from bench.data.pieces import crop_of, enrollment_of, frames_of, power_of
 from bench.data.streams import make_stream_set
 

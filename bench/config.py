@@ -305,9 +305,17 @@ DEFAULT_EVAL_METRICS = ("si_sdr", "pesq", "stoi", "estoi")
 
 
 def canonical_metrics(names: list[str] | tuple[str, ...]) -> list[str]:
-    """``eval.metrics`` as the set it selects, in :data:`EVAL_METRICS` order (SI-SDR always)."""
+    """``eval.metrics`` as the set it selects, in :data:`EVAL_METRICS` order (SI-SDR always), then
+    the user (plugin) metrics in name order."""
     chosen = {"si_sdr", *names}
-    return [m for m in EVAL_METRICS if m in chosen]
+    return [m for m in EVAL_METRICS if m in chosen] + sorted(chosen - set(EVAL_METRICS))
+
+
+def metric_choices() -> list[str]:
+    """The built-in metrics, then those plugins registered (asked of the registry)."""
+    from bench import registry
+
+    return [*EVAL_METRICS, *sorted(n for n in registry.names("metric") if n not in EVAL_METRICS)]
 
 
 @dataclass
@@ -531,6 +539,13 @@ PSE_SOURCES = ("train", "zoo", "local")
 STUDENT_MODES = ("window", "streaming")
 
 
+def condition_choices() -> list[str]:
+    """The built-in conditions, then those plugins registered (asked of the registry)."""
+    from bench import registry
+
+    return [*CONDITIONS, *sorted(n for n in registry.names("condition") if n not in CONDITIONS)]
+
+
 def validate(cfg: ExperimentConfig) -> None:
     """Check every value; raise :class:`ConfigError` naming the key, value and allowed set."""
     _validate_data(cfg)
@@ -677,9 +692,9 @@ def _validate_eval(cfg: ExperimentConfig) -> None:
     _range("eval.n_stream", cfg.eval.n_stream, 1, 10**6)
     _range("eval.n_val", cfg.eval.n_val, 1, 10**6)
     if not cfg.eval.conditions:
-        raise ConfigError(f"eval.conditions is empty; choose from: {', '.join(CONDITIONS)}")
+        raise ConfigError(f"eval.conditions is empty; choose from: {', '.join(condition_choices())}")
     for i, c in enumerate(cfg.eval.conditions):
-        _choice(f"eval.conditions[{i}]", c, CONDITIONS)
+        _choice(f"eval.conditions[{i}]", c, condition_choices())
     _range("eval.test_s", cfg.eval.test_s, 0.5, 60.0)
     _range("eval.stream_s", cfg.eval.stream_s, 6.0, 120.0)
     for key in ("stream_sir_db", "stream_snr_db"):
@@ -692,7 +707,7 @@ def _validate_eval(cfg: ExperimentConfig) -> None:
             f"eval.competing_sir_db={c_sir!r} is not allowed; give [lo, hi] with -30 <= lo <= hi <= 30 (dB)"
         )
     for i, m in enumerate(cfg.eval.metrics):
-        _choice(f"eval.metrics[{i}]", m, EVAL_METRICS)
+        _choice(f"eval.metrics[{i}]", m, metric_choices())
     _range("eval.workers", cfg.eval.workers, 1, 256)
     _range("eval.n_bootstrap", cfg.eval.n_bootstrap, 1, 10**7)
     _range("train.loader_workers", cfg.train.loader_workers, 0, 256)

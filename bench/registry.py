@@ -21,7 +21,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-KINDS: tuple[str, ...] = ("teacher", "student", "loss", "pse", "refiner", "dataset")
+KINDS: tuple[str, ...] = ("teacher", "student", "loss", "pse", "refiner", "dataset", "condition", "metric")
 
 # Modules whose import registers the built-in plugins of each kind.
 _PLUGIN_MODULES: dict[str, tuple[str, ...]] = {
@@ -31,6 +31,8 @@ _PLUGIN_MODULES: dict[str, tuple[str, ...]] = {
     "pse": ("bench.pse",),
     "refiner": ("bench.refine",),
     "dataset": ("bench.data.loaders", "bench.data.manifests"),
+    "condition": ("bench.data.condition_spec",),
+    "metric": ("bench.metrics.spec",),
 }
 
 _REGISTRY: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}

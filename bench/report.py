@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.metrics.dnsmos import COLUMNS as MOS_COLUMNS
+from bench.metrics.spec import user_metric_columns
 from bench.metrics.stats import (
     bootstrap_mean,
     bootstrap_ratio,
@@ -27,8 +29,7 @@ from bench.metrics.stats import (
 )
 
 # DNSMOS P.835 (+ P.808) and pDNSMOS (bench.metrics.dnsmos): columns only where eval.metrics asked for them
-MOS_METRICS = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808", "pdnsmos_sig", "pdnsmos_bak",
-               "pdnsmos_ovrl")
+MOS_METRICS = MOS_COLUMNS
 METRICS = ("si_sdr", "si_sdri", "pesq", "stoi", "estoi", *MOS_METRICS, "out_cos", "traj_cos",
            "late_si_sdr", "late_si_sdri", "late_pesq", "late_stoi", "late_traj_cos")
 DELTA_METRICS = ("si_sdr", "pesq", "stoi", "estoi", *MOS_METRICS, "late_si_sdr", "traj_cos", "late_traj_cos")
@@ -181,18 +182,19 @@ def _row(cell: pd.Series, columns: Any, cond: str, sub: pd.DataFrame, links: dic
     row["n"] = int(len(sub))
     if "skipped_frac" in sub:  # share of refinement updates the gate skipped (NaN: no refiner)
         row["skipped_frac"] = float(sub["skipped_frac"].mean())
-    for m in METRICS:
+    user = [c for c in user_metric_columns() if c in sub]  # the plugin metrics this run scored
+    for m in (*METRICS, *user):
         if m not in sub or not sub[m].notna().any():
             continue
         row.update(_stats(m, sub[m].to_numpy(), n_boot, seed, clusters))
         fail_col = f"{m}_failed"
         row[f"{m}_failures"] = int(sub[fail_col].sum()) if fail_col in sub else int(sub[m].isna().sum())
-        if m in SUBSET_METRICS:  # how many items it was scored on (eval.quality_n: a subset)
+        if m in SUBSET_METRICS or m in user:  # how many items it was scored on (eval.quality_n: a subset)
             row[f"{m}_n"] = int(np.isfinite(sub[m].to_numpy(dtype=np.float64)).sum())
     cid = cell["cell_id"]
     st, ctl, up, clean = links["static_id"], links["control_id"], links["upper_id"], links["clean_id"]
     if st is not None and cid != cell.get("static_id"):
-        _delta_block(row, "d", sub, st, DELTA_METRICS, n_boot, seed, pooled)
+        _delta_block(row, "d", sub, st, (*DELTA_METRICS, *user), n_boot, seed, pooled)
     if ctl is not None and cid != cell.get("control_id"):
         _delta_block(row, "ds", sub, ctl, SHRINK_METRICS, n_boot, seed, pooled)
     if links.get("teacher_static_id") is not None:  # across the readings, on the same mixtures

@@ -178,8 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=20, help="trials to run in this process")
     p.add_argument("--study", default=None, help="study name (default: derived from grid and params)")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite in the cache)")
-    p.add_argument("--metric", default="si_sdr", choices=["si_sdr", "late_si_sdr", "pesq", "stoi", "estoi"],
-                   help="validation metric to maximise (mean over utterances and conditions)")
+    p.add_argument("--metric", default="si_sdr",
+                   help=f"validation metric to optimise (mean over utterances and conditions): {', '.join(SWEEP_METRICS)}, "
+                        "or a plugin metric (bench.metrics.spec) that the grid's eval.metrics scores; maximised, "
+                        "or minimised where the metric says lower is better")
     p.add_argument("--seed", type=int, default=None,
                    help="sampler seed (default: drawn per worker, so workers started together propose different "
                         "trials; give one to reproduce a single-worker study)")
@@ -279,10 +281,35 @@ def _setup(args: argparse.Namespace) -> tuple[Any, list[Param], dict[str, Any], 
     base["eval"]["split"] = "val"
     base["eval"]["n_test"] = base["eval"].get("n_val", 20)
     probe = ExperimentConfig.from_dict(base)
+    _check_metric(args.metric, probe)
     for p in params:
         _probe_value(base, p)
     device = pick_device(probe.device)
     return grid, params, base, probe, device
+
+
+SWEEP_METRICS = ("si_sdr", "late_si_sdr", "pesq", "stoi", "estoi")
+
+
+def _check_metric(metric: str, cfg: Any) -> None:
+    """``--metric`` is a built-in sweep metric, or a plugin metric the config scores (ConfigError)."""
+    from bench.config import ConfigError, metric_choices
+
+    users = [m for m in metric_choices() if m not in ("si_sdr", "pesq", "stoi", "estoi", "dnsmos", "pdnsmos")]
+    if metric not in (*SWEEP_METRICS, *users):
+        raise ConfigError(f"--metric {metric!r} is not allowed; choices: {', '.join((*SWEEP_METRICS, *users))}")
+    if metric in users and metric not in cfg.eval.metrics:
+        raise ConfigError(f"--metric {metric!r} is a plugin metric the grid does not score: add it to eval.metrics")
+
+
+def direction(metric: str) -> str:
+    """``maximize``, or ``minimize`` for a plugin metric that declares lower is better."""
+    from bench.config import EVAL_METRICS
+    from bench.metrics.spec import spec
+
+    if metric in SWEEP_METRICS or metric in EVAL_METRICS:
+        return "maximize"
+    return "maximize" if spec(metric).higher_is_better else "minimize"
 
 
 def make_sampler(multi_objective: bool, seed: int, names: list[str]) -> DistinctSampler:
@@ -311,10 +338,10 @@ def _create_study(args: argparse.Namespace, name: str, storage: Any, names: list
     seed = args.seed if args.seed is not None else _worker_seed()
     sampler = make_sampler(args.multi_objective, seed, names)
     if args.multi_objective:
-        study = optuna.create_study(study_name=name + "-mo", storage=storage, directions=["maximize", "minimize"],
+        study = optuna.create_study(study_name=name + "-mo", storage=storage, directions=[direction(args.metric), "minimize"],
                                     sampler=sampler, load_if_exists=True)
     else:
-        study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
+        study = optuna.create_study(study_name=name, storage=storage, direction=direction(args.metric), sampler=sampler,
                                     pruner=make_pruner(args.pruner), load_if_exists=True)
     n_trials = len(study.get_trials(deepcopy=False))
     if args.seed is not None and n_trials:
@@ -384,7 +411,8 @@ def _summary(args: argparse.Namespace, study: Any, name: str, url: str, out: Pat
         print(f"Pareto front (validation {args.metric} vs total MACs/s), {len(study.best_trials)} trial(s):")
         for t in sorted(study.best_trials, key=lambda t: t.values[1]):
             print(f"  {args.metric} {t.values[0]:.3f}, {t.values[1] / 1e6:.1f} MMAC/s: {fmt(t.params)}")
-        best = max(study.best_trials, key=lambda t: t.values[0])
+        sign = 1.0 if direction(args.metric) == "maximize" else -1.0
+        best = max(study.best_trials, key=lambda t: sign * t.values[0])
     else:
         best = study.best_trial
         print(f"best validation {args.metric}: {best.value:.3f} at {fmt(best.params)}")

@@ -226,6 +226,25 @@ def _other_voice(corpus, speaker: str, split: str | None, n: int, rng: np.random
 
 
 # --------------------------------------------------------------------------- API
+def _apply_plugin(name: str, parts: dict[str, Any], rng: np.random.Generator, corpus, split: str | None,
+                  enroll_s: float) -> dict[str, Any]:
+    """A user enrollment condition (:mod:`bench.data.condition_spec`) on a clean enrollment."""
+    from bench.data.condition_spec import ConditionContext, apply_plugin, condition_names
+    from bench.registry import RegistryError, get
+
+    try:
+        cond = get("condition", name)
+    except RegistryError:
+        enroll = [c for c in condition_names() if c not in STREAM_CONDITIONS]
+        raise ValueError(f"unknown condition {name!r}; choices: {', '.join(enroll)}") from None
+    clean = fit_length(parts["enroll_source"], int(round(enroll_s * SR)))
+    ctx = ConditionContext(corpus, split, parts["speaker"], frozenset(parts.get("exclude", ())))
+    enr, info = apply_plugin(cond, clean, rng, ctx)
+    return {"enrollment": np.asarray(enr, dtype=np.float32), "enrollment_clean": clean,
+            "target": np.asarray(parts["target"], dtype=np.float32),
+            "info": {"condition": name, "enroll_s": len(clean) / SR, **info}}
+
+
 def apply_condition(name: str, parts: dict[str, Any], rng: np.random.Generator, corpus,
                     split: str | None = None, enroll_s: float = 3.0,
                     competing_sir_db: tuple[float, float] | list[float] = COMPETING_SIR_DB) -> dict[str, Any]:
@@ -255,7 +274,7 @@ def apply_condition(name: str, parts: dict[str, Any], rng: np.random.Generator, 
         raise ValueError(f"{name!r} is a stream condition: build it with bench.data.streams.make_stream_set "
                          "(or bench.data.mix.make_eval_set)")
     if name not in ENROLL_CONDITIONS:
-        raise ValueError(f"unknown condition {name!r}; choices: {', '.join(ENROLL_CONDITIONS)}")
+        return _apply_plugin(name, parts, rng, corpus, split, enroll_s)
     speaker = parts["speaker"]
     exclude = set(parts.get("exclude", ())) | {speaker}
     target = np.asarray(parts["target"], dtype=np.float32)

@@ -230,10 +230,11 @@ def make_eval_set(corpus, split: str, mix_cfg, condition: str, n: int, seed: int
     Returns:
         list of :class:`Mixture`, ``meta["index"]`` is the position in the set.
     """
-    from bench.config import CONDITIONS, STREAM_CONDITIONS
+    from bench.config import STREAM_CONDITIONS
+    from bench.data.condition_spec import condition_names
 
-    if condition not in CONDITIONS:
-        raise ValueError(f"unknown condition {condition!r}; choices: {', '.join(CONDITIONS)}")
+    if condition not in condition_names():
+        raise ValueError(f"unknown condition {condition!r}; choices: {', '.join(condition_names())}")
     split = None if split in (None, "all") else split
     if condition in STREAM_CONDITIONS:
         if stream_levels is not None:

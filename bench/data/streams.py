@@ -30,11 +30,11 @@ import numpy as np
 
 from bench.audio import SR, resample
 from bench.cache import config_hash
+from bench.config import STREAM_CONDITIONS
 from bench.data.conditions import drift, power, random_rir, reverberate, sample_noise
 from bench.data.mixture import Mixture, compose
 from bench.data.pieces import enrollment_of
 
-STREAM_CONDITIONS = ("voice_change", "channel_change", "drift_long")
 LATE_SKIP_S = 1.0  # late metrics start this long after the change
 GAP_S = (0.1, 0.4)  # pause between concatenated utterances
 CHANGE_FRAC = (0.4, 0.6)

@@ -220,7 +220,9 @@ def score(cfg: ExperimentConfig, sets: dict[str, list], outs: dict[str, list[np.
     """Per-utterance metrics of ``outs`` (latency-aligned, per condition) against the clean
     targets, on the whole utterance and (``late_*``) on the part after a stream's change; which
     metrics besides SI-SDR: ``eval.metrics`` (and ``eval.pesq``)."""
+    from bench.config import EVAL_METRICS
     from bench.metrics.quality import Selection, evaluate_utterances
+    from bench.metrics.spec import score_user_metrics, user_metrics
 
     items, late_items, late_pos, subset = [], [], [], []
     q = int(getattr(cfg.eval, "quality_n", 0) or 0)
@@ -233,9 +235,11 @@ def score(cfg: ExperimentConfig, sets: dict[str, list], outs: dict[str, list[np.
             if start is not None and start < n:
                 late_pos.append(len(items) - 1)
                 late_items.append((est[start:], m.target[start:n], m.mixture[start:n]))
-    which = Selection.of(cfg.eval.metrics, pesq=cfg.eval.pesq)
+    which = Selection.of([m for m in cfg.eval.metrics if m in EVAL_METRICS], pesq=cfg.eval.pesq)
     df = evaluate_utterances(items, workers=cfg.eval.workers, pesq=which.pesq, stoi=which.stoi, estoi=which.estoi,
                              dnsmos=which.dnsmos, pdnsmos=which.pdnsmos, subset=subset)
+    for col, values in score_user_metrics(user_metrics(cfg.eval.metrics), items, subset, SR).items():
+        df[col] = values
     if late_items:  # the late part: SI-SDR, PESQ and STOI (no ESTOI or DNSMOS)
         late = evaluate_utterances(late_items, workers=cfg.eval.workers, pesq=which.pesq, stoi=which.stoi,
                                    estoi=False, subset=[subset[i] for i in late_pos])

@@ -13,6 +13,7 @@ from typing import Any
 from bench.cache import config_hash, key_slice
 from bench.config import (
     COMPETING_CONDITIONS,
+    CONDITIONS,
     CORPUS_RUNTIME_FIELDS,
     DEFAULT_EVAL_METRICS,
     STREAM_CONDITIONS,
@@ -81,6 +82,10 @@ class EvalSetSpec:
         extra: list[Any] = [list(self.competing_sir_db)] if self.condition in COMPETING_CONDITIONS else []
         if self.condition in STREAM_CONDITIONS:
             extra.append(["stream", self.stream_s, *self.stream_sir_snr_db])
+        if self.condition not in CONDITIONS:  # a user condition: its declared version
+            from bench.data.condition_spec import spec
+
+            extra.append(["plugin", spec(self.condition).version])
         return config_hash(STAGE_VERSION["evalset"], corpus_key, self.mix, self.n, self.test_s, self.condition,
                            self.seed, self.split, *extra)
 
@@ -89,7 +94,12 @@ def metrics_slice(e: EvalConfig) -> list[Any]:
     """``eval.metrics`` for a cache key: ``[]`` when it selects the default set (the metrics scored
     before it existed, so older keys hold), else ``["metrics", <the selected set>]``."""
     chosen = canonical_metrics(e.metrics)
-    return [] if chosen == canonical_metrics(DEFAULT_EVAL_METRICS) else ["metrics", chosen]
+    if chosen == canonical_metrics(DEFAULT_EVAL_METRICS):
+        return []
+    from bench.metrics.spec import user_metrics
+
+    versions = {m.name: m.version for m in user_metrics(chosen)}  # a user metric's version, when there is one
+    return ["metrics", chosen, *([versions] if versions else [])]
 
 
 def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -106,8 +116,11 @@ def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
         "pse": training_slice(cfg.pse),
         "pse_source": [cfg.pse.source, cfg.pse.path],
     }
-    if metrics_slice(cfg.eval):  # absent at the default set so that older keys hold
-        s["eval"]["metrics"] = metrics_slice(cfg.eval)[1]
+    ms = metrics_slice(cfg.eval)
+    if ms:  # absent at the default set so that older keys hold
+        s["eval"]["metrics"] = ms[1]
+        if len(ms) > 2:  # and the user metrics' versions only where there are some
+            s["eval"]["metric_versions"] = ms[2]
     if cfg.eval.quality_n:  # likewise
         s["eval"]["quality_n"] = cfg.eval.quality_n
     if cfg.pse.atten_lim_db:  # inference-time; absent at 0 so that older keys hold

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -59,6 +58,7 @@ from bench.trainloop import (
     progress_bar,
     restore_rng,
     save_checkpoint,
+    seed_everything,
     warmup_cosine,
 )
 
@@ -252,9 +252,7 @@ def _distill_locked(cfg: Any, corpus: Any, teacher: Any, cache: Any, enhancer: A
     key = distill_key(cfg, corpus, teacher, enhancer, device)
     d = cache.stage_dir(STAGE, key)
     seed = int(cfg.seed)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    seed_everything(seed)
     student = registry.get("student", cfg.student.name)(cfg.student, teacher.dim).to(device)
     if not cache.is_done(STAGE, key) and getattr(dc, "source", "zoo") == "zoo":
         _from_zoo(cache, key)

@@ -621,10 +621,10 @@ def run_distributed(plan: GridPlan, job: BoardJob, progress: bool = True, heartb
     """One worker of a distributed grid (see the module docstring); returns the exit code."""
     from bench.cache import Cache, default_root
     from bench.data.validate import CorpusError
-    from bench.harness import pick_device, set_threads
     from bench.output import ready
     from bench.pipeline import Pipeline
     from bench.report import provenance, summary_table
+    from bench.runtime import pick_device, set_threads
 
     try:
         device = pick_device(plan.first.device)

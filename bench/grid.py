@@ -309,8 +309,8 @@ def _stage_worker(kind: str, cfg_dict: dict, cache_root: str, device: str = "cpu
     on ``device`` into the cache."""
     from bench.cache import Cache
     from bench.config import ExperimentConfig
-    from bench.harness import set_threads
     from bench.pipeline import Pipeline
+    from bench.runtime import set_threads
 
     set_threads(threads)
     cfg = ExperimentConfig.from_dict(cfg_dict)

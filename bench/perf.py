@@ -337,14 +337,14 @@ def _cpu_clock(fn: Callable[[], Any]) -> tuple[float, float, float]:
 # --------------------------------------------------------------------------- 4. refiner
 def _refiner_models(device: str):
     """The main grid's backbone and student (random weights) and the GE2E teacher."""
-    import torch
 
     from bench.config import TeacherConfig
     from bench.pse.pdfnet2 import PDFNet2
     from bench.students.tiny import TinyStudent
     from bench.teachers import load_teacher
+    from bench.trainloop import seed_everything
 
-    torch.manual_seed(0)
+    seed_everything(0)
     teacher = load_teacher(TeacherConfig(), None, None, device)
     model = PDFNet2(emb_dim=teacher.dim, size="cpu").to(device).eval()
     student = TinyStudent(teacher.dim).to(device).eval()
@@ -494,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from bench.harness import pick_device, set_threads
+    from bench.runtime import pick_device, set_threads
 
     device = pick_device(args.device)
     if args.threads:

@@ -59,7 +59,7 @@ def git_commit(root: str | Path | None = None) -> str:
 def provenance(device: str) -> dict[str, str]:
     """What every result file records about where it came from: commit, package versions,
     device and date (``bench.run`` rows and ``bench.sweep`` studies alike)."""
-    from bench.harness import device_name
+    from bench.runtime import device_name
 
     return {"git_commit": git_commit(), "versions": versions(), "device": device_name(device), "date": now()}
 

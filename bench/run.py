@@ -135,8 +135,8 @@ def run_grid(name: str, cells: list, out: Path, progress: bool = True, n_boot: i
     replaces ``out`` once the leaderboard is written (an interrupted run leaves ``out`` as it
     was; see ``bench.output`` for what is replaced and when). ``out`` is checked before anything
     is computed, and one run at a time writes it (a second is refused). Returns the exit code."""
-    from bench.harness import pick_device, set_threads
     from bench.output import check_out, lock_path, output_lock, ready
+    from bench.runtime import pick_device, set_threads
 
     first = cells[0].config
     try:

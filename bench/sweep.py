@@ -211,10 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     from bench.cache import Cache, atomic_path, config_hash, default_root
     from bench.config import ConfigError
     from bench.distributed import fail_stale, open_storage, redact, return_token, run_budget
-    from bench.harness import set_threads
     from bench.pipeline import Pipeline
     from bench.registry import RegistryError
     from bench.report import provenance, write_json
+    from bench.runtime import set_threads
 
     try:
         grid, params, base, probe, device = _setup(args)
@@ -268,7 +268,7 @@ def _setup(args: argparse.Namespace) -> tuple[Any, list[Param], dict[str, Any], 
     """``(grid, params, base config dict, base config, device)`` of the study; raises ConfigError,
     RegistryError or RuntimeError on a bad grid, parameter or device."""
     from bench.config import ExperimentConfig, Grid
-    from bench.harness import pick_device
+    from bench.runtime import pick_device
 
     grid = Grid.load(args.grid, overrides=args.overrides)
     params = [Param.parse(p) for p in (args.params or ["refine.alpha=0.0:1.0", "distill.tau=0.02:1.0:log"])]

@@ -24,8 +24,8 @@ from bench.config import ConfigError, load_config
 def teacher_rows(teachers: list[str], overrides: list[str], progress: bool = True) -> pd.DataFrame:
     """One row per teacher spec (``name`` or ``name:source``): EER, minDCF, params, weights."""
     from bench.cache import Cache, default_root
-    from bench.harness import pick_device
     from bench.pipeline import Pipeline
+    from bench.runtime import pick_device
 
     rows: list[dict[str, Any]] = []
     pipe: Pipeline | None = None

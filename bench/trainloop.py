@@ -21,6 +21,17 @@ import torch
 FINAL_LR_FRAC = 0.05  # every cosine schedule of the suite ends at this fraction of its peak
 
 
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy's global generator and torch (CPU and every CUDA device):
+    the one seeding every training loop calls before it builds its model (the loops draw their
+    data from their own ``np.random.Generator``, seeded from the same value)."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
 def warmup_cosine(step: int, total: int, warmup: int, peak: float = 1.0, final_frac: float = FINAL_LR_FRAC) -> float:
     """Learning rate (or, with ``peak=1``, the multiplier of a base rate) at optimiser step ``step``
     (0-based): linear warm-up from ``peak / warmup`` to ``peak`` over ``warmup`` steps, then cosine

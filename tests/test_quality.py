@@ -10,9 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.audio import SR
 from bench.metrics import quality as q
-
-SR = 16_000
 
 
 def _speechlike(seconds: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -166,3 +165,37 @@ def test_worker_crash_does_not_crash_run(monkeypatch):
     assert len(df) == 3
     assert df["pesq_failed"].tolist() == [False, True, False]
     assert df["pesq"].iloc[[0, 2]].notna().all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(400, 4000), noise=st.floats(0.01, 3.0))
+def test_one_si_sdr_agrees_with_torchmetrics_and_the_training_twin(seed, n, noise):
+    """The reported SI-SDR equals torchmetrics' (zero-mean) on random signals, and the training
+    loss's batch twin (bench.pse.train.si_sdr, float32) agrees with it."""
+    import torch
+    from torchmetrics.functional.audio import scale_invariant_signal_distortion_ratio as tm_si_sdr
+
+    from bench.pse.train import si_sdr as train_si_sdr
+
+    rng = np.random.default_rng(seed)
+    ref = rng.standard_normal((3, n))
+    est = ref * rng.uniform(0.2, 2.0, (3, 1)) + noise * rng.standard_normal((3, n)) + rng.uniform(-1, 1, (3, 1))
+    ours = np.array([q.si_sdr(e, r) for e, r in zip(est, ref, strict=True)])
+    theirs = tm_si_sdr(torch.from_numpy(est), torch.from_numpy(ref), zero_mean=True).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    twin = train_si_sdr(torch.from_numpy(est).float(), torch.from_numpy(ref).float()).numpy()
+    np.testing.assert_allclose(twin, ours, atol=2e-3)
+
+
+def test_stoi_agrees_with_torchmetrics():
+    """STOI and ESTOI equal torchmetrics' (which wraps pystoi) on the same audio."""
+    import torch
+    from torchmetrics.functional.audio import short_time_objective_intelligibility as tm_stoi
+
+    rng = np.random.default_rng(3)
+    t = np.arange(SR * 2) / SR
+    ref = (np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float64)
+    est = ref + 0.3 * rng.standard_normal(len(ref))
+    for extended, ours in ((False, q.stoi(est, ref)), (True, q.estoi(est, ref))):
+        theirs = float(tm_stoi(torch.from_numpy(est), torch.from_numpy(ref), SR, extended=extended))
+        assert ours == pytest.approx(theirs, abs=1e-6)

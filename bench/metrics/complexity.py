@@ -1,4 +1,5 @@
-"""Complexity metrics: parameters, MACs per second of audio, real-time factor and peak memory.
+"""Complexity metrics: parameters and MACs per second of audio (the real-time factor and peak
+memory are measured by the one timer, :func:`bench.runtime.measure`).
 
 Conventions (one everywhere in the suite):
 
@@ -22,9 +23,6 @@ Conventions (one everywhere in the suite):
 from __future__ import annotations
 
 import logging
-import os
-import threading
-import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -42,7 +40,6 @@ __all__ = [
     "macs_per_second",
     "macs_per_second_report",
     "rnn_handles",
-    "rtf_and_memory",
 ]
 
 
@@ -245,112 +242,3 @@ def backbone_macs_per_second(model: nn.Module, sr: int = 16_000) -> float:
 
 
 # --------------------------------------------------------------------------- time and memory
-def _rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-class _RssSampler:
-    """Samples the resident set size in a thread; ``peak`` is the highest value seen."""
-
-    def __init__(self, interval_s: float = 0.002) -> None:
-        self.interval_s = interval_s
-        self.start = _rss_bytes() or 0
-        self.peak = self.start
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            rss = _rss_bytes()
-            if rss is not None and rss > self.peak:
-                self.peak = rss
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> _RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        rss = _rss_bytes()
-        if rss is not None and rss > self.peak:
-            self.peak = rss
-
-
-def rtf_and_memory(
-    fn: Callable[[], Any],
-    audio_seconds: float,
-    device: str | torch.device | None = None,
-    repeats: int = 1,
-    warmup: int = 0,
-) -> dict[str, Any]:
-    """Time ``fn()`` (which processes ``audio_seconds`` of audio) and measure its peak memory.
-
-    Returns ``{"wall_s", "rtf", "peak_mem_bytes", "mem_method", "device"}``:
-
-    * ``wall_s``: median wall time of ``repeats`` calls after ``warmup`` calls (CUDA synchronised
-      before and after each call); ``rtf = wall_s / audio_seconds`` (< 1 is faster than real time).
-    * ``peak_mem_bytes``:
-      - CUDA (``mem_method="cuda_max_allocated"``): ``torch.cuda.max_memory_allocated`` after
-        ``reset_peak_memory_stats`` — the peak of all tensors allocated on the device during the
-        calls, *including* tensors already resident (model weights).
-      - CPU (``mem_method="rss_sampled"``): peak resident set size during the calls, sampled every
-        2 ms from ``/proc/self/statm``, minus the RSS just before — the extra memory the call
-        needed (it excludes memory the process already held; allocator reuse can make it 0).
-        Where ``/proc`` is missing, ``mem_method="ru_maxrss_delta"``: growth of
-        ``resource.getrusage`` peak RSS, which is 0 unless the call sets a new lifetime peak.
-    """
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    is_cuda = dev.type == "cuda"
-
-    def sync() -> None:
-        if is_cuda:
-            torch.cuda.synchronize(dev)
-
-    for _ in range(max(0, warmup)):
-        fn()
-    sync()
-    times: list[float] = []
-    if is_cuda:
-        torch.cuda.reset_peak_memory_stats(dev)
-        for _ in range(max(1, repeats)):
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times.append(time.perf_counter() - t0)
-        peak = int(torch.cuda.max_memory_allocated(dev))
-        method = "cuda_max_allocated"
-    elif _rss_bytes() is not None:
-        with _RssSampler() as sampler:
-            for _ in range(max(1, repeats)):
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
-        peak = max(0, sampler.peak - sampler.start)
-        method = "rss_sampled"
-    else:  # pragma: no cover - non-Linux
-        import resource
-
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        for _ in range(max(1, repeats)):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak = max(0, after - before) * 1024  # ru_maxrss is in KiB on Linux
-        method = "ru_maxrss_delta"
-    times.sort()
-    wall = times[len(times) // 2]
-    return {
-        "wall_s": wall,
-        "rtf": wall / float(audio_seconds) if audio_seconds > 0 else float("nan"),
-        "peak_mem_bytes": peak,
-        "mem_method": method,
-        "device": str(dev),
-    }

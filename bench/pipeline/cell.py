@@ -108,8 +108,8 @@ def stream_condition(pipe: Any, cfg: ExperimentConfig, cond: str, model: Any, re
     embedding trajectory to the clean target's embedding (None without an embedding)."""
     import torch
 
-    from bench.harness import measure
     from bench.refine import enhance_streaming
+    from bench.runtime import measure
 
     teacher = pipe.teacher(cfg)
     mixtures = pipe.eval_set(cfg, cond)

@@ -62,12 +62,14 @@ def enhance(model, mixture: torch.Tensor, emb: torch.Tensor | None, chunk: int =
 
 
 def heldout_si_sdri(model, test: dict, emb: torch.Tensor | None, chunk: int = 16) -> np.ndarray:
-    """Per-mixture SI-SDRi (dB) of ``model`` on ``test`` (latency-aligned)."""
-    from bench.pse.train import si_sdr
+    """Per-mixture SI-SDRi (dB) of ``model`` on ``test`` (latency-aligned), by the leaderboards'
+    :func:`bench.metrics.quality.si_sdri`."""
+    from bench.metrics.quality import si_sdri
 
-    est = enhance(model, test["mixture"], emb, chunk)
-    ref = test["target"][:, : est.shape[1]]
-    return (si_sdr(est, ref) - si_sdr(test["mixture"][:, : est.shape[1]], ref)).numpy()
+    est = enhance(model, test["mixture"], emb, chunk).numpy()
+    ref = test["target"][:, : est.shape[1]].numpy()
+    mix = test["mixture"][:, : est.shape[1]].numpy()
+    return np.array([si_sdri(e, r, m) for e, r, m in zip(est, ref, mix, strict=True)])
 
 
 def _quality(est: torch.Tensor, test: dict, workers: int) -> dict[str, np.ndarray]:
@@ -155,10 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     from bench.cache import Cache
     from bench.config import ConfigError, load_config
     from bench.data.corpus import load_corpus
-    from bench.harness import pick_device
     from bench.metrics.complexity import backbone_macs_per_second
     from bench.pse.limit import with_limit
     from bench.pse.train import train_pse
+    from bench.runtime import pick_device
     from bench.teachers import load_teacher
 
     systems = args.systems.split(",")
@@ -197,14 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     emb = teacher.embed(test["enrollment"].float()).float()
     per: dict[str, np.ndarray] = {}
     outs: dict[str, torch.Tensor] = {}
-    from bench.pse.train import si_sdr
+    from bench.metrics.quality import si_sdr
     from bench.refine import baseline_name
 
     base = baseline_name()  # the enrollment embedding as it is: the static baseline
 
     lat = next(iter(models.values())).latency_samples
     ref = test["target"][:, : test["target"].shape[1] - lat]
-    results["mixture_si_sdr"] = float(si_sdr(test["mixture"][:, : ref.shape[1]], ref).mean())
+    results["mixture_si_sdr"] = float(np.mean([si_sdr(m, r) for m, r in zip(test["mixture"][:, : ref.shape[1]].numpy(),
+                                                                            ref.numpy(), strict=True)]))
     for model in models.values():
         if model.personalized:
             variants = {base: emb, "wrong_emb": emb.roll(1, 0), "zero_emb": torch.zeros_like(emb)}

@@ -25,7 +25,7 @@ from bench.data.pieces import frames_of, segment_of
 from bench.metrics.speaker import speaker_eval, utt_ids_of
 from bench.runtime import backward_step
 from bench.teachers import base
-from bench.trainloop import progress_bar, warmup_cosine
+from bench.trainloop import progress_bar, seed_everything, warmup_cosine
 
 
 class AMSoftmax(nn.Module):
@@ -95,7 +95,7 @@ def train_speaker_encoder(
     """
     if corpus is None:
         raise ValueError(f"teacher {name!r}: source=trained needs a corpus (got None)")
-    torch.manual_seed(seed)
+    seed_everything(seed)
     rng = np.random.default_rng(seed)
     speakers = sorted(corpus.speakers("train"))
     utts = {s: utt_ids_of(corpus, s, "train") for s in speakers}

@@ -22,6 +22,7 @@ import torch
 
 from bench.cache import config_hash, file_hash
 from bench.teachers import _train, base
+from bench.trainloop import seed_everything
 
 DEFAULT_HUB_ID = "microsoft/wavlm-base-plus-sv"
 
@@ -108,7 +109,7 @@ def _trained(cfg, cache, corpus, device) -> WavLMTeacher:
         from transformers import WavLMForXVector
 
         n_spk = len(corpus.speakers("train"))
-        torch.manual_seed(0)
+        seed_everything(0)
         model = WavLMForXVector(wavlm_config(cfg.train_size, num_labels=max(n_spk, 2)))
 
         def embed_train(wav: torch.Tensor) -> torch.Tensor:

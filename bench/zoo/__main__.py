@@ -79,7 +79,7 @@ def _cells(args: argparse.Namespace) -> list[Any] | None:
     """The cells of ``args.grid`` with ``args.overrides`` (None after printing a bad config's
     error), with the process's torch threads set."""
     from bench.config import ConfigError, Grid
-    from bench.harness import set_threads
+    from bench.runtime import set_threads
 
     try:
         cells = Grid.load(args.grid, overrides=args.overrides).cells()

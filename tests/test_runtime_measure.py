@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.harness import measure
+from bench.runtime import measure
 
 
 def test_peak_memory_is_per_block_not_the_process_lifetime():

@@ -5,7 +5,7 @@ GRID ?= ablations/losses.yaml
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: setup run test test-all test-slow lint corpus smoke figures clean-results zoo
+.PHONY: setup run test test-all test-slow lint corpus smoke figures tables clean-results zoo
 
 setup:
 	@bash scripts/setup.sh
@@ -30,6 +30,10 @@ corpus: setup
 
 smoke: setup
 	$(PY) -m bench.run --grid ablations/smoke.yaml
+
+# regenerate every table between bench.tables markers in README.md and results/*/README.md
+tables: setup
+	$(PY) -m bench.tables --update README.md $(wildcard results/*/README.md) docs/results.md
 
 # redraw the figures, REPORT.md and report.html of a finished run: make figures RUN=results/losses
 RUN ?= results/losses

@@ -1,7 +1,9 @@
 """The paired-gain table of a finished run, as Markdown, for READMEs (never copied by hand).
 
 ``python -m bench.tables --run results/coherent_confirm [--metric si_sdr] [--systems a,b]``;
-``--pair A B`` prints instead the paired difference of two cells (:func:`paired_table`).
+``--pair A B`` prints instead the paired difference of two cells (:func:`paired_table`);
+``--update FILE [--check]`` regenerates (or checks) every block of a Markdown file written between
+``<!-- bench.tables ARGS -->`` and ``<!-- /bench.tables -->`` from its ARGS.
 
 One row per refining cell (role ``system``) and comparison: the paired gain over static
 (``d_<metric>``), over its ``shrink`` control (``ds_<metric>``) and, for a cell of the
@@ -15,6 +17,8 @@ Holm-corrected p-value (the run's family) is below 0.05. The cell's distinguishi
 from __future__ import annotations
 
 import argparse
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -117,26 +121,73 @@ def paired_table(per: pd.DataFrame, cells: pd.DataFrame, a: str, b: str, metric:
     return "\n".join([head, "|---" * (len(conds) + 2) + "|", f"| {a} - {b} | " + " | ".join(vals) + " |"])
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.tables", description=__doc__.splitlines()[0])
-    p.add_argument("--run", required=True, help="a run folder holding leaderboard.csv")
+    p.add_argument("--run", default="", help="a run folder holding leaderboard.csv")
     p.add_argument("--metric", default="si_sdr", help="si_sdr (default), late_si_sdr, pesq, ...")
     p.add_argument("--systems", default="", help="comma-separated system names to keep (default: all)")
     p.add_argument("--pair", nargs=2, metavar=("A", "B"), default=None,
                    help="instead: the paired difference A - B of two cells, each SYSTEM[,COLUMN=VALUE ...] of "
                         "cells.csv (e.g. --pair static,teacher=vfl static,teacher=ge2e)")
-    args = p.parse_args(argv)
+    p.add_argument("--update", nargs="+", default=None, metavar="FILE",
+                   help="instead: regenerate, in each Markdown FILE, every block between "
+                        "'<!-- bench.tables ARGS -->' and '<!-- /bench.tables -->' from its ARGS")
+    p.add_argument("--check", action="store_true",
+                   help="with --update: change nothing, exit 1 naming each block that differs from its ARGS' table")
+    return p
+
+
+def render(args: argparse.Namespace) -> str:
+    """The table ``args`` ask for (ValueError / FileNotFoundError on a bad run or cell)."""
     path = Path(args.run) / "leaderboard.csv"
-    if not path.is_file():
-        print(f"error: {path} does not exist; run python -m bench.run first", file=sys.stderr)
-        return 2
+    if not args.run or not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run python -m bench.run first")
+    if args.pair:
+        per, cells = (pd.read_csv(Path(args.run) / f) for f in ("per_utterance.csv", "cells.csv"))
+        return paired_table(per, cells, *args.pair, metric=args.metric)
+    return gain_table(pd.read_csv(path), args.metric, [s for s in args.systems.split(",") if s])
+
+
+BLOCK = re.compile(r"(<!-- bench\.tables (?P<args>.*?) -->\n)(?P<body>.*?)(<!-- /bench\.tables -->)", re.S)
+
+
+def update(text: str, root: Path) -> tuple[str, list[str]]:
+    """``text`` with every generated block regenerated (run folders relative to ``root``), and
+    the ARGS of the blocks whose body changed."""
+    changed: list[str] = []
+
+    def one(m: re.Match) -> str:
+        args = build_parser().parse_args(shlex.split(m["args"]))
+        if args.run and not Path(args.run).is_absolute():
+            args.run = str(root / args.run)
+        body = render(args).rstrip("\n") + "\n"
+        if body != m["body"]:
+            changed.append(m["args"])
+        return m.group(1) + body + m.group(4)
+
+    return BLOCK.sub(one, text), changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        if args.pair:
-            per, cells = (pd.read_csv(Path(args.run) / f) for f in ("per_utterance.csv", "cells.csv"))
-            print(paired_table(per, cells, *args.pair, metric=args.metric))
-            return 0
-        print(gain_table(pd.read_csv(path), args.metric, [s for s in args.systems.split(",") if s]))
-    except ValueError as exc:
+        if args.update:
+            stale = []
+            for f in args.update:
+                path = Path(f)
+                text = path.read_text()
+                new, changed = update(text, Path.cwd())
+                stale += [f"{f}: {c}" for c in changed]
+                if changed and not args.check:
+                    path.write_text(new)
+            for s in stale:
+                print(("differs: " if args.check else "updated: ") + s)
+            return 1 if stale and args.check else 0
+        if not args.run:
+            print("error: give --run RUN (or --update FILE)", file=sys.stderr)
+            return 2
+        print(render(args))
+    except (ValueError, FileNotFoundError, SystemExit) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -51,3 +53,35 @@ def test_student_space_rows_add_the_comparison_with_the_teacher_spaces_static():
     assert any(b.startswith("| student@student-space-mse, steps 1000 - teacher-space static |") for b in body)
     assert not any(b.startswith("| static@student-space-mse, steps 1000 - static") for b in body)  # nothing to show: no row
     assert len(body) == 4 + 3
+
+
+def test_readme_tables_are_the_generated_ones():
+    """Every table between bench.tables markers in the README, docs and results READMEs is what
+    its arguments generate from the committed run (no hand-copied numbers)."""
+    from bench.tables import update
+
+    root = Path(__file__).resolve().parents[1]
+    files = [root / "README.md", root / "docs" / "results.md", *sorted((root / "results").glob("*/README.md"))]
+    n_blocks = 0
+    for f in files:
+        text = f.read_text()
+        n_blocks += text.count("<!-- bench.tables ")
+        new, changed = update(text, root)
+        assert not changed, f"{f.name}: run `make tables` (stale: {changed})"
+        assert new == text
+    assert n_blocks >= 5
+
+
+def test_a_hand_edited_table_is_caught(tmp_path):
+    from bench.tables import main
+
+    root = Path(__file__).resolve().parents[1]
+    md = tmp_path / "x.md"
+    md.write_text(f"<!-- bench.tables --run {root}/results/teachers_confirm --pair static,teacher=vfl "
+                  "static,teacher=ge2e -->\n| made up |\n<!-- /bench.tables -->\n")
+    assert main(["--update", str(md), "--check"]) == 1
+    assert "made up" in md.read_text()  # --check changes nothing
+    assert main(["--update", str(md)]) == 0
+    text = md.read_text()
+    assert "made up" not in text and "-0.39 [-0.64, -0.13]" in text
+    assert main(["--update", str(md), "--check"]) == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +13,9 @@ SMOKE = str(Path(__file__).resolve().parents[1] / "ablations" / "smoke.yaml")
 
 
 @pytest.fixture(scope="module")
-def smoke(request, tmp_path_factory):
-    """The session's smoke run where conftest provides one, else a run of this module's own."""
-    try:
-        return request.getfixturevalue("smoke_run")
-    except pytest.FixtureLookupError:
-        from bench import run
-
-        base = tmp_path_factory.mktemp("smoke_timing")
-        t0 = time.perf_counter()
-        code = run.main(["--grid", SMOKE, "--out", str(base / "out"), "--cache-dir", str(base / "cache"),
-                         "--no-progress", "--no-figures"])
-        return code, base / "out", base / "cache", time.perf_counter() - t0
+def smoke(smoke_run):
+    """The session's smoke run (tests/conftest.py)."""
+    return smoke_run
 
 
 def test_timing_columns_mean_what_their_names_say(smoke):

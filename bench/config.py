@@ -55,11 +55,15 @@ class CorpusConfig:
     # decoded audio kept in RAM per process, MiB (least recently used evicted first; 0: none kept).
     # The same crops come out at any value, so it is in no cache key (CORPUS_RUNTIME_FIELDS)
     audio_cache_mb: float = 512.0
+    # how validation reads the files: "header" trusts each file's header (rate, frames; nothing
+    # decoded), "decode" decodes every file once (also finds NaN, silent and damaged audio);
+    # bench/data/validate.py. A clean corpus is the same corpus either way (CORPUS_RUNTIME_FIELDS)
+    validate: str = "header"
 
 
 # CorpusConfig fields that change how the corpus is read, never what it holds: left out of every
 # cache key (bench.cache.key_slice skip) and, at their defaults, out of ExperimentConfig.to_dict
-CORPUS_RUNTIME_FIELDS = ("audio_cache_mb",)
+CORPUS_RUNTIME_FIELDS = ("audio_cache_mb", "validate")
 
 
 @dataclass

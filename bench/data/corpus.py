@@ -362,7 +362,10 @@ class Corpus:
     def _whole(self, key: str | int) -> np.ndarray:
         x = self._cache.get(key)
         if x is None:
-            x = self._load(key) if isinstance(key, str) else self._load_noise(key)
+            try:
+                x = self._load(key) if isinstance(key, str) else self._load_noise(key)
+            except (RuntimeError, OSError) as exc:  # soundfile's errors are RuntimeErrors
+                raise self._read_error(key, exc) from exc
             x.setflags(write=False)
             self._cache.put(key, x)
             self._frames[key] = len(x)
@@ -390,7 +393,7 @@ class Corpus:
         if x is None and start >= 0 and n >= 0:
             path = self._partial_path(key)
             if path is not None and self._frames[key] - start >= n:
-                y = read_frames(path, start, n)
+                y = self._read_frames(key, path, start, n)
                 if len(y) == n:
                     return y
         return fit_length(self._whole(key) if x is None else x, n, start)
@@ -401,12 +404,31 @@ class Corpus:
             path = self._partial_path(key)
             if path is not None:
                 stop = min(end, self._frames[key])
-                y = read_frames(path, start, max(0, stop - start))
+                y = self._read_frames(key, path, start, max(0, stop - start))
                 if len(y) == max(0, stop - start):
                     return np.pad(y, (0, end - start - len(y))) if len(y) < end - start else y
         x = self._whole(key) if x is None else x
         seg = np.asarray(x[max(start, 0):end], dtype=np.float32)
         return np.pad(seg, (0, end - start - len(seg))) if len(seg) < end - start else seg.copy()
+
+    def _read_frames(self, key: str | int, path: str, start: int, n: int) -> np.ndarray:
+        try:
+            return read_frames(path, start, n)
+        except (RuntimeError, OSError) as exc:
+            raise self._read_error(key, exc) from exc
+
+    def _read_error(self, key: str | int, exc: Exception) -> Exception:
+        """A :class:`~bench.data.validate.CorpusError` naming the file of ``key`` that failed to
+        decode (validation by headers, ``corpus.validate: header``, does not decode files)."""
+        from bench.data.validate import CorpusError
+
+        src = self.path_of(key) if isinstance(key, str) else Path(self.noise_files[key])
+        what = f"utterance {key!r}" if isinstance(key, str) else f"noise file {key}"
+        return CorpusError(
+            f"audio file {str(src)!r} ({what}) cannot be decoded: {exc}. Its header reads, so validation by "
+            "headers (corpus.validate=header, the default) let it through; run with corpus.validate=decode "
+            "(test_corpus.validate for a test corpus) to find every such file before anything trains, then fix "
+            "or remove them, or add skip_bad=true to leave them out")
 
     def _partial_path(self, key: str | int) -> str | None:
         """The file pieces of ``key`` are read from exactly (recording its frame count), or None."""

@@ -49,7 +49,8 @@ class Stages:
 
         key = config_hash(corpus_cfg, eval_splits) if train else config_hash("test", corpus_cfg, eval_splits)
         return self.memoised("corpus", key, lambda: validate(
-            load_corpus(corpus_cfg, self.cache), self.cache, name, corpus_cfg.skip_bad, eval_splits, train=train))
+            load_corpus(corpus_cfg, self.cache), self.cache, name, corpus_cfg.skip_bad, eval_splits, train=train,
+            mode=getattr(corpus_cfg, "validate", "decode")))
 
     def teacher(self, teacher_cfg: TeacherConfig, corpus: Any) -> Any:
         """The teacher encoder; ``corpus`` matters only to a teacher trained in the suite."""

@@ -204,7 +204,7 @@ def _run_locked(name: str, cells: list, final: Path, device: str, progress: bool
         return fail(f"no cell completed; see the errors above (previous results in {final}, if any, are untouched)",
                      EXIT_CELL_FAILED)
     if figures:  # the example stream and corpus hashes the reports show
-        from bench.report_assets import save_assets
+        from bench.report.assets import save_assets
 
         save_assets(pipe, {k: c.config for k, c in by_key.items()}, out)
     board = write_board(out, name, per_utt, tables["cell_rows"], n_boot or first.eval.n_bootstrap, common, argv,

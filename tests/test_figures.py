@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench import figures
+from bench.report import figures
 
 
 def _board() -> pd.DataFrame:
@@ -46,7 +46,7 @@ def test_nan_values_do_not_crash(tmp_path):
 
 
 def test_report_lists_figures_captions_and_tables(tmp_path):
-    from bench.report_md import write_report
+    from bench.report.markdown import write_report
 
     _board().to_csv(tmp_path / "leaderboard.csv", index=False)
     figures.draw_all(tmp_path)
@@ -164,7 +164,7 @@ def test_sweep_figures_from_trials(tmp_path):
 
 
 def test_report_html_without_a_browser(tmp_path):
-    from bench.report_html import write_html
+    from bench.report.html import write_html
 
     b = _board()
     b.to_csv(tmp_path / "leaderboard.csv", index=False)
@@ -217,7 +217,7 @@ def test_a_board_of_mixture_rows_only_draws_nothing_and_says_why(tmp_path, caplo
 def test_the_redraw_hint_names_the_folder_the_user_has(tmp_path, caplog, monkeypatch):
     import logging
 
-    from bench import report_html
+    from bench.report import html as report_html
 
     _board().to_csv(tmp_path / "leaderboard.csv", index=False)
     monkeypatch.setattr(report_html, "write_html", lambda run_dir: (_ for _ in ()).throw(OSError("disk full")))

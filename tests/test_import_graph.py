@@ -25,6 +25,7 @@ PACKAGE = "bench"
 CLI_MODULES = frozenset({
     "bench.compare",
     "bench.data.__main__",
+    "bench.figures",
     "bench.perf",
     "bench.pse.__main__",
     "bench.run",
@@ -38,7 +39,7 @@ CLI_MODULES = frozenset({
 # Library modules that also have a ``main`` for ``python -m``: the library is imported by other
 # modules, so they belong to the library layer (and import no command-line module themselves).
 LIBRARY_ENTRY_POINTS = {
-    "bench.figures": "draws the figures and reports bench.run and bench.distributed write; its main only "
+    "bench.report.figures": "draws the figures and reports bench.run and bench.distributed write; its main only "
                      "parses the arguments of python -m bench.figures",
 }
 

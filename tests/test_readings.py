@@ -182,7 +182,7 @@ def test_the_student_stays_in_inference_mode_after_embedding():
 
 
 def test_the_readings_figure_puts_both_spaces_on_the_teacher_spaces_static(student_space_run):
-    from bench.figures import readings_points
+    from bench.report.figures import readings_points
 
     _, out = student_space_run
     assert (out / "figures" / "readings.png").is_file()

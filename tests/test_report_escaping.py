@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 
-from bench.report_md import write_report
+from bench.report.markdown import write_report
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(2)>"
@@ -49,7 +49,7 @@ def test_leaderboard_md_escapes_markup_too():
 
 
 def test_md_text_escapes_what_markdown_and_html_read():
-    from bench.report_md import md_text
+    from bench.report.markdown import md_text
 
     assert md_text("a|b") == "a\\|b" and md_text("[x](javascript:y)") == "\\[x\\](javascript:y)"
     assert md_text("`x`") == "\\`x\\`" and md_text("a & b\nc") == "a &amp; b c"

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import figures
-from bench.captions import FIGURES
+from bench.report import figures
+from bench.report.captions import FIGURES
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
 NO_CHROMIUM = ("headless Chromium is not installed (Debian package `chromium`, which scripts/setup.sh installs "

@@ -99,7 +99,7 @@ def _example_line(run_dir: Path) -> list[str]:
 def write_report(run_dir: Path) -> Path:
     """Write ``<run_dir>/REPORT.md`` from the run's leaderboard, provenance and figures."""
     from bench.cache import atomic_write_text
-    from bench.captions import CAPTIONS
+    from bench.report.captions import CAPTIONS
 
     board = pd.read_csv(run_dir / "leaderboard.csv")
     prov: dict[str, Any] = {}

@@ -204,8 +204,8 @@ def _data_uri(path: Path, mime: str) -> str:
 
 
 def figures_html(run_dir: Path) -> str:
-    """Every figure of ``figures/`` (in :data:`bench.captions.CAPTIONS` order) with its caption."""
-    from bench.captions import CAPTIONS
+    """Every figure of ``figures/`` (in :data:`bench.report.captions.CAPTIONS` order) with its caption."""
+    from bench.report.captions import CAPTIONS
 
     out = []
     for name, caption in CAPTIONS.items():
@@ -223,7 +223,7 @@ def audio_html(run_dir: Path) -> str:
     meta_path = run_dir / "example" / "example.json"
     if not meta_path.is_file():
         return ""
-    from bench.report_assets import spectrogram_points
+    from bench.report.assets import spectrogram_points
 
     pts = spectrogram_points(run_dir)
     meta = json.loads(meta_path.read_text())
@@ -243,7 +243,7 @@ def audio_html(run_dir: Path) -> str:
 
 
 def provenance_html(run_dir: Path, board: pd.DataFrame) -> str:
-    from bench.report_md import provenance_items
+    from bench.report.markdown import provenance_items
 
     items = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in provenance_items(run_dir, board))
     return f'<h2>Provenance</h2><dl class="prov">{items}</dl>'

@@ -1,7 +1,7 @@
 """The caption of every figure of a run, in the order the reports show them.
 
-:mod:`bench.figures` draws the figures (without titles); ``REPORT.md`` (:mod:`bench.report_md`)
-and ``report.html`` (:mod:`bench.report_html`) print each one under its caption.
+:mod:`bench.report.figures` draws the figures (without titles); ``REPORT.md`` (:mod:`bench.report.markdown`)
+and ``report.html`` (:mod:`bench.report.html`) print each one under its caption.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ Sections (each printed as a table; all numbers also go to ``--out`` as JSON and 
    student (each block once) and the teacher oracle: extra MACs/s and extra wall time as a
    fraction of the backbone's, per-block latency p50/p95 after a warm-up, throughput of one
    stream and of a batch of 16.
+5. **scale** (only when asked: ``--only scale``, written to ``results/perf_scale``): start-up
+   (cold and warm) and resident memory while training mixtures are drawn, on synthetic manifest
+   corpora of 10 h, 100 h and 1000 h of rows (``--scale-hours``); :mod:`bench.perf_scale`.
 
 Section 4's models are randomly initialised (speed and MAC counts do not depend on the weights);
 sections 1-2 use the smoke grid's, trained for a few steps; sections 3-4 stream the smoke grid's
@@ -453,6 +456,10 @@ def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
                     f"{r['block_s']} s, one {r['stream_s']:.0f} s stream after 1 s warm-up",
                     ["system", "extra MMAC/s", "of backbone MACs", "extra wall", "rtf", "block ms p50",
                      "block ms p95", "x RT (1 stream)", "x RT (16 streams)"], rows))
+    if "scale" in res:
+        from bench.perf_scale import tables as scale_tables
+
+        out += scale_tables(res["scale"])
     return out
 
 
@@ -476,9 +483,11 @@ def render(res: dict[str, Any], markdown: bool) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small n: about 5 minutes on 2 idle cores")
-    p.add_argument("--out", default="results/perf", help="write <out>.json and <out>.md (default: results/perf)")
+    p.add_argument("--out", default=None,
+                   help="write <out>.json and <out>.md (default: results/perf, results/perf_scale for --only scale)")
     p.add_argument("--only", default="cache,harness,metrics,refiner",
-                   help="comma-separated sections (cache, harness, metrics, refiner); harness needs cache")
+                   help="comma-separated sections (cache, harness, metrics, refiner, scale); harness needs cache; "
+                        "scale (about 10-15 minutes on 2 idle cores, --quick about 2) runs only when named")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--n-metrics", type=int, default=None, help="utterances in the metric benchmark")
     p.add_argument("--stream-s", type=float, default=None, help="length of the timed stream (s)")
@@ -490,10 +499,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke-cache", default="", metavar="DIR",
                    help="without the cache section: a cache holding the smoke grid's stages (e.g. one kept "
                         "with --keep) for the harness section and as the source of test audio")
+    from bench import perf_scale as ps
+
+    g = p.add_argument_group("scale section")
+    g.add_argument("--scale-hours", default=None,
+                   help="comma-separated corpus sizes in hours of manifest rows (default "
+                        f"{','.join(f'{h:g}' for h in ps.DEFAULT_HOURS)}; --quick {','.join(f'{h:g}' for h in ps.QUICK_HOURS)})")
+    g.add_argument("--scale-row-s", type=float, default=ps.ROW_S, help=f"seconds per row (default {ps.ROW_S:g})")
+    g.add_argument("--scale-max-rows", type=int, default=ps.MAX_ROWS,
+                   help=f"a size needing more rows gets longer ones instead (default {ps.MAX_ROWS})")
+    g.add_argument("--scale-speakers", type=int, default=ps.SPEAKERS, help=f"speakers (default {ps.SPEAKERS})")
+    g.add_argument("--scale-files", type=int, default=ps.FILES,
+                   help=f"distinct WAV files the rows hard-link to (default {ps.FILES})")
+    g.add_argument("--scale-draws", type=int, default=None,
+                   help=f"training mixtures per memory run (default {ps.DRAWS}; --quick {ps.QUICK_DRAWS})")
+    g.add_argument("--scale-workers", default=",".join(map(str, ps.WORKERS)),
+                   help="comma-separated DataLoader worker counts of the memory runs (default 0,2)")
     return p
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
     from bench.runtime import pick_device, set_threads
 
     device = pick_device(args.device)
@@ -505,8 +530,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stream_s = args.stream_s or (8.0 if args.quick else 16.0)
     repeats = 2 if args.quick else 3
     res: dict[str, Any] = {"environment": environment(), "command": "python -m bench.perf " + " ".join(
-        sys.argv[1:]), "notes": ["speed numbers do not need trained weights: the refiner and metric sections use "
-                                 "randomly initialised models; the smoke grid's are trained for a few steps"]}
+        sys.argv[1:] if argv is None else argv), "notes": [] if only == {"scale"} else [
+            "speed numbers do not need trained weights: the refiner and metric sections use randomly initialised "
+            "models; the smoke grid's are trained for a few steps"]}
     work = Path(tempfile.mkdtemp(prefix="pse-kd-perf-"))
     cache: Path | None = Path(args.smoke_cache) if args.smoke_cache else None
     overrides = QUICK_SMOKE if args.quick and "cache" in only else []  # what the cache section trains
@@ -526,6 +552,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                for secs in (4.0, 16.0)]
     if "refiner" in only:
         res["refiner"] = refiner(refiner_stream(cache, stream_s), device, repeats)
+    if "scale" in only:
+        from bench import perf_scale as ps
+
+        hours = tuple(float(h) for h in args.scale_hours.split(",")) if args.scale_hours else (
+            ps.QUICK_HOURS if args.quick else ps.DEFAULT_HOURS)
+        draws = args.scale_draws or (ps.QUICK_DRAWS if args.quick else ps.DRAWS)
+        res["scale"] = ps.scale(hours, args.scale_row_s, args.scale_max_rows, args.scale_speakers, args.scale_files,
+                                draws, tuple(int(w) for w in args.scale_workers.split(",")))
+        res["notes"].append(ps.NOTE)
     res["total_s"] = time.perf_counter() - t0
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     res["environment"]["load_avg_1m_end"] = round(load, 2)
@@ -544,7 +579,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    res = run(args)
+    if args.out is None:
+        only = {x.strip() for x in args.only.split(",") if x.strip()}
+        args.out = "results/perf_scale" if only == {"scale"} else "results/perf"
+    res = run(args, argv)
     text = render(res, markdown=False)
     print(text)
     print(f"total {res['total_s']:.0f} s")

@@ -160,3 +160,25 @@ def test_the_pipeline_validates_by_headers_unless_asked(tmp_path, monkeypatch):
                                      val_speakers=0.25, test_speakers=0.25), ("val", "test"))
         assert len(got) == len(corpus)
     assert seen == ["header", "decode"]
+
+
+@pytest.mark.parametrize("samples,why", [(np.full(2 * SR, np.nan, dtype=np.float32), "non-finite"),
+                                         (np.zeros(2 * SR, dtype=np.float32), "silent")])
+def test_nan_or_silent_audio_let_through_by_headers_stops_at_its_first_read(tmp_path, samples, why):
+    from bench.config import MixConfig
+    from bench.data.mix import MixtureSampler
+    from bench.data.validate import BadAudio
+
+    corpus = make_corpus(tmp_path / "c", n_speakers=4, n_utts=2, derived=False)
+    for u in corpus.utterances:
+        if u.split == "train":
+            sf.write(str(tmp_path / "c" / u.path), samples, SR, subtype="FLOAT")
+    corpus = Corpus(corpus.root, corpus.manifest_path)
+    validate(corpus, Cache(tmp_path / "cache"), mode="header", eval_splits=(), train=True)
+    bad = next(u for u in corpus.utterances if u.split == "train")
+    with pytest.raises(BadAudio, match=rf"utterance '{bad.utt_id}'\) is {why}.*corpus\.validate=decode"):
+        corpus.audio(bad.utt_id)
+    with pytest.raises(BadAudio, match=why):
+        MixtureSampler(corpus, "train", MixConfig(noise_types=["white"]), 0).batch(np.random.default_rng(0), 2, 1.0)
+    with pytest.raises(CorpusError, match=f"file {why}"):  # decode mode names it as before
+        validate(corpus, mode="decode", eval_splits=(), train=True)

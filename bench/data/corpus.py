@@ -366,6 +366,8 @@ class Corpus:
                 x = self._load(key) if isinstance(key, str) else self._load_noise(key)
             except (RuntimeError, OSError) as exc:  # soundfile's errors are RuntimeErrors
                 raise self._read_error(key, exc) from exc
+            if isinstance(key, str):
+                self._check_samples(key, x)
             x.setflags(write=False)
             self._cache.put(key, x)
             self._frames[key] = len(x)
@@ -416,6 +418,19 @@ class Corpus:
             return read_frames(path, start, n)
         except (RuntimeError, OSError) as exc:
             raise self._read_error(key, exc) from exc
+
+    def _check_samples(self, utt_id: str, x: np.ndarray) -> None:
+        """Refuse decoded audio no mixture can use (NaN, inf, silence), naming the file: what
+        validation by headers leaves to the first read (``bench.data.validate.samples_problem``)."""
+        from bench.data.validate import BadAudio, samples_problem
+
+        why = samples_problem(x)
+        if why:
+            raise BadAudio(
+                f"audio file {str(self.path_of(utt_id))!r} (utterance {utt_id!r}) is {why}. Validation by headers "
+                "(corpus.validate=header, the default) does not decode files; run with corpus.validate=decode "
+                "(test_corpus.validate for a test corpus) to find every such file before anything trains, then "
+                "fix or remove them, or add skip_bad=true to leave them out", why, x)
 
     def _read_error(self, key: str | int, exc: Exception) -> Exception:
         """A :class:`~bench.data.validate.CorpusError` naming the file of ``key`` that failed to

@@ -23,8 +23,10 @@ Two modes (``corpus.validate``):
   silent files and damage past the header (e.g. a FLAC file whose frames fail to decode). A
   corpus that passed ``decode`` passes ``header`` without being read again.
 
-In ``header`` mode a damaged file that gets past its header still stops the run with a
-:class:`CorpusError` naming it when its audio is first read (:class:`bench.data.corpus.Corpus`).
+In ``header`` mode such a file still stops the run with a :class:`CorpusError` naming it when its
+audio is first decoded whole (:class:`bench.data.corpus.Corpus`; :class:`BadAudio` for NaN or
+silent audio, :func:`samples_problem`): the mixture sampler decodes every utterance it draws whole
+once, so nothing trains on it. A damaged file fails in a read of a piece of it too.
 """
 
 from __future__ import annotations
@@ -51,9 +53,33 @@ class CorpusError(ValueError):
     """The corpus cannot be used as it is; the message lists every problem found."""
 
 
+class BadAudio(CorpusError):
+    """An utterance whose audio decoded but cannot be used (:func:`samples_problem`), raised when
+    it is first read; ``why`` is the problem, ``samples`` the decoded audio."""
+
+    def __init__(self, message: str, why: str, samples: np.ndarray) -> None:
+        super().__init__(message)
+        self.why, self.samples = why, samples
+
+
+def samples_problem(x: np.ndarray) -> str:
+    """``"non-finite ..."`` or ``"silent ..."`` for decoded audio that no mixture can use (the
+    very tests of the decode mode), else ``""``; an empty array is the header's business."""
+    if x.size == 0:
+        return ""
+    if not np.isfinite(x).all():
+        return "non-finite samples (NaN or inf)"
+    xd = np.asarray(x, dtype=np.float64)
+    if 20 * np.log10(np.sqrt(np.mean(xd**2)) + 1e-12) < SILENCE_DBFS:
+        return f"silent (RMS < {SILENCE_DBFS:.0f} dBFS)"
+    return ""
+
+
 def _audio_problem(corpus: Any, utt_id: str) -> str:
     try:
         x = np.asarray(corpus.audio(utt_id), dtype=np.float64)
+    except BadAudio as exc:  # decoded, then refused by the corpus: the checks below name it
+        x = np.asarray(exc.samples, dtype=np.float64)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one reported problem
         cause = exc.__cause__ if isinstance(exc, CorpusError) and exc.__cause__ is not None else exc
         return f"unreadable ({type(cause).__name__})"

@@ -221,15 +221,19 @@ def memory(manifest: Path, cache_dir: Path, workers: int, draws: int, every: int
     steps = max(2, -(-draws // pc.batch_size))
     samples, trace, full, t_start = [], [], {}, time.perf_counter()
     warm_at: int | None = None
-    for step, b in enumerate(step_batches(make, pc.seed, PSE_TAG, 0, steps, workers)):
+    # the loader is asked for more than is read, so that the workers are still making batches at the
+    # last sample (a worker done with its share may free memory, which would flatter the end)
+    batches = step_batches(make, pc.seed, PSE_TAG, 0, steps + 4 * workers + 2, workers)
+    for step, b in zip(range(steps), batches, strict=False):
         full[int(b["pid"])] = int(b["cache_bytes"]) >= 0.95 * int(b["budget"])
         done = (step + 1) * pc.batch_size
         if warm_at is None and ((len(full) >= max(1, workers) and all(full.values())) or step + 1 >= steps // 2):
             warm_at = step + 1
         if warm_at is not None and (step + 1 - warm_at) % every == 0 or step + 1 == steps:
             samples.append({"mixtures": done, "t": time.perf_counter() - t_start, **memory_mb()})
-        elif step % every == 0:
+        elif warm_at is None and step % every == 0:
             trace.append([done, round(memory_mb()["rss_mb"], 1)])
+    batches.close()  # stops the workers
     after = [s for s in samples if s["mixtures"] >= (warm_at or 0) * pc.batch_size]
     first, last = after[0], after[-1]
     span = last["t"] - first["t"]

@@ -264,3 +264,15 @@ def test_build_command_writes_entries_then_skips_them(smoke_run, tmp_path, capsy
     assert zoo_cli.main(args) == 0
     out = capsys.readouterr().out
     assert out.count("skipped, in the zoo as") == 2 and "s of training" not in out
+
+
+def test_entry_name_says_the_level_when_not_hard():
+    from bench.config import ExperimentConfig
+    from bench.zoo import entry_name
+
+    hard = entry_name(ExperimentConfig(), "0123456789")
+    field = entry_name(ExperimentConfig.from_dict({"level": "field"}), "0123456789")
+    assert hard == "pdfnet2-cpu-ge2e-personalized-01234567"
+    assert field == "pdfnet2-cpu-ge2e-field-personalized-01234567"
+    twin = ExperimentConfig.from_dict({"level": "field", "pse": {"personalized": False}})
+    assert entry_name(twin) == "pdfnet2-cpu-none-field-nonpersonalized"

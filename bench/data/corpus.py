@@ -422,7 +422,7 @@ class Corpus:
     def _check_samples(self, utt_id: str, x: np.ndarray) -> None:
         """Refuse decoded audio no mixture can use (NaN, inf, silence), naming the file: what
         validation by headers leaves to the first read (``bench.data.validate.samples_problem``)."""
-        from bench.data.validate import BadAudio, samples_problem
+        from bench.data.audio_checks import BadAudio, samples_problem
 
         why = samples_problem(x)
         if why:
@@ -435,7 +435,7 @@ class Corpus:
     def _read_error(self, key: str | int, exc: Exception) -> Exception:
         """A :class:`~bench.data.validate.CorpusError` naming the file of ``key`` that failed to
         decode (validation by headers, ``corpus.validate: header``, does not decode files)."""
-        from bench.data.validate import CorpusError
+        from bench.data.audio_checks import CorpusError
 
         src = self.path_of(key) if isinstance(key, str) else Path(self.noise_files[key])
         what = f"utterance {key!r}" if isinstance(key, str) else f"noise file {key}"

@@ -39,40 +39,14 @@ from typing import Any
 import numpy as np
 
 from bench.audio import SR
+from bench.data.audio_checks import SILENCE_DBFS, BadAudio, CorpusError, samples_problem  # noqa: F401  (exported)
 
 log = logging.getLogger("bench")
 
 MIN_UTT_S = 0.5
-SILENCE_DBFS = -70.0
 MIN_SPEAKERS = 2
 SHOW = 5  # names listed per kind of problem
 MODES = ("header", "decode")  # corpus.validate: trust headers / decode every file
-
-
-class CorpusError(ValueError):
-    """The corpus cannot be used as it is; the message lists every problem found."""
-
-
-class BadAudio(CorpusError):
-    """An utterance whose audio decoded but cannot be used (:func:`samples_problem`), raised when
-    it is first read; ``why`` is the problem, ``samples`` the decoded audio."""
-
-    def __init__(self, message: str, why: str, samples: np.ndarray) -> None:
-        super().__init__(message)
-        self.why, self.samples = why, samples
-
-
-def samples_problem(x: np.ndarray) -> str:
-    """``"non-finite ..."`` or ``"silent ..."`` for decoded audio that no mixture can use (the
-    very tests of the decode mode), else ``""``; an empty array is the header's business."""
-    if x.size == 0:
-        return ""
-    if not np.isfinite(x).all():
-        return "non-finite samples (NaN or inf)"
-    xd = np.asarray(x, dtype=np.float64)
-    if 20 * np.log10(np.sqrt(np.mean(xd**2)) + 1e-12) < SILENCE_DBFS:
-        return f"silent (RMS < {SILENCE_DBFS:.0f} dBFS)"
-    return ""
 
 
 def _audio_problem(corpus: Any, utt_id: str) -> str:

@@ -146,14 +146,18 @@ def load_local(path: str | Path) -> dict[str, Any]:
 
 def entry_name(cfg: Any, key: str = "") -> str:
     """File stem of a backbone's zoo entry:
-    ``<pse>-<size>-<teacher>[-student-space-<loss>]-<personalized|nonpersonalized>[-<first 8 of the
-    stage key>]`` (the middle part for a backbone conditioned on a student's embedding)."""
+    ``<pse>-<size>-<teacher>[-student-space-<loss>][-<level>]-<personalized|nonpersonalized>[-<first 8
+    of the stage key>]`` (the student-space part for a backbone conditioned on a student's embedding,
+    the level for one trained at an operating level other than ``hard``)."""
     kind = "personalized" if cfg.pse.personalized else "nonpersonalized"
     teacher = cfg.teacher.name if cfg.pse.personalized else "none"
     if cfg.pse.personalized and getattr(cfg, "reading", "teacher") == "student":
         from bench.readings import space_label
 
         teacher += "-" + space_label(cfg)  # e.g. ge2e-student-space-contrastive
+    level = getattr(getattr(cfg, "mix", None), "level", "hard")
+    if level != "hard":  # a backbone trained at another operating level (presets/levels/)
+        teacher += f"-{level}"
     return f"{cfg.pse.name}-{cfg.pse.size}-{teacher}-{kind}" + (f"-{key[:8]}" if key else "")
 
 

@@ -262,6 +262,35 @@ def _child(what: str, **kw: Any) -> dict[str, Any]:
     return {**json.loads(line[len("RESULT "):]), "process_s": time.perf_counter() - t0}
 
 
+class _OtherCpu:
+    """CPU the rest of the machine used since creation (all processes' busy time in /proc/stat less
+    this process's and its descendants'), as cores on average: the contention of a measurement."""
+
+    def __init__(self) -> None:
+        self.t0, self.busy0, self.own0 = time.perf_counter(), self._busy(), self._own()
+
+    @staticmethod
+    def _busy() -> float:
+        try:
+            with open("/proc/stat") as fh:
+                v = [int(x) for x in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return float("nan")
+        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+    @staticmethod
+    def _own() -> float:
+        import resource
+
+        return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                      resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+    def cores(self) -> float:
+        wall = time.perf_counter() - self.t0
+        other = (self._busy() - self.busy0) - (self._own() - self.own0)
+        return max(0.0, other / wall) if wall > 0 else float("nan")
+
+
 def _du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
 
@@ -278,6 +307,7 @@ def scale(hours: tuple[float, ...] = DEFAULT_HOURS, row_s: float = ROW_S, max_ro
         for h in hours:
             folder = root / f"{h:g}h"
             shutil.rmtree(folder, ignore_errors=True)
+            other = _OtherCpu()
             made = write_corpus(folder / "corpus", h, row_s, max_rows, speakers, files)
             say(f"scale {h:g} h: {made['rows']} rows of {made['row_s']:g} s written in {made['write_s']:.0f} s")
             manifest, cache = folder / "corpus" / "manifest.csv", folder / "cache"
@@ -292,6 +322,7 @@ def scale(hours: tuple[float, ...] = DEFAULT_HOURS, row_s: float = ROW_S, max_ro
                 say(f"scale {h:g} h, {w} workers: RSS {m['first']['rss_mb']:.0f} -> {m['last']['rss_mb']:.0f} MiB, "
                     f"{m['mixtures_per_s_per_process']:.0f} mixtures/s per process")
                 res["memory"].append(m)
+            res["other_cores"] = other.cores()
             sizes.append(res)
             shutil.rmtree(folder, ignore_errors=True)
     finally:
@@ -307,6 +338,7 @@ def tables(s: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
         return format(v, fmt) if isinstance(v, (int, float)) and np.isfinite(v) else str(v)
 
     start = []
+    other = all("other_cores" in r for r in s["sizes"])  # measured since it was added
     for r in s["sizes"]:
         for phase in ("cold", "warm"):
             p = r[phase]["phases"]
@@ -314,7 +346,7 @@ def tables(s: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
                           f(p.get("rows: paths, headers, corpus object", 0), ".1f"), f(p.get("content key (hash)", 0), ".1f"),
                           f(p.get("splits", 0), ".1f"), f(p.get("index manifest", 0), ".1f"),
                           f(p.get("validation", 0), ".1f"), f(p.get("CSV parse, rest", 0), ".1f"),
-                          f(r[phase]["process_s"], ".1f")])
+                          f(r[phase]["process_s"], ".1f")] + ([f(r["other_cores"], ".2f")] if other else []))
     per100k = []
     for r in s["sizes"]:
         b, k = r["cache_bytes"], 1e5 / r["rows"] / 2**20
@@ -332,7 +364,8 @@ def tables(s: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     return [
         ("scale: start-up, the corpus stage in a fresh process (cold: empty cache folder; warm: again), seconds",
          ["size", "rows", "row s", "cache", "total", "rows: paths, headers, corpus", "content key", "splits",
-          "index manifest", "validation", "CSV parse, rest", "process (with imports)"], start),
+          "index manifest", "validation", "CSV parse, rest", "process (with imports)",
+          *(["other jobs, cores"] if other else [])], start),
         ("scale: cache folders after the warm start, MiB (then MiB per 100 000 rows)",
          ["size", "rows", *CACHE_DIRS, "fileinfo / 100k", "filehash / 100k", "validated", "corpus_index / 100k",
           "all / 100k"], per100k),

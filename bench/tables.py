@@ -116,7 +116,8 @@ def paired_table(per: pd.DataFrame, cells: pd.DataFrame, a: str, b: str, metric:
         m, lo, hi = cluster_bootstrap_mean(d, cl, n_boot, seed) if cond == "all" else bootstrap_mean(d, n_boot, seed)
         text = f"{m:+.2f} [{lo:.2f}, {hi:.2f}]"
         text = f"**{text}**" if lo > 0 or hi < 0 else text
-        vals.append(text + ("" if cond == "all" else f" (p {paired_p(d):.2g}, n {len(d)})"))
+        n = int(np.isfinite(d).sum())  # the items both were scored on (a slow metric: its subset)
+        vals.append(text + ("" if cond == "all" else f" (p {paired_p(d):.2g}, n {n})"))
     head = f"| {metric} (dB) | " + " | ".join([*conds, "all"]) + " |"
     return "\n".join([head, "|---" * (len(conds) + 2) + "|", f"| {a} - {b} | " + " | ".join(vals) + " |"])
 

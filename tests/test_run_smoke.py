@@ -30,7 +30,7 @@ REQUIRED = [
 ]
 
 
-# ``smoke_run`` (the grid run once per test session, shared with test_report_html.py): tests/conftest.py
+# ``smoke_run`` (the grid run once per test session, shared with report/test_html.py): tests/conftest.py
 
 
 def test_smoke_completes_with_schema(smoke_run):
@@ -210,7 +210,7 @@ def test_interrupted_rerun_keeps_previous_results(smoke_run, monkeypatch, capsys
 
     _, shared, cache, _ = smoke_run
     # a copy: the swapped-in --no-figures run must not replace the shared folder that
-    # test_report_html.py reads (figures, report.html, example), whatever the test order
+    # report/test_html.py reads (figures, report.html, example), whatever the test order
     out = shared.parent / "out_interrupt"
     shutil.copytree(shared, out)
     before = (out / "leaderboard.csv").read_bytes()

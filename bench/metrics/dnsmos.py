@@ -3,7 +3,7 @@
 Non-intrusive: each score needs only the signal. The ONNX models and the polynomial fits are the
 DNS challenge's, as the ``speechmos`` package (0.0.1.1, MIT) ships and runs them
 (``speechmos.dnsmos.run``); this module follows that code step for step, so its values are the
-package's (``tests/test_dnsmos.py`` checks that), and differs only in how it runs:
+package's (``tests/metrics/metrics/test_dnsmos.py`` checks that), and differs only in how it runs:
 
 * one ONNX Runtime session per model and process, created on first use with one intra-op and one
   inter-op thread (the suite runs one metric worker per core), and rebuilt in a forked child;

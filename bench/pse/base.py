@@ -4,7 +4,7 @@ A :class:`PSEModel` maps a mixture ``[B, T]`` and a speaker embedding ``[B, D]``
 to an enhanced waveform ``[B, T]`` of the same length, offline (:meth:`PSEModel.forward`) and
 in streaming blocks (:meth:`PSEModel.init_state` / :meth:`PSEModel.step`).
 
-Contract (tested in ``tests/test_pse.py``):
+Contract (tested in ``tests/pse/test_pdfnet2.py``):
 
 - Concatenating ``step`` outputs over *any* split of a signal into blocks whose lengths are
   multiples of ``hop`` equals ``forward`` on the whole signal (allclose 1e-5) when the embedding

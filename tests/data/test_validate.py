@@ -10,8 +10,7 @@ from bench.audio import SR
 from bench.cache import Cache
 from bench.data.corpus import Corpus, Utterance, write_manifest
 from bench.data.validate import CorpusError, problems, validate
-
-from ._data_helpers import make_corpus
+from tests._data_helpers import make_corpus
 
 
 def _with(tmp_path, extra: list[tuple[str, np.ndarray | bytes, str, str]]):

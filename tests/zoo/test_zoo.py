@@ -15,7 +15,7 @@ from bench.pse import train as pse_train
 from bench.pse.embaug import EmbeddingAugmenter, degraded_pool, refine_embedding
 from bench.zoo import __main__ as zoo_cli
 
-from .test_pse import FakeSampler, FakeTeacher, _fake_corpus, _train_cfg, _wave
+from tests.pse.test_pdfnet2 import FakeSampler, FakeTeacher, _fake_corpus, _train_cfg, _wave
 
 
 @pytest.fixture
@@ -183,7 +183,7 @@ def test_training_with_every_switch_runs_and_is_keyed(fake_world, tmp_path):
 
 
 def test_degraded_pool_is_cached_and_deterministic(tmp_path):
-    from ._data_helpers import make_corpus
+    from tests._data_helpers import make_corpus
 
     corpus = make_corpus(tmp_path / "corpus", n_speakers=6, n_utts=2, derived=False)
     corpus.key = "k"
@@ -209,7 +209,7 @@ def test_degraded_pool_is_cached_and_deterministic(tmp_path):
 def _train_in_process(cache_root: str, out) -> None:
     from bench.cache import Cache
 
-    from .test_pse import FakeSampler, FakeTeacher, _fake_corpus, _train_cfg
+    from tests.pse.test_pdfnet2 import FakeSampler, FakeTeacher, _fake_corpus, _train_cfg
 
     pse_train._make_sampler = FakeSampler
     pse_train.VAL_MIN = 2
@@ -253,7 +253,7 @@ def test_build_command_writes_entries_then_skips_them(smoke_run, tmp_path, capsy
     from pathlib import Path
 
     _, _, cache, _ = smoke_run
-    smoke = str(Path(__file__).resolve().parents[1] / "ablations" / "smoke.yaml")
+    smoke = str(Path(__file__).resolve().parents[2] / "ablations" / "smoke.yaml")
     args = ["build", "--grid", smoke, "--set", "pse.source=zoo", "--set", f"cache_dir={cache}",
             "--zoo-dir", str(tmp_path / "zoo"), "--no-progress"]
     assert zoo_cli.main(args) == 0

@@ -9,8 +9,7 @@ from bench.audio import SR
 from bench.config import MixConfig
 from bench.data.mix import make_eval_set
 from bench.data.streams import STREAM_CONDITIONS, concat_utterances, speed, stream_speakers
-
-from ._data_helpers import make_corpus
+from tests._data_helpers import make_corpus
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,7 @@ from bench.audio import SR
 from bench.cache import Cache
 from bench.data.corpus import Corpus, Utterance, write_manifest
 from bench.data.validate import CorpusError, problems, validate
-
-from ._data_helpers import make_corpus, voice
+from tests._data_helpers import make_corpus, voice
 
 
 def _no_decoding(monkeypatch):

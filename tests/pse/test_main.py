@@ -10,7 +10,7 @@ from bench.config import ConfigError
 from bench.pse import __main__ as cli
 from bench.pse import train as pse_train
 
-from .test_pse import FakeSampler, FakeTeacher, _fake_corpus
+from tests.pse.test_pdfnet2 import FakeSampler, FakeTeacher, _fake_corpus
 
 
 def test_system_overrides_are_grouped_by_system():

@@ -102,7 +102,7 @@ def test_every_figure_from_the_smoke_run_traces_back_to_its_rows(smoke_run, tmp_
     code, run, _, _ = smoke_run
     assert code == 0
     drawn = _draw_every_figure(run, tmp_path)
-    # the smoke grid has one temperature: that figure is skipped (drawn in tests/test_figures.py)
+    # the smoke grid has one temperature: that figure is skipped (drawn in tests/report/report/test_figures.py)
     with pytest.raises(figures.Skip, match="more than one distillation temperature"):
         figures.gain_vs_temperature(figures.read_board(run), tmp_path / "gain_vs_temperature")
     # and no student-space cell: the readings figure is skipped (drawn in tests/test_readings.py)

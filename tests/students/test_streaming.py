@@ -89,7 +89,7 @@ def test_banded_mel_equals_the_dense_filterbank():
 def test_refiner_feeds_each_block_once_and_matches_one_shot():
     """With alpha = 1 each update sets e to the student's embedding of the enhanced output so
     far: the trajectory equals the one-shot causal embedding after every block."""
-    from tests.test_refine import FakeCausalPSE
+    from tests.refine.test_refiners import FakeCausalPSE
 
     student = _student(dim=3)
     cfg = RefineConfig(name="ema", alpha=1.0, student_mode="streaming", context_s=1.5)
@@ -108,7 +108,7 @@ def test_refiner_feeds_each_block_once_and_matches_one_shot():
 
 @torch.no_grad()
 def test_gate_skipped_blocks_are_still_consumed():
-    from tests.test_refine import FakeCausalPSE
+    from tests.refine.test_refiners import FakeCausalPSE
 
     student = _student(dim=3)
     cfg = RefineConfig(name="ema", alpha=1.0, student_mode="streaming", gate="energy", gate_threshold=-40.0)

@@ -17,8 +17,8 @@ from bench.config import ConfigError, ExperimentConfig, Grid, TrainConfig
 from bench.data.steps import StepBatches, step_batches, step_rng
 from bench.distill import distill_student
 from bench.pse import train as pse_train
-from tests.pse import test_pdfnet2 as tp
 from tests._kd_helpers import FakeCorpus, FakeTeacher
+from tests.pse import test_pdfnet2 as tp
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,6 @@ import pytest
 from bench.config import ConfigError
 from bench.pse import __main__ as cli
 from bench.pse import train as pse_train
-
 from tests.pse.test_pdfnet2 import FakeSampler, FakeTeacher, _fake_corpus
 
 

@@ -14,7 +14,6 @@ from bench.config import ConfigError, ExperimentConfig, PSEConfig
 from bench.pse import train as pse_train
 from bench.pse.embaug import EmbeddingAugmenter, degraded_pool, refine_embedding
 from bench.zoo import __main__ as zoo_cli
-
 from tests.pse.test_pdfnet2 import FakeSampler, FakeTeacher, _fake_corpus, _train_cfg, _wave
 
 
@@ -208,7 +207,6 @@ def test_degraded_pool_is_cached_and_deterministic(tmp_path):
 
 def _train_in_process(cache_root: str, out) -> None:
     from bench.cache import Cache
-
     from tests.pse.test_pdfnet2 import FakeSampler, FakeTeacher, _fake_corpus, _train_cfg
 
     pse_train._make_sampler = FakeSampler

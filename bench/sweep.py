@@ -293,9 +293,9 @@ SWEEP_METRICS = ("si_sdr", "late_si_sdr", "pesq", "stoi", "estoi")
 
 def _check_metric(metric: str, cfg: Any) -> None:
     """``--metric`` is a built-in sweep metric, or a plugin metric the config scores (ConfigError)."""
-    from bench.config import ConfigError, metric_choices
+    from bench.config import EVAL_METRICS, ConfigError, metric_choices
 
-    users = [m for m in metric_choices() if m not in ("si_sdr", "pesq", "stoi", "estoi", "dnsmos", "pdnsmos")]
+    users = [m for m in metric_choices() if m not in EVAL_METRICS]
     if metric not in (*SWEEP_METRICS, *users):
         raise ConfigError(f"--metric {metric!r} is not allowed; choices: {', '.join((*SWEEP_METRICS, *users))}")
     if metric in users and metric not in cfg.eval.metrics:
@@ -338,10 +338,10 @@ def _create_study(args: argparse.Namespace, name: str, storage: Any, names: list
     seed = args.seed if args.seed is not None else _worker_seed()
     sampler = make_sampler(args.multi_objective, seed, names)
     if args.multi_objective:
-        study = optuna.create_study(study_name=name + "-mo", storage=storage, directions=[direction(getattr(args, "metric", "si_sdr")), "minimize"],
+        study = optuna.create_study(study_name=name + "-mo", storage=storage, directions=[direction(args.metric), "minimize"],
                                     sampler=sampler, load_if_exists=True)
     else:
-        study = optuna.create_study(study_name=name, storage=storage, direction=direction(getattr(args, "metric", "si_sdr")), sampler=sampler,
+        study = optuna.create_study(study_name=name, storage=storage, direction=direction(args.metric), sampler=sampler,
                                     pruner=make_pruner(args.pruner), load_if_exists=True)
     n_trials = len(study.get_trials(deepcopy=False))
     if args.seed is not None and n_trials:
@@ -411,7 +411,7 @@ def _summary(args: argparse.Namespace, study: Any, name: str, url: str, out: Pat
         print(f"Pareto front (validation {args.metric} vs total MACs/s), {len(study.best_trials)} trial(s):")
         for t in sorted(study.best_trials, key=lambda t: t.values[1]):
             print(f"  {args.metric} {t.values[0]:.3f}, {t.values[1] / 1e6:.1f} MMAC/s: {fmt(t.params)}")
-        sign = 1.0 if direction(getattr(args, "metric", "si_sdr")) == "maximize" else -1.0
+        sign = 1.0 if direction(args.metric) == "maximize" else -1.0
         best = max(study.best_trials, key=lambda t: sign * t.values[0])
     else:
         best = study.best_trial

@@ -104,7 +104,7 @@ def test_only_a_trial_whose_process_is_gone_here_is_failed_at_once(tmp_path):
 
 
 def _sweep_args(seed: int | None) -> argparse.Namespace:
-    return argparse.Namespace(seed=seed, multi_objective=False, pruner="none")
+    return argparse.Namespace(seed=seed, multi_objective=False, pruner="none", metric="si_sdr")
 
 
 def _ab(trial) -> float:

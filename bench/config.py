@@ -120,6 +120,9 @@ class TeacherConfig:
             AM-softmax training of ``source: trained`` (AdamW; warm-up over a tenth of the steps,
             then cosine decay, :func:`bench.trainloop.warmup_cosine`; crops of ``train_crop_s``).
             ``train_lr`` 0: the plugin's own rate (2e-3; WavLM 1e-3).
+        train_source: for ``source: trained``, ``zoo`` (default) loads the copy shipped in
+            ``zoo/teachers/`` under the same training key when the cache lacks it (and trains here
+            when the zoo has none); ``train`` always trains here.
     """
 
     name: str = "ge2e"
@@ -133,7 +136,10 @@ class TeacherConfig:
     train_crop_s: float = 2.0
     train_weight_decay: float = 1e-4
     train_grad_clip: float = 5.0
+    train_source: str = "zoo"
 
+
+TEACHER_TRAIN_SOURCES = ("zoo", "train")
 
 # Fields added after results were cached (bench.cache.key_slice: in a cache key only when not at
 # their default, which is the value the code used before they existed, so existing keys stay valid)
@@ -420,6 +426,8 @@ class ExperimentConfig:
             del out["reading"]
         if self.distill.source == "zoo":  # and where a student comes from, at its default
             del out["distill"]["source"]
+        if self.teacher.train_source == "zoo":  # and where a trained teacher comes from
+            del out["teacher"]["train_source"]
         for k in MixConfig.KEY_ADDED_LATER:  # the mix's level and shares at the hard defaults
             if out["mix"][k] == getattr(MixConfig(), k):
                 del out["mix"][k]
@@ -602,6 +610,7 @@ def _validate_models(cfg: ExperimentConfig) -> None:
     _choice("teacher.source", cfg.teacher.source, ("pretrained", "local", "trained"))
     if cfg.teacher.source == "local" and not cfg.teacher.path:
         raise ConfigError("teacher.path is empty but teacher.source='local' needs a checkpoint path")
+    _choice("teacher.train_source", cfg.teacher.train_source, TEACHER_TRAIN_SOURCES)
     _range("teacher.train_steps", cfg.teacher.train_steps, 1, 10**7)
     _range("teacher.train_lr", cfg.teacher.train_lr, 0.0, 1.0)
     _range("teacher.train_batch_size", cfg.teacher.train_batch_size, 2, 4096)

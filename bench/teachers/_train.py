@@ -4,13 +4,18 @@ Speaker classification on the corpus train split with an additive-margin softmax
 (AM-softmax, ``s * (cos - m)`` on the target class), random crops, Adam. Validation EER on
 the val split is reported in the teacher's ``weights_origin``. Each plugin saves the result
 in its library's own checkpoint format under ``<cache>/teacher/<key>/`` and loads it back
-through its ``local`` code path.
+through its ``local`` code path. A teacher shipped in ``zoo/teachers/`` under the same key
+(``python -m bench.zoo add-teachers``) is copied into the cache instead of trained, unless
+``teacher.train_source: train``.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,13 +62,43 @@ def trained_teacher(name: str, cfg: Any, cache: Any, corpus: Any, artifact: str,
     base.check_trainable(name, cfg, corpus, presets)
     key = trained_key(name, cfg, corpus.key)
     path = cache.stage_dir("teacher", key) / artifact
+    if not cache.is_done("teacher", key) and getattr(cfg, "train_source", "zoo") == "zoo":
+        from_zoo(cache, key, path)
     if not cache.is_done("teacher", key):
         cache.mark_done("teacher", key, build(path))
     info = cache.read_meta("teacher", key)
     t = load(path)
-    t.weights_origin = base.trained_origin(name, cfg, corpus.key, info) + f" ({path}, sha256 {t.weights_hash})"
+    shipped = f"; shipped in the zoo as teachers/{info['zoo_entry']}" if info.get("zoo_entry") else ""
+    t.weights_origin = (base.trained_origin(name, cfg, corpus.key, info)
+                        + f"{shipped} ({path}, sha256 {t.weights_hash})")
     t.info.update(info)
     return t
+
+
+def from_zoo(cache: Any, key: str, path: Path) -> bool:
+    """Put the teacher shipped in ``zoo/teachers/`` under ``key`` at ``path`` (its stage
+    artifact) as if trained here, its info saying where it came from; False when the zoo has none.
+    A damaged entry is an error (:class:`bench.zoo.ZooError`), never silently used."""
+    from bench import zoo
+
+    rec = zoo.find_teacher(key)
+    if rec is None:
+        return False
+    src = zoo.teacher_artifact(rec)
+    tmp = path.with_name(f".{path.name}.zoo.tmp")
+    for p in (tmp, path):  # a partial copy or an unfinished training of before
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    if src.is_dir():
+        shutil.copytree(src, tmp)
+    else:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, path)
+    cache.mark_done("teacher", key, {**rec.get("info", {}), "source": f"zoo:{rec['sha256'][:16]}",
+                                     "zoo_entry": rec["name"]})
+    return True
 
 
 def train_speaker_encoder(

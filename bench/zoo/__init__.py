@@ -219,3 +219,58 @@ def student_name(cfg: Any, key: str) -> str:
     from bench.losses import variant_label
 
     return f"{cfg.student.name}-{cfg.distill.loss}{variant_label(cfg.distill)}-{cfg.teacher.name}-{key[:8]}"
+
+
+# --------------------------------------------------------------------------- teachers
+TEACHERS = "teachers"  # zoo/teachers/<name>/<artifact> + <name>.json, by the teacher's training key
+
+
+def teacher_entries(zoo_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """Provenance records of the shipped in-suite teachers (``zoo/teachers/``), by training key
+    (:func:`bench.teachers._train.trained_key`)."""
+    return entries(folder(zoo_dir) / TEACHERS)
+
+
+def find_teacher(key: str, zoo_dir: str | Path | None = None) -> dict[str, Any] | None:
+    """The shipped teacher trained under key ``key`` (None when there is none)."""
+    return teacher_entries(zoo_dir).get(key)
+
+
+def artifact_files(path: Path) -> dict[str, str]:
+    """SHA-256 of every file of a teacher artifact (a file, or a folder walked recursively), by
+    path relative to the artifact's parent (the entry's folder)."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {p.relative_to(path.parent).as_posix(): sha256(p) for p in files}
+
+
+def files_digest(files: dict[str, str]) -> str:
+    """One SHA-256 over a ``{relative path: sha256}`` listing (the entry's checksum)."""
+    return hashlib.sha256("".join(f"{k}\t{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()
+
+
+def teacher_artifact(rec: dict[str, Any]) -> Path:
+    """The verified artifact (file or folder) of teacher entry ``rec``: every file it lists is there
+    with its SHA-256 and the folder holds no other file; else ZooError naming the file and how to
+    rebuild it."""
+    path = Path(rec["_meta_path"]).parent / rec["file"]
+    root = path.parent  # the entry's folder, which the listed paths are relative to
+    rebuild = "`python -m bench.zoo add-teachers` or set teacher.train_source=train"
+    if not path.exists():
+        raise ZooError(f"zoo teacher {path} is missing (entry {rec['_meta_path']}); rebuild it with {rebuild}")
+    have = artifact_files(path)
+    want: dict[str, str] = rec["files"]
+    for rel, digest in sorted(want.items()):
+        if rel not in have:
+            raise ZooError(f"zoo teacher file {root / rel} is missing; rebuild it with {rebuild}")
+        if have[rel] != digest:
+            raise ZooError(f"zoo teacher file {root / rel} is damaged: sha256 {have[rel][:16]}... != "
+                           f"{digest[:16]}... recorded; rebuild it with {rebuild}")
+    extra = sorted(set(have) - set(want))
+    if extra:
+        raise ZooError(f"zoo teacher {path} holds files its entry does not list: {', '.join(extra)}")
+    return path
+
+
+def teacher_name(name: str, cfg: Any, key: str) -> str:
+    """File stem of a teacher's zoo entry, e.g. ``ecapa-cpu-1800-3f2a9c1b``."""
+    return f"{name}-{cfg.train_size}-{cfg.train_steps}-{key[:8]}"

@@ -1,5 +1,6 @@
-"""``python -m bench.zoo build|verify|list``: train the zoo backbones a grid uses and write their
-entries, check every checksum, or list the entries (see :mod:`bench.zoo`)."""
+"""``python -m bench.zoo build|add-students|add-teachers|verify|list``: train the zoo backbones a
+grid uses and write their entries, ship its students or its in-suite trained teachers, check every
+checksum, or list the entries (see :mod:`bench.zoo`)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from typing import Any
 
 from bench.zoo import (
     STUDENTS,
+    TEACHERS,
     ZooError,
+    artifact_files,
     entries,
     entry_name,
+    files_digest,
     folder,
     load_state,
     plan_build,
@@ -22,6 +26,9 @@ from bench.zoo import (
     student_entries,
     student_file,
     student_name,
+    teacher_artifact,
+    teacher_entries,
+    teacher_name,
 )
 
 
@@ -76,8 +83,9 @@ def _content_stamp(corpus: Any) -> str:
 
 
 def _cells(args: argparse.Namespace) -> list[Any] | None:
-    """The cells of ``args.grid`` with ``args.overrides`` (None after printing a bad config's
-    error), with the process's torch threads set."""
+    """The cells of ``args.grid`` with ``args.overrides``, only those of the teachers named by
+    ``args.teachers`` when given (None after printing a bad config's or name's error), with the
+    process's torch threads set."""
     from bench.config import ConfigError, Grid
     from bench.runtime import set_threads
 
@@ -86,6 +94,15 @@ def _cells(args: argparse.Namespace) -> list[Any] | None:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
+    only = [t for t in (getattr(args, "teachers", "") or "").split(",") if t]
+    if only:
+        have = sorted({c.config.teacher.name for c in cells})
+        unknown = [t for t in only if t not in have]
+        if unknown:
+            print(f"error: --teachers {','.join(unknown)}: not a teacher of {args.grid}; choices: {', '.join(have)}",
+                  file=sys.stderr)
+            return None
+        cells = [c for c in cells if c.config.teacher.name in only]
     set_threads()
     return cells
 
@@ -196,6 +213,103 @@ def _add_students(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_teacher(src: Path, tc: Any, key: str, teacher: Any, info: dict[str, Any], corpus: dict[str, Any],
+                command: str, zoo_dir: str | Path | None = None) -> dict[str, Any]:
+    """Copy a trained teacher's artifact ``src`` (a file or a library folder) into the zoo as
+    ``teachers/<name>/<artifact>`` with its provenance ``teachers/<name>.json`` (every file's
+    SHA-256, the recipe ``tc``, the training ``info``, identity, corpus, command)."""
+    import shutil
+
+    from bench.cache import atomic_write_json
+    from bench.config import TEACHER_ADDED_FIELDS
+    from bench.report import git_commit, now
+
+    name = teacher_name(tc.name, tc, key)
+    d = folder(zoo_dir) / TEACHERS
+    dst_dir = d / name
+    if dst_dir.exists():
+        shutil.rmtree(dst_dir)
+    dst_dir.mkdir(parents=True)
+    dst = dst_dir / src.name
+    if src.is_dir():
+        shutil.copytree(src, dst)
+    else:
+        shutil.copyfile(src, dst)
+    files = artifact_files(dst)
+    recipe = {k: getattr(tc, k) for k in ("name", "train_size", "train_steps", *TEACHER_ADDED_FIELDS)}
+    rec = {"name": name, "file": f"{name}/{src.name}", "files": files, "sha256": files_digest(files),
+           "bytes": sum((dst_dir / rel).stat().st_size for rel in files), "stage_key": key, "teacher": recipe,
+           "identity": teacher.identity, "teacher_weights": teacher.weights_origin,
+           "params": int(sum(p.numel() for p in teacher.parameters())), "corpus": corpus,
+           "info": {k: v for k, v in info.items() if k not in ("source", "zoo_entry")},
+           "commit": git_commit(), "command": command, "date": now()}
+    atomic_write_json(d / f"{name}.json", rec)
+    rec["_meta_path"] = str(d / f"{name}.json")
+    return rec
+
+
+def _add_teachers(args: argparse.Namespace) -> int:
+    """Ship the in-suite trained teachers (``teacher.source: trained``) a grid's cells use (trained
+    here when the cache lacks them) in ``zoo/teachers/``; an entry already there under the same
+    training key with intact checksums is kept unless ``--force``."""
+    import shutil
+    from dataclasses import replace
+
+    from bench.cache import Cache, default_root
+    from bench.pipeline import Pipeline
+    from bench.teachers._train import trained_key
+
+    cells = _cells(args)
+    if cells is None:
+        return 2
+    have = teacher_entries(args.zoo_dir)
+    pipe, done = None, set()
+    for c in cells:
+        tc = c.config.teacher
+        if tc.source != "trained":
+            continue
+        # what the zoo ships is what training here makes, never the zoo's own copy
+        cfg = replace(c.config, teacher=replace(tc, train_source="train"))
+        pipe = pipe or Pipeline(Cache(default_root(cfg.cache_dir)), device="cpu", progress=not args.no_progress)
+        corpus = pipe.corpus(cfg)
+        key = trained_key(tc.name, tc, corpus.key)
+        if key in done:
+            continue
+        done.add(key)
+        name = teacher_name(tc.name, tc, key)
+        if key in have and not args.force:
+            try:
+                teacher_artifact(have[key])
+                print(f"{name}: skipped, in the zoo as {TEACHERS}/{have[key]['file']}; --force retrains it")
+                continue
+            except ZooError as exc:
+                print(f"{name}: {exc}; writing it again")
+        t0 = time.time()
+        if args.force and pipe.cache.is_done("teacher", key) and str(
+                pipe.cache.read_meta("teacher", key).get("source", "")).startswith("zoo:"):
+            shutil.rmtree(pipe.cache.stage_dir("teacher", key))  # the zoo's own copy: train it again
+        teacher = pipe.teacher(cfg)
+        info = pipe.cache.read_meta("teacher", key)
+        if str(info.get("source", "")).startswith("zoo:"):
+            print(f"{name}: the cache holds the zoo's copy; --force retrains it", file=sys.stderr)
+            return 1
+        stage = pipe.cache.stage_dir("teacher", key)
+        arts = [p for p in stage.iterdir() if p.name not in ("DONE", "ckpt.pt") and not p.name.startswith(".")]
+        if len(arts) != 1:
+            print(f"error: {stage} holds {sorted(p.name for p in arts)}, not one teacher artifact", file=sys.stderr)
+            return 1
+        corpus_desc = {"name": cfg.corpus.name, "size": cfg.corpus.size, "seed": cfg.corpus.seed, "key": corpus.key}
+        rec = add_teacher(arts[0], tc, key, teacher, info, corpus_desc,
+                          " ".join(["python -m bench.zoo", *args.argv]), zoo_dir=args.zoo_dir)
+        print(f"{name}: {info.get('steps')} steps, {float(info.get('wall_s') or 0):.0f} s of training, "
+              f"val EER {100 * float(info.get('val_eer', float('nan'))):.1f} %, sha256 {rec['sha256'][:16]} "
+              f"({time.time() - t0:.0f} s)")
+    if pipe is None:
+        print(f"error: no cell of {args.grid} uses a teacher with source=trained", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     bad = 0
     for rec in entries(args.zoo_dir).values():
@@ -213,6 +327,14 @@ def _verify(args: argparse.Namespace) -> int:
         except ZooError as exc:
             bad += 1
             print(f"FAIL {exc}")
+    for rec in teacher_entries(args.zoo_dir).values():
+        try:
+            teacher_artifact(rec)
+            print(f"ok   {TEACHERS}/{rec['file']} {rec['sha256'][:16]} ({len(rec['files'])} files, "
+                  f"{rec['info'].get('steps')} steps, commit {rec['commit']})")
+        except ZooError as exc:
+            bad += 1
+            print(f"FAIL {exc}")
     return 1 if bad else 0
 
 
@@ -225,6 +347,10 @@ def _list(args: argparse.Namespace) -> int:
         i = rec.get("info", {})
         print(f"{STUDENTS}/{rec['file']}: key {key}, {i.get('params')} params, {i.get('steps')} steps, "
               f"val agreement {float(i.get('val_agreement', float('nan'))):.3f}, teacher {rec['teacher']}")
+    for key, rec in teacher_entries(args.zoo_dir).items():
+        i = rec.get("info", {})
+        print(f"{TEACHERS}/{rec['file']}: key {key}, {rec.get('params')} params, {i.get('steps')} steps in "
+              f"{float(i.get('wall_s') or 0):.0f} s, val EER {100 * float(i.get('val_eer', float('nan'))):.1f} %")
     return 0
 
 
@@ -243,13 +369,23 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--no-progress", action="store_true")
     a.add_argument("--force", action="store_true", help="rewrite entries the zoo already holds intact")
     a.add_argument("--zoo-dir", default=None)
+    t = sub.add_parser("add-teachers", help="ship the in-suite trained teachers a grid uses in zoo/teachers/")
+    t.add_argument("--grid", default="ablations/teachers.yaml")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--force", action="store_true", help="retrain and rewrite entries the zoo already holds intact")
+    t.add_argument("--zoo-dir", default=None)
     for name in ("verify", "list"):
         sub.add_parser(name).add_argument("--zoo-dir", default=None)
     b.add_argument("--zoo-dir", default=None)
+    for q in (b, a, t):
+        q.add_argument("--teachers", default="", metavar="NAMES",
+                       help="only the cells of these teachers (comma-separated names, e.g. ecapa,titanet)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded as the entry's command
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return {"build": _build, "add-students": _add_students, "verify": _verify, "list": _list}[args.cmd](args)
+    return {"build": _build, "add-students": _add_students, "add-teachers": _add_teachers,
+            "verify": _verify, "list": _list}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -330,7 +330,8 @@ def _verify(args: argparse.Namespace) -> int:
     for rec in teacher_entries(args.zoo_dir).values():
         try:
             teacher_artifact(rec)
-            print(f"ok   {TEACHERS}/{rec['file']} {rec['sha256'][:16]} ({len(rec['files'])} files, "
+            n = len(rec["files"])
+            print(f"ok   {TEACHERS}/{rec['file']} {rec['sha256'][:16]} ({n} file{'s' * (n != 1)}, "
                   f"{rec['info'].get('steps')} steps, commit {rec['commit']})")
         except ZooError as exc:
             bad += 1

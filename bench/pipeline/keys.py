@@ -112,7 +112,8 @@ def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
         "test_corpus": key_slice(cfg.test_corpus, skip=CORPUS_RUNTIME_FIELDS) if cfg.test_corpus.name else "",
         "mix": cfg.mix,
         "eval": {k: v for k, v in vars(cfg.eval).items() if k not in ("workers", "metrics", "quality_n")},
-        "teacher": key_slice(cfg.teacher, TEACHER_ADDED_FIELDS),
+        # where a trained teacher comes from is left out: the cell key holds the weights' identity
+        "teacher": key_slice(cfg.teacher, TEACHER_ADDED_FIELDS, skip=("train_source",)),
         "pse": training_slice(cfg.pse),
         "pse_source": [cfg.pse.source, cfg.pse.path],
     }

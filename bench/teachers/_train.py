@@ -62,7 +62,11 @@ def trained_teacher(name: str, cfg: Any, cache: Any, corpus: Any, artifact: str,
     base.check_trainable(name, cfg, corpus, presets)
     key = trained_key(name, cfg, corpus.key)
     path = cache.stage_dir("teacher", key) / artifact
-    if not cache.is_done("teacher", key) and getattr(cfg, "train_source", "zoo") == "zoo":
+    zoo_ok = getattr(cfg, "train_source", "zoo") == "zoo"
+    if not zoo_ok and cache.is_done("teacher", key) and _zoo_copy(cache.read_meta("teacher", key)):
+        shutil.rmtree(path.parent)  # train_source=train: the cache's copy of the zoo's is trained again here
+        path = cache.stage_dir("teacher", key) / artifact
+    if not cache.is_done("teacher", key) and zoo_ok:
         from_zoo(cache, key, path)
     if not cache.is_done("teacher", key):
         cache.mark_done("teacher", key, build(path))
@@ -73,6 +77,11 @@ def trained_teacher(name: str, cfg: Any, cache: Any, corpus: Any, artifact: str,
                         + f"{shipped} ({path}, sha256 {t.weights_hash})")
     t.info.update(info)
     return t
+
+
+def _zoo_copy(info: dict[str, Any]) -> bool:
+    """Whether a cached teacher's info says it was copied from the zoo."""
+    return str(info.get("source", "")).startswith("zoo:")
 
 
 def from_zoo(cache: Any, key: str, path: Path) -> bool:

@@ -62,9 +62,13 @@ def test_train_source_train_ignores_the_zoo(tmp_path, monkeypatch):
     _ship(tmp_path, cfg, corpus)
     monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
     monkeypatch.setattr(_train, "train_speaker_encoder", _no_training)
+    train_here = TeacherConfig(name="ge2e", source="trained", train_steps=3, train_source="train")
     with pytest.raises(AssertionError, match="trained although"):
-        load_teacher(TeacherConfig(name="ge2e", source="trained", train_steps=3, train_source="train"),
-                     Cache(tmp_path / "other"), corpus, "cpu")
+        load_teacher(train_here, Cache(tmp_path / "other"), corpus, "cpu")
+    cache = Cache(tmp_path / "copied")
+    load_teacher(cfg, cache, corpus, "cpu")  # the zoo's copy lands in this cache
+    with pytest.raises(AssertionError, match="trained although"):  # and is not taken for one trained here
+        load_teacher(train_here, cache, corpus, "cpu")
 
 
 def test_damaged_missing_or_extra_teacher_files_are_named(tmp_path, monkeypatch):

@@ -89,13 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from bench.registry import RegistryError
     from bench.teachers.base import TeacherLoadError
+    from bench.zoo import ZooError
 
     try:
         if args.grid:
             rows = config_rows(grid_teachers(args.grid, args.overrides), not args.no_progress)
         else:
             rows = teacher_rows([t for t in args.teachers.split(",") if t], args.overrides, not args.no_progress)
-    except (ConfigError, RegistryError, TeacherLoadError, ValueError, OSError) as exc:
+    except (ConfigError, RegistryError, TeacherLoadError, ZooError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     table = markdown(rows)

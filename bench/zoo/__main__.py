@@ -31,6 +31,8 @@ from bench.zoo import (
     teacher_name,
 )
 
+MAX_FILE_BYTES = 5 * 2**20  # the zoo lives in git: a few MB per file at most
+
 
 def add(name: str, state_path: str | Path, info: dict[str, Any], cfg: Any, corpus: Any, teacher: Any,
         command: str, zoo_dir: str | Path | None = None) -> dict[str, Any]:
@@ -153,6 +155,20 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kept(name: str, rec: dict[str, Any] | None, check: Any, prefix: str) -> bool:
+    """Whether the zoo already holds entry ``rec`` intact (``check(rec)`` raises ZooError when not),
+    saying so; a damaged one is said to be written again."""
+    if rec is None:
+        return False
+    try:
+        check(rec)
+    except ZooError as exc:
+        print(f"{name}: {exc}; writing it again")
+        return False
+    print(f"{name}: skipped, in the zoo as {prefix}{rec['file']}; --force rewrites it")
+    return True
+
+
 def _add_students(args: argparse.Namespace) -> int:
     """Ship the students a grid's cells use (trained here when the cache lacks them) in
     ``zoo/students/``; an entry already there under the same key with an intact checksum is kept
@@ -184,13 +200,8 @@ def _add_students(args: argparse.Namespace) -> int:
             continue
         done.add(key)
         name = student_name(cfg, key)
-        if key in have and not args.force:
-            try:
-                student_file(have[key])
-                print(f"{name}: skipped, in the zoo as {have[key]['file']}; --force rewrites it")
-                continue
-            except ZooError as exc:
-                print(f"{name}: {exc}; writing it again")
+        if not args.force and _kept(name, have.get(key), student_file, ""):
+            continue
         _, info = pipe.student(cfg)
         d.mkdir(parents=True, exist_ok=True)
         dst = d / f"{name}.pt"
@@ -225,6 +236,12 @@ def add_teacher(src: Path, tc: Any, key: str, teacher: Any, info: dict[str, Any]
     from bench.report import git_commit, now
 
     name = teacher_name(tc.name, tc, key)
+    big = {p.name: p.stat().st_size for p in ([src] if src.is_file() else src.rglob("*"))
+           if p.is_file() and p.stat().st_size > MAX_FILE_BYTES}
+    if big:
+        raise ZooError(f"{name}: " + ", ".join(f"{k} is {v / 2**20:.1f} MiB" for k, v in sorted(big.items()))
+                       + f", over the zoo's {MAX_FILE_BYTES / 2**20:.0f} MiB per file (git holds the zoo); "
+                       "it stays in the cache, trained where it is used")
     d = folder(zoo_dir) / TEACHERS
     dst_dir = d / name
     if dst_dir.exists():
@@ -276,13 +293,8 @@ def _add_teachers(args: argparse.Namespace) -> int:
             continue
         done.add(key)
         name = teacher_name(tc.name, tc, key)
-        if key in have and not args.force:
-            try:
-                teacher_artifact(have[key])
-                print(f"{name}: skipped, in the zoo as {TEACHERS}/{have[key]['file']}; --force rewrites it")
-                continue
-            except ZooError as exc:
-                print(f"{name}: {exc}; writing it again")
+        if not args.force and _kept(name, have.get(key), teacher_artifact, f"{TEACHERS}/"):
+            continue
         t0 = time.time()
         teacher = pipe.teacher(cfg)  # train_source=train: a cached copy of the zoo's is trained again
         info = pipe.cache.read_meta("teacher", key)
@@ -292,8 +304,12 @@ def _add_teachers(args: argparse.Namespace) -> int:
             print(f"error: {stage} holds {sorted(p.name for p in arts)}, not one teacher artifact", file=sys.stderr)
             return 1
         corpus_desc = {"name": cfg.corpus.name, "size": cfg.corpus.size, "seed": cfg.corpus.seed, "key": corpus.key}
-        rec = add_teacher(arts[0], tc, key, teacher, info, corpus_desc,
-                          " ".join(["python -m bench.zoo", *args.argv]), zoo_dir=args.zoo_dir)
+        try:
+            rec = add_teacher(arts[0], tc, key, teacher, info, corpus_desc,
+                              " ".join(["python -m bench.zoo", *args.argv]), zoo_dir=args.zoo_dir)
+        except ZooError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         print(f"{name}: {info.get('steps')} steps, {float(info.get('wall_s') or 0):.0f} s of training, "
               f"val EER {100 * float(info.get('val_eer', float('nan'))):.1f} %, sha256 {rec['sha256'][:16]} "
               f"({time.time() - t0:.0f} s)")

@@ -135,3 +135,11 @@ def test_teachers_filter_names_a_bad_choice(capsys):
     assert zoo_cli.main(["add-teachers", "--grid", SMOKE, "--teachers", "ecapa"]) == 2
     err = capsys.readouterr().err
     assert "--teachers ecapa: not a teacher of" in err and "choices: ge2e" in err
+
+
+def test_a_teacher_file_over_the_zoo_limit_is_refused(tmp_path, monkeypatch):
+    corpus = FakeCorpus(n_train=3, n_val=2, n_test=0, n_utts=2)
+    monkeypatch.setattr(zoo_cli, "MAX_FILE_BYTES", 1000)
+    with pytest.raises(zoo.ZooError, match=r"ge2e.pt is .* MiB, over the zoo's"):
+        _ship(tmp_path, TeacherConfig(name="ge2e", source="trained", train_steps=3), corpus)
+    assert not (tmp_path / "zoo" / zoo.TEACHERS).exists()

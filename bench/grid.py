@@ -169,6 +169,8 @@ def cell_row(cfg: ExperimentConfig, cell_id: str, info: dict[str, Any], links: d
         "pse_buffers": info.get("pse_buffers"),
         "pse_macs_per_s": info.get("pse_macs_per_s"),
         "teacher_params": info.get("teacher_params"),
+        # the teacher on one block (plus context) per block, per second of audio (NaN: not countable)
+        "teacher_macs_per_s": info.get("teacher_macs_per_s"),
         "student_params": info.get("student_params") if stu else 0,
         "extra_macs_per_s": info.get("extra_macs_per_s"),
         "total_macs_per_s": info.get("total_macs_per_s"),

@@ -446,6 +446,13 @@ def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
                 for c in res["metric_costs"] for k in COST_METRICS if k in c]
         out.append(("metrics, each alone in one process (one thread; every row includes SI-SDR(i))",
                     ["metric", "utterances", "CPU s / utt", "CPU s / audio s", "wall s / utt"], rows))
+    if res.get("evalcost"):
+        from bench.perf_eval import HEADER, rows
+
+        src = next(iter(res["evalcost"].values()))["source"]
+        out.append((f"evaluation cost per mixture: slow metrics on every item (before) vs on a subset "
+                    f"(eval.quality_n) vs an output scored before (memo); CPU s on one thread ({src})", HEADER,
+                    rows(res["evalcost"])))
     if "refiner" in res:
         r = res["refiner"]
         rows = [[k, _f(v["extra_macs_per_s"] / 1e6, ".2f"), f"{100 * v['extra_macs_frac']:.1f} %",
@@ -486,8 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="write <out>.json and <out>.md (default: results/perf, results/perf_scale for --only scale)")
     p.add_argument("--only", default="cache,harness,metrics,refiner",
-                   help="comma-separated sections (cache, harness, metrics, refiner, scale); harness needs cache; "
-                        "scale (about 10-15 minutes on 2 idle cores, --quick about 2) runs only when named")
+                   help="comma-separated sections (cache, harness, metrics, refiner, evalcost, scale); harness needs "
+                        "cache; evalcost (the cost of a cell's scoring with and without the quality subset and the "
+                        "memo, about 3 minutes, --quick under 1) and scale (about 10-15 minutes on 2 idle cores, "
+                        "--quick about 2) run only when named")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--n-metrics", type=int, default=None, help="utterances in the metric benchmark")
     p.add_argument("--stream-s", type=float, default=None, help="length of the timed stream (s)")
@@ -552,6 +561,13 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, An
                                for secs in (4.0, 16.0)]
     if "refiner" in only:
         res["refiner"] = refiner(refiner_stream(cache, stream_s), device, repeats)
+    if "evalcost" in only:
+        from bench.perf_eval import EVALCOST_SETS, eval_costs
+
+        items, source = metric_items(cache, 6 if args.quick else 24, 4.0)
+        subset = max(1, len(items) // 4)
+        res["evalcost"] = {name: {**eval_costs(items, subset, flags), "source": source}
+                           for name, flags in EVALCOST_SETS.items()}
     if "scale" in only:
         from bench import perf_scale as ps
 

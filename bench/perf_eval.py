@@ -19,6 +19,12 @@ from typing import Any
 from bench.audio import SR
 from bench.metrics.quality import SLOW_MEMO, evaluate_utterances
 
+# the metric sets the section times (flags of :func:`evaluate_utterances`)
+EVALCOST_SETS: dict[str, dict[str, bool]] = {
+    "pesq+stoi+estoi": {"pesq": True, "stoi": True, "estoi": True, "dnsmos": False, "pdnsmos": False},
+    "dnsmos+pdnsmos": {"pesq": False, "stoi": False, "estoi": False, "dnsmos": True, "pdnsmos": True},
+}
+
 
 def _timed(items: list, **kw: Any) -> float:
     t0 = time.process_time()
@@ -74,4 +80,4 @@ def rows(res: dict[str, Any]) -> list[list[str]]:
 HEADER = ["metrics", "items", "subset", "before CPU s/mixture (all items)", "after CPU s/mixture (subset)",
           "memo CPU s/mixture", "cell before (n items, all) CPU s", "cell after (240 items, subset) CPU s"]
 
-__all__ = ["HEADER", "eval_costs", "rows"]
+__all__ = ["EVALCOST_SETS", "HEADER", "eval_costs", "rows"]

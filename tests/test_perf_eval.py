@@ -18,3 +18,16 @@ def test_eval_costs_report_before_after_and_memo():
     assert not SLOW_MEMO  # the benchmark leaves no memo behind for the process
     (row,) = rows({"stoi": r})
     assert len(row) == len(HEADER) and row[0] == "stoi"
+
+
+def test_bench_perf_runs_the_evalcost_section_when_named(monkeypatch):
+    from bench import perf, perf_eval
+
+    monkeypatch.setattr(perf_eval, "EVALCOST_SETS", {"stoi": {"pesq": False, "stoi": True, "estoi": False,
+                                                               "dnsmos": False, "pdnsmos": False}})
+    res = perf.run(perf.build_parser().parse_args(["--only", "evalcost", "--quick"]), [])
+    (r,) = res["evalcost"].values()
+    assert r["n"] == 6 and r["subset_n"] == 1 and r["metrics"] == ["stoi"]
+    text = perf.render(res, markdown=True)
+    assert "evaluation cost per mixture" in text and "| stoi | 6 x 4 s | 1 |" in text
+    assert "evalcost" not in perf.build_parser().parse_args([]).only  # only when named

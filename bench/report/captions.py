@@ -24,6 +24,12 @@ CAPTIONS = {
                   "parameters run per block (backbone + the encoder the refiner runs; right), log scales; the "
                   "line joins the Pareto-optimal cells. Deployable cells only (no references, ceiling or "
                   "control); static is at 0 by definition.",
+    "teachers": "Which teacher: pooled over conditions (whole mixtures resampled; 95 % CIs), each teacher's "
+                "static SI-SDRi over the mixture (top; its own matched backbone) and the paired gain of every "
+                "refiner over that teacher's static (bottom), against the teacher's EER on 1 s crops of the "
+                "evaluation speakers (left) and the teacher's MACs per second of audio (right, log; a teacher "
+                "whose MACs cannot be counted is left out there). Points of one teacher are offset sideways "
+                "a little to keep them apart.",
     "conditions": "Mean SI-SDRi (dB, over the mixture) of every cell (row) on every condition (column); the "
                   "CIs are in the report's tables and in conditions.csv.",
     "speaker_verification": "Speaker verification on the evaluation speakers (crops of 1 s, all pairs): EER (%) "

@@ -16,6 +16,8 @@ distinguish it, and its caption says what it pools.
 - ``headroom``: per condition, the gain of the references, ceiling, control and each system's
   best rate, with CIs.
 - ``complexity``: pooled gain vs total MACs per second and vs parameters, with Pareto fronts.
+- ``teachers``: grids with several teachers: each teacher's static SI-SDRi and its refiners' gain over
+  that static, against the teacher's EER and MACs per second.
 - ``conditions``: SI-SDRi heat map, cells x conditions.
 - ``speaker_verification``: student vs teacher EER and student-teacher agreement per loss.
 - ``trajectory``: cosine of the embedding used for each block to the clean target's embedding.
@@ -373,6 +375,71 @@ def complexity(board: pd.DataFrame, path: Path, colours: dict[str, tuple] | None
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         axes[1].legend(handles, labels, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path, pts, "leaderboard")
+
+
+# x axes of ``teachers``: column, factor to the plotted unit, label, log scale
+TEACHER_X = (("teacher_eer", 100.0, "teacher EER on 1 s crops (%)", False),
+             ("teacher_macs_per_s", 1e-6, "teacher MMAC per second of audio (log)", True))
+
+
+def teachers_points(board: pd.DataFrame) -> pd.DataFrame:
+    """Pooled rows (``condition == all``) of a grid with more than one teacher: each teacher's static
+    (``what=static``: its SI-SDRi over the mixture) and every cell that refines at a rate above 0
+    (``what=gain``: its paired gain over its own teacher's static), with the teacher's EER and MACs."""
+    cols = ["teacher_eer", "teacher_macs_per_s", "si_sdri_mean", "si_sdri_ci_lo", "si_sdri_ci_hi",
+            "d_si_sdr_mean", "d_si_sdr_ci_lo", "d_si_sdr_ci_hi"]
+    if "teacher" not in board or board["teacher"].nunique() < 2 or not {"teacher_eer", "si_sdri_mean"} <= set(board):
+        return pd.DataFrame(columns=[*KEYS, "what", *cols])
+    sub = board[board["condition"] == "all"].copy()
+    for c in cols:
+        sub[c] = pd.to_numeric(sub[c], errors="coerce") if c in sub else np.nan
+    static = sub[sub["role"] == "baseline"].assign(what="static")
+    gain = sub[(sub["role"] != "baseline") & (sub["alpha"].fillna(0) > 0)].dropna(subset=["d_si_sdr_mean"])
+    pts = pd.concat([static, gain.assign(what="gain")], ignore_index=False)
+    pts = pts[[*_keys(pts), "what", *cols]].dropna(subset=["teacher_eer"])
+    return pts.assign(label=cell_labels(board, exclude=("teacher", "pse_key")).loc[pts.index]).reset_index(drop=True)
+
+
+def teachers(board: pd.DataFrame, path: Path, colours: dict[str, tuple] | None = None) -> Path:
+    """Top: each teacher's static SI-SDRi; bottom: each refiner's gain over its own teacher's static;
+    against the teacher's EER (left) and MACs per second (right). Each point is labelled by teacher."""
+    pts = teachers_points(board)
+    if not len(pts[pts["what"] == "static"]):
+        raise Skip("the grid has fewer than two teachers with a static cell and an EER")
+    colours = colours or system_colours(board["system"])
+    plt = _plt()
+    fig, axes = plt.subplots(2, 2, figsize=(9.0, 6.6), squeeze=False, sharey="row")
+    labels = sorted(dict.fromkeys(pts.loc[pts["what"] == "gain", "label"]))
+    for j, (x, factor, xlabel, log_x) in enumerate(TEACHER_X):
+        for i, (what, y) in enumerate((("static", "si_sdri"), ("gain", "d_si_sdr"))):
+            ax = axes[i][j]
+            g = pts[(pts["what"] == what) & np.isfinite(pts[x])]
+            if log_x:
+                g = g[g[x] > 0]
+            span = float(np.ptp(g[x] * factor)) if len(g) else 0.0
+            for k, (label, h) in enumerate(g.groupby("label", sort=True)):
+                # a small sideways offset per line keeps the points of one teacher apart
+                off = (k - (len(labels) - 1) / 2) if what == "gain" else 0.0
+                xs = h[x] * factor * (10 ** (0.02 * off) if log_x else 1.0) + (0.0 if log_x else 0.02 * (span or 1.0) * off)
+                _errbar(ax, xs, h[f"{y}_mean"], h[f"{y}_ci_lo"], h[f"{y}_ci_hi"], fmt="o", ms=4,
+                        color=colours.get(str(h["system"].iloc[0])), label=label)
+                if what == "static":
+                    for xv, yv, t in zip(xs, h[f"{y}_mean"], h["teacher"], strict=False):
+                        ax.annotate(str(t), (xv, yv), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            if log_x:
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(plt.NullFormatter())
+            if what == "gain":
+                ax.axhline(0.0, color="grey", lw=0.8)
+            ax.set_xlabel(xlabel)
+            if not len(g):
+                ax.text(0.5, 0.5, "not counted", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+    axes[0][0].set_ylabel("static SI-SDRi (dB)")
+    axes[1][0].set_ylabel("gain over own static (dB)")
+    handles, names = axes[1][0].get_legend_handles_labels()
+    if handles:
+        axes[1][1].legend(handles, names, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path, pts, "leaderboard")
 
 
@@ -802,6 +869,7 @@ def draw_all(run_dir: Path, out: Path | None = None) -> list[Path]:
         ("gain_vs_temperature", lambda: gain_vs_temperature(board, out / "gain_vs_temperature", col)),
         ("headroom", lambda: headroom(board, out / "headroom", col)),
         ("complexity", lambda: complexity(board, out / "complexity", col)),
+        ("teachers", lambda: teachers(board, out / "teachers", col)),
         ("conditions", lambda: conditions(board, out / "conditions", col)),
         ("speaker_verification", lambda: speaker_verification(board, out / "speaker_verification", col)),
         ("student_quality", lambda: student_quality(board, out / "student_quality", col)),

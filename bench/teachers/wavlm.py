@@ -49,12 +49,18 @@ def wavlm_config(preset: str = "cpu", num_labels: int = 2, xvector_dim: int = 51
                        activation_dropout=0.0, feat_proj_dropout=0.0, apply_spec_augment=False)
 
 
+# Weights are written in shards of at most this size (transformers' own sharded layout: numbered
+# ``model-0000k-of-0000n.safetensors`` files and ``model.safetensors.index.json``), so that a trained
+# teacher fits the zoo's per-file limit; the weights themselves are unchanged.
+MAX_SHARD_SIZE = "4MB"
+
+
 def save_transformers_dir(model: Any, directory: str | Path) -> Path:
-    """``save_pretrained`` the model and a matching ``Wav2Vec2FeatureExtractor``."""
+    """``save_pretrained`` the model (sharded, :data:`MAX_SHARD_SIZE`) and a matching ``Wav2Vec2FeatureExtractor``."""
     from transformers import Wav2Vec2FeatureExtractor
 
     d = Path(directory)
-    model.save_pretrained(str(d))
+    model.save_pretrained(str(d), max_shard_size=MAX_SHARD_SIZE)
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
                              return_attention_mask=True).save_pretrained(str(d))
     return d

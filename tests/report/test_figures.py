@@ -147,6 +147,34 @@ def test_student_quality_plots_each_refining_student_against_its_eer_agreement_a
         figures.student_quality(figures.read_board(tmp_path), tmp_path / "sq")
 
 
+def test_teachers_figure_plots_each_teachers_static_and_its_refiners_gain_against_eer_and_macs(tmp_path):
+    one = _board()
+    one.assign(teacher="ge2e", teacher_eer=0.08).to_csv(tmp_path / "leaderboard.csv", index=False)
+    assert "teachers" not in {p.stem for p in figures.draw_all(tmp_path)}  # one teacher: nothing to compare
+    parts = []
+    for t, eer, macs, shift in (("ge2e", 0.08, 2.5e7, 0.0), ("ecapa", 0.12, 4e7, -1.0), ("vfl", 0.09, np.nan, 0.5)):
+        b = one.copy()
+        b["teacher"], b["teacher_eer"], b["teacher_macs_per_s"] = t, eer, macs
+        b["si_sdri_mean"] += shift
+        b["si_sdri_ci_lo"], b["si_sdri_ci_hi"] = b["si_sdri_mean"] - 0.3, b["si_sdri_mean"] + 0.3
+        parts.append(b)
+    b = pd.concat(parts, ignore_index=True)
+    b.to_csv(tmp_path / "leaderboard.csv", index=False)
+    assert "teachers" in {p.stem for p in figures.draw_all(tmp_path)}
+    pts = pd.read_csv(tmp_path / "figures" / "teachers.csv")
+    assert set(pts["condition"]) == {"all"}
+    static = pts[pts["what"] == "static"]
+    assert sorted(static["teacher"]) == ["ecapa", "ge2e", "vfl"] and (static["system"] == "static").all()
+    # every refining cell of every teacher once, the baseline never among the gains
+    gains = pts[pts["what"] == "gain"]
+    assert len(gains) == 3 * 5 and not (gains["role"] == "baseline").any()
+    _traced(pts, b, ["teacher_eer", "si_sdri_mean", "si_sdri_ci_lo", "d_si_sdr_mean", "d_si_sdr_ci_hi"])
+    # the teacher whose MACs were not counted keeps its EER point, with NaN MACs in the points
+    assert pts.loc[pts["teacher"] == "vfl", "teacher_macs_per_s"].isna().all()
+    # legend labels do not carry the teacher (the x position says it)
+    assert not pts["label"].str.contains("teacher=").any()
+
+
 def test_sweep_figures_from_trials(tmp_path):
     rng = np.random.default_rng(0)
     trials = pd.DataFrame({"number": range(8), "value": rng.normal(size=8), "state": ["COMPLETE"] * 7 + ["FAIL"],

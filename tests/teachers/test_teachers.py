@@ -103,6 +103,31 @@ def test_wavlm_local_transformers_dir(cache, tmp_path):
     _assert_teacher_ok(t, 512)
 
 
+def test_wavlm_cpu_preset_is_saved_in_shards_that_fit_the_zoo(cache, tmp_path):
+    """The in-suite WavLM (``cpu`` preset, about 5.4 MB of float32 weights in one file) is written in
+    transformers' sharded layout, every file under the zoo's per-file limit, and loads back to the same
+    embeddings."""
+    from transformers import WavLMForXVector
+
+    from bench.teachers import wavlm
+    from bench.zoo.__main__ import MAX_FILE_BYTES
+
+    torch.manual_seed(0)
+    m = WavLMForXVector(wavlm.wavlm_config("cpu", num_labels=45)).eval()
+    d = wavlm.save_transformers_dir(m, tmp_path / "wl")
+    sizes = {p.name: p.stat().st_size for p in d.iterdir()}
+    assert sum(sizes.values()) > MAX_FILE_BYTES  # one file would not fit
+    assert max(sizes.values()) <= MAX_FILE_BYTES, sizes
+    assert len([n for n in sizes if n.endswith(".safetensors")]) >= 2
+    assert "model.safetensors.index.json" in sizes
+    t = load_teacher(TeacherConfig(name="wavlm", source="local", path=str(d)), cache, None, "cpu")
+    x = torch.from_numpy(voice(150, 700, 1.0, 2))[None]
+    with torch.no_grad():
+        xn = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + 1e-7)
+        ref = torch.nn.functional.normalize(m(input_values=xn).embeddings, dim=-1)
+    assert torch.allclose(ref, t.embed(x), atol=1e-5)
+
+
 def _nemo_ok() -> bool:
     if importlib.util.find_spec("nemo") is None:
         return False

@@ -108,7 +108,11 @@ def test_every_figure_from_the_smoke_run_traces_back_to_its_rows(smoke_run, tmp_
     # and no student-space cell: the readings figure is skipped (drawn in tests/test_readings.py)
     with pytest.raises(figures.Skip, match="student-space reading"):
         figures.readings(figures.read_board(run), tmp_path / "readings")
-    missing = set(FIGURES) - set(drawn) - {"sweep_history", "sweep_map", "gain_vs_temperature", "readings"}
+    # and one teacher: the teachers figure is skipped (drawn in tests/report/test_figures.py)
+    with pytest.raises(figures.Skip, match="fewer than two teachers"):
+        figures.teachers(figures.read_board(run), tmp_path / "teachers")
+    skipped = {"sweep_history", "sweep_map", "gain_vs_temperature", "readings", "teachers"}
+    missing = set(FIGURES) - set(drawn) - skipped
     assert not missing, missing
     for name, png in drawn.items():
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, name

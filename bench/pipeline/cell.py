@@ -224,20 +224,31 @@ def score(cfg: ExperimentConfig, sets: dict[str, list], outs: dict[str, list[np.
     from bench.metrics.quality import Selection, evaluate_utterances
     from bench.metrics.spec import score_user_metrics, user_metrics
 
-    items, late_items, late_pos, subset = [], [], [], []
+    items, late_items, late_pos, subset, mos_subset = [], [], [], [], []
     q = int(getattr(cfg.eval, "quality_n", 0) or 0)
+    q_mos = int(getattr(cfg.eval, "mos_n", 0) or 0)
     for cond, ms in sets.items():
         for j, (m, est) in enumerate(zip(ms, outs[cond], strict=True)):
             n = len(est)
             items.append((est, m.target[:n], m.mixture[:n]))
             subset.append(not q or j < q)  # the slow metrics' subset (eval.quality_n)
+            mos_subset.append(j < q_mos if q_mos else subset[-1])  # DNSMOS's own (eval.mos_n)
             start = late_start(m)
             if start is not None and start < n:
                 late_pos.append(len(items) - 1)
                 late_items.append((est[start:], m.target[start:n], m.mixture[start:n]))
     which = Selection.of([m for m in cfg.eval.metrics if m in EVAL_METRICS], pesq=cfg.eval.pesq)
+    apart = bool(q_mos) and (which.dnsmos or which.pdnsmos)  # DNSMOS on a subset of its own
     df = evaluate_utterances(items, workers=cfg.eval.workers, pesq=which.pesq, stoi=which.stoi, estoi=which.estoi,
-                             dnsmos=which.dnsmos, pdnsmos=which.pdnsmos, subset=subset)
+                             dnsmos=which.dnsmos and not apart, pdnsmos=which.pdnsmos and not apart, subset=subset)
+    if apart:
+        mos = evaluate_utterances(items, workers=cfg.eval.workers, pesq=False, stoi=False, estoi=False,
+                                  dnsmos=which.dnsmos, pdnsmos=which.pdnsmos, subset=mos_subset)
+        for col in mos.columns:
+            if col.startswith(("dnsmos", "pdnsmos")):
+                df[col] = mos[col].to_numpy()
+        cols = which.columns()
+        df = df[[*cols, *(f"{m}_failed" for m in cols)]]  # the order of one call with every metric
     for col, values in score_user_metrics(user_metrics(cfg.eval.metrics), items, subset, SR).items():
         df[col] = values
     if late_items:  # the late part: SI-SDR, PESQ and STOI (no ESTOI or DNSMOS)

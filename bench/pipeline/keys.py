@@ -111,7 +111,7 @@ def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
         "corpus": key_slice(cfg.corpus, skip=CORPUS_RUNTIME_FIELDS),
         "test_corpus": key_slice(cfg.test_corpus, skip=CORPUS_RUNTIME_FIELDS) if cfg.test_corpus.name else "",
         "mix": cfg.mix,
-        "eval": {k: v for k, v in vars(cfg.eval).items() if k not in ("workers", "metrics", "quality_n")},
+        "eval": {k: v for k, v in vars(cfg.eval).items() if k not in ("workers", "metrics", "quality_n", "mos_n")},
         # where a trained teacher comes from is left out: the cell key holds the weights' identity
         "teacher": key_slice(cfg.teacher, TEACHER_ADDED_FIELDS, skip=("train_source",)),
         "pse": training_slice(cfg.pse),
@@ -124,6 +124,8 @@ def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
             s["eval"]["metric_versions"] = ms[2]
     if cfg.eval.quality_n:  # likewise
         s["eval"]["quality_n"] = cfg.eval.quality_n
+    if cfg.eval.mos_n:  # likewise
+        s["eval"]["mos_n"] = cfg.eval.mos_n
     if cfg.pse.atten_lim_db:  # inference-time; absent at 0 so that older keys hold
         s["pse_atten_lim_db"] = cfg.pse.atten_lim_db
     if cfg.pse.personalized:
@@ -142,7 +144,8 @@ def mixture_key(cfg: ExperimentConfig, corpus_key: str) -> str:
     e = cfg.eval
     return config_hash("mixture", STAGE_VERSION["eval"], corpus_key, cfg.mix, e.n_test, e.n_stream, e.test_s,
                        e.stream_s, e.stream_sir_db, e.stream_snr_db, e.split, e.conditions, e.pesq,
-                       e.competing_sir_db, *metrics_slice(e), *(["quality_n", e.quality_n] if e.quality_n else []))
+                       e.competing_sir_db, *metrics_slice(e), *(["quality_n", e.quality_n] if e.quality_n else []),
+                       *(["mos_n", e.mos_n] if getattr(e, "mos_n", 0) else []))
 
 
 def backbone_key(cfg: ExperimentConfig, corpus: Any, teacher: Any, device: Any) -> str:

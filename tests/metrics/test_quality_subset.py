@@ -90,3 +90,32 @@ def test_a_cell_scores_the_first_quality_n_items_of_each_condition(counted):
     assert df["si_sdr"].notna().all()
     late = df[df["condition"] == "voice_change"]
     assert late["late_pesq"].notna().tolist() == [True, True, False, False] and late["late_si_sdr"].notna().all()
+
+
+def test_mos_n_gives_dnsmos_a_subset_of_its_own_and_is_keyed_only_when_set(counted):
+    from types import SimpleNamespace
+
+    from bench.pipeline import mixture_key
+    from bench.pipeline.cell import score
+
+    with pytest.raises(ConfigError, match="eval.mos_n"):
+        ExperimentConfig.from_dict({"eval": {"mos_n": -2}})
+    base = ExperimentConfig()
+    assert "mos_n" not in eval_slice(base)["eval"]
+    keyed = ExperimentConfig.from_dict({"eval": {"mos_n": 8}})
+    assert eval_slice(keyed)["eval"]["mos_n"] == 8
+    assert mixture_key(keyed, "c") != mixture_key(base, "c")
+
+    a = _items(3, seed=3)
+    sets = {"clean": [SimpleNamespace(target=r, mixture=m, speaker="s", meta={}) for _, r, m in a]}
+    outs = {"clean": [x[0] for x in a]}
+    cfg = ExperimentConfig.from_dict({"eval": {"metrics": ["pesq", "dnsmos"], "mos_n": 1, "workers": 1}})
+    df = score(cfg, sets, outs)
+    assert df["pesq"].notna().all()  # quality_n 0: PESQ on every item
+    assert df["dnsmos_ovrl"].notna().tolist() == [True, False, False]
+    assert not df["dnsmos_ovrl_failed"].any()  # not computed is not failed
+    # the same columns, in the same order, as without a subset of its own
+    whole = score(ExperimentConfig.from_dict({"eval": {"metrics": ["pesq", "dnsmos"], "workers": 1}}), sets, outs)
+    assert list(df.columns) == list(whole.columns)
+    np.testing.assert_allclose(df.loc[0, ["dnsmos_sig", "dnsmos_ovrl", "pesq"]].to_numpy(float),
+                               whole.loc[0, ["dnsmos_sig", "dnsmos_ovrl", "pesq"]].to_numpy(float))

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 # settings that can tell two cells of one system apart, with their short names
-SETTINGS = (("alpha", "alpha"), ("distill_steps", "steps"), ("student_params", "params"),
+SETTINGS = (("teacher", "teacher"), ("alpha", "alpha"), ("distill_steps", "steps"), ("student_params", "params"),
             ("student_mode", ""), ("seed", "seed"))
 
 
@@ -98,28 +98,63 @@ def _select(cells: pd.DataFrame, spec: str) -> str:
     return ids[0]
 
 
+def _cluster_sums(d: np.ndarray, cl: np.ndarray) -> np.ndarray:
+    """The summed paired difference of each test mixture (its rows in every condition): their
+    signed total over the row count is the pooled mean, so flipping whole sums tests that mean."""
+    ok = np.isfinite(d)
+    frame = pd.DataFrame({"d": d[ok], "cl": cl[ok]})
+    return frame.groupby("cl", sort=True)["d"].sum().to_numpy()
+
+
 def paired_table(per: pd.DataFrame, cells: pd.DataFrame, a: str, b: str, metric: str = "si_sdr",
-                 n_boot: int = 1000, seed: int = 0) -> str:
-    """Markdown row of the paired difference ``a - b`` (cell specs, see :func:`_select`) on the
+                 n_boot: int = 1000, seed: int = 0, pairs: list[tuple[str, str]] | None = None) -> str:
+    """Markdown rows of the paired differences ``a - b`` (cell specs, see :func:`_select`) on the
     mixtures both were scored on: per condition and pooled (whole mixtures resampled), ``mean [CI]``
-    with the Wilcoxon p per condition, the suite's bootstrap (``bench.report``)."""
-    from bench.metrics.stats import bootstrap_mean, cluster_bootstrap_mean, paired_p
+    with the Wilcoxon p per condition, the suite's bootstrap (``bench.report``).
+
+    With more than one pair (``pairs``, ``a`` and ``b`` first), the pooled column also gives each
+    pair's p, a sign-flip permutation test of the pooled mean, each test mixture's rows flipped
+    together (a mixture scored under several conditions is one unit, as in the pooled CI's
+    resampling; the mean the CI describes, where conditions of opposite sign make a median test
+    say little),
+    Holm-corrected over the pairs of the table (the family a plan names by listing them)."""
+    from bench.metrics.stats import (
+        bootstrap_mean,
+        cluster_bootstrap_mean,
+        holm,
+        paired_p,
+        sign_flip_p,
+    )
     from bench.report import _paired
 
-    ia, ib = _select(cells, a), _select(cells, b)
-    pa, pb = per[per["cell_id"].astype(str) == ia], per[per["cell_id"].astype(str) == ib]
-    conds = list(dict.fromkeys(pa["condition"]))
-    vals = []
-    for cond in [*conds, "all"]:
-        sa, sb = (pa, pb) if cond == "all" else (pa[pa["condition"] == cond], pb[pb["condition"] == cond])
-        d, cl = _paired(sa, sb, metric)
-        m, lo, hi = cluster_bootstrap_mean(d, cl, n_boot, seed) if cond == "all" else bootstrap_mean(d, n_boot, seed)
-        text = f"{m:+.2f} [{lo:.2f}, {hi:.2f}]"
-        text = f"**{text}**" if lo > 0 or hi < 0 else text
-        n = int(np.isfinite(d).sum())  # the items both were scored on (a slow metric: its subset)
-        vals.append(text + ("" if cond == "all" else f" (p {paired_p(d):.2g}, n {n})"))
+    all_pairs = [(a, b), *[q for q in (pairs or []) if tuple(q) != (a, b)]]
+    rows, pooled_p, conds = [], [], None
+    for pa_spec, pb_spec in all_pairs:
+        ia, ib = _select(cells, pa_spec), _select(cells, pb_spec)
+        pa, pb = per[per["cell_id"].astype(str) == ia], per[per["cell_id"].astype(str) == ib]
+        these = list(dict.fromkeys(pa["condition"]))
+        if conds is None:
+            conds = these
+        elif these != conds:
+            raise ValueError(f"--pair {pa_spec!r} was scored on {these}, the first pair on {conds}")
+        vals = []
+        for cond in [*conds, "all"]:
+            sa, sb = (pa, pb) if cond == "all" else (pa[pa["condition"] == cond], pb[pb["condition"] == cond])
+            d, cl = _paired(sa, sb, metric)
+            m, lo, hi = cluster_bootstrap_mean(d, cl, n_boot, seed) if cond == "all" else bootstrap_mean(d, n_boot, seed)
+            text = f"{m:+.2f} [{lo:.2f}, {hi:.2f}]"
+            text = f"**{text}**" if lo > 0 or hi < 0 else text
+            n = int(np.isfinite(d).sum())  # the items both were scored on (a slow metric: its subset)
+            vals.append(text + ("" if cond == "all" else f" (p {paired_p(d):.2g}, n {n})"))
+            if cond == "all":
+                pooled_p.append(sign_flip_p(_cluster_sums(d, cl)))
+        rows.append([f"{pa_spec} - {pb_spec}", *vals])
+    if len(all_pairs) > 1:
+        for row, p in zip(rows, holm(pooled_p), strict=True):
+            row[-1] += f" (p Holm {p:.2g})"
+    conds = conds or []
     head = f"| {metric} (dB) | " + " | ".join([*conds, "all"]) + " |"
-    return "\n".join([head, "|---" * (len(conds) + 2) + "|", f"| {a} - {b} | " + " | ".join(vals) + " |"])
+    return "\n".join([head, "|---" * (len(conds) + 2) + "|", *("| " + " | ".join(r) + " |" for r in rows)])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,9 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default="", help="a run folder holding leaderboard.csv")
     p.add_argument("--metric", default="si_sdr", help="si_sdr (default), late_si_sdr, pesq, ...")
     p.add_argument("--systems", default="", help="comma-separated system names to keep (default: all)")
-    p.add_argument("--pair", nargs=2, metavar=("A", "B"), default=None,
+    p.add_argument("--pair", nargs=2, metavar=("A", "B"), default=None, action="append",
                    help="instead: the paired difference A - B of two cells, each SYSTEM[,COLUMN=VALUE ...] of "
-                        "cells.csv (e.g. --pair static,teacher=vfl static,teacher=ge2e)")
+                        "cells.csv (e.g. --pair static,teacher=vfl static,teacher=ge2e); repeat it for one "
+                        "table of several pairs, the pooled p Holm-corrected over them")
     p.add_argument("--update", nargs="+", default=None, metavar="FILE",
                    help="instead: regenerate, in each Markdown FILE, every block between "
                         "'<!-- bench.tables ARGS -->' and '<!-- /bench.tables -->' from its ARGS")
@@ -145,7 +181,7 @@ def render(args: argparse.Namespace) -> str:
         raise FileNotFoundError(f"{path} does not exist; run python -m bench.run first")
     if args.pair:
         per, cells = (pd.read_csv(Path(args.run) / f) for f in ("per_utterance.csv", "cells.csv"))
-        return paired_table(per, cells, *args.pair, metric=args.metric)
+        return paired_table(per, cells, *args.pair[0], metric=args.metric, pairs=[tuple(q) for q in args.pair])
     return gain_table(pd.read_csv(path), args.metric, [s for s in args.systems.split(",") if s])
 
 

@@ -85,3 +85,45 @@ def test_a_hand_edited_table_is_caught(tmp_path):
     text = md.read_text()
     assert "made up" not in text and "-0.39 [-0.64, -0.13]" in text
     assert main(["--update", str(md), "--check"]) == 0
+
+
+def test_several_pairs_share_one_table_and_their_pooled_p_is_holm_corrected_over_them(tmp_path, capsys):
+    import numpy as np
+
+    from bench.tables import paired_table
+
+    rng = np.random.default_rng(0)
+    cells = pd.DataFrame({"cell_id": ["a", "b", "c"], "system": ["static"] * 3, "teacher": ["x", "y", "ref"]})
+    shift = {"a": 1.0, "b": 0.05, "c": 0.0}
+    rows = []
+    for cond in ("competing", "combined"):  # two short conditions: one mixture scored twice
+        for utt in range(30):
+            base = rng.normal()
+            for cell, s in shift.items():
+                rows.append({"cell_id": cell, "condition": cond, "utt": utt, "si_sdr": base + s + 0.3 * rng.normal()})
+    per = pd.DataFrame(rows)
+    one = paired_table(per, cells, "static,teacher=x", "static,teacher=ref")
+    assert "Holm" not in one and len(one.splitlines()) == 3  # one pair: the table of before
+    pairs = [("static,teacher=x", "static,teacher=ref"), ("static,teacher=y", "static,teacher=ref")]
+    lines = paired_table(per, cells, *pairs[0], pairs=pairs).splitlines()
+    assert len(lines) == 4 and lines[2].startswith("| static,teacher=x - static,teacher=ref |")
+    from bench.metrics.stats import sign_flip_p
+
+    raw = []
+    for cell in ("a", "b"):  # one unit per mixture: its two rows flipped together (30 sums, not 60 rows)
+        d = per[per.cell_id == cell].si_sdr.to_numpy() - per[per.cell_id == "c"].si_sdr.to_numpy()
+        sums = pd.Series(d).groupby(per[per.cell_id == cell].utt.to_numpy()).sum().to_numpy()
+        assert sums.size == 30
+        raw.append(sign_flip_p(sums))
+    assert raw[0] < 0.01 < raw[1]  # the large shift is found, the small one not
+    want = [min(1.0, 2 * min(raw)), max(min(1.0, 2 * min(raw)), min(1.0, max(raw)))]
+    order = np.argsort(raw)
+    holm = np.empty(2)
+    holm[order] = want
+    for line, p in zip(lines[2:], holm, strict=True):
+        assert line.endswith(f"(p Holm {p:.2g}) |"), (line, p)
+    per.to_csv(tmp_path / "per_utterance.csv", index=False)
+    cells.to_csv(tmp_path / "cells.csv", index=False)
+    _board().to_csv(tmp_path / "leaderboard.csv", index=False)
+    assert main(["--run", str(tmp_path), "--pair", *pairs[0], "--pair", *pairs[1]]) == 0
+    assert capsys.readouterr().out.strip() == "\n".join(lines)  # the command line gives the same table

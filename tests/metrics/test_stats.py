@@ -7,7 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.metrics.stats import bootstrap_ci, bootstrap_mean, cluster_bootstrap_mean, holm, paired_p
+from bench.metrics.stats import (
+    bootstrap_ci,
+    bootstrap_mean,
+    cluster_bootstrap_mean,
+    holm,
+    paired_p,
+    sign_flip_p,
+)
 
 
 def test_bootstrap_is_seeded_and_brackets_the_mean():
@@ -70,3 +77,25 @@ def test_paired_p_of_float_noise_is_one_and_deterministic():
     # equal differences tie whatever their last bits
     tied = np.array([0.1, 0.1, 0.2, -0.05, 0.3, 0.1, 0.25, 0.15])
     assert paired_p(tied) == paired_p(tied + np.array([1e-16, -1e-16, 0, 0, 0, 5e-17, 0, 0]))
+
+
+def test_sign_flip_p_tests_the_mean_where_the_median_test_does_not():
+    rng = np.random.default_rng(1)
+    assert sign_flip_p(rng.normal(0.8, 1.0, 60)) < 0.01
+    assert sign_flip_p(rng.normal(0.0, 1.0, 60)) > 0.05  # (seeded draw: no evidence)
+    # most values slightly negative, a few large positive: the mean is positive, the median not
+    skewed = np.r_[np.full(70, -0.3), np.full(30, 2.0)]
+    skewed = skewed + rng.normal(0, 0.05, skewed.size)
+    assert skewed.mean() > 0.3 and sign_flip_p(skewed) < 0.01
+    assert paired_p(skewed) > 0.05
+    assert sign_flip_p(np.zeros(10)) == 1.0 and np.isnan(sign_flip_p([1.0]))
+    assert sign_flip_p([1.0, 2.0, 3.0], n_perm=99) >= 1 / 100  # the observed arrangement counts
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(-5, 5, allow_nan=False), min_size=2, max_size=40))
+def test_sign_flip_p_is_a_probability_whatever_the_order_of_the_values(vals):
+    v = np.asarray(vals)
+    p = sign_flip_p(v, n_perm=200)
+    assert 0 < p <= 1
+    assert p == sign_flip_p(v[::-1], n_perm=200)  # order-free

@@ -367,7 +367,7 @@ class EvalConfig:
     # draw order is random), SI-SDR on all of them: a large significance test whose slow metrics
     # stay affordable. 0 = every item. In the eval key only when set (older keys hold).
     quality_n: int = 0
-    # DNSMOS / pDNSMOS (about 1.3 CPU s per model and utterance, some 14x PESQ) on the first
+    # DNSMOS / pDNSMOS (1.3-3.3 CPU s per model and utterance, 14-35x PESQ) on the first
     # `mos_n` items of each condition only, whatever quality_n says; 0 = the quality_n subset.
     # In the eval key only when set (older keys hold).
     mos_n: int = 0

@@ -106,13 +106,14 @@ def _cluster_sums(d: np.ndarray, cl: np.ndarray) -> np.ndarray:
     return frame.groupby("cl", sort=True)["d"].sum().to_numpy()
 
 
-def paired_table(per: pd.DataFrame, cells: pd.DataFrame, a: str, b: str, metric: str = "si_sdr",
-                 n_boot: int = 1000, seed: int = 0, pairs: list[tuple[str, str]] | None = None) -> str:
-    """Markdown rows of the paired differences ``a - b`` (cell specs, see :func:`_select`) on the
+def paired_table(per: pd.DataFrame, cells: pd.DataFrame, pairs: list[tuple[str, str]], metric: str = "si_sdr",
+                 n_boot: int = 1000, seed: int = 0) -> str:
+    """Markdown rows of the paired differences ``a - b`` of each ``(a, b)`` of ``pairs`` (cell
+    specs, see :func:`_select`) on the
     mixtures both were scored on: per condition and pooled (whole mixtures resampled), ``mean [CI]``
     with the Wilcoxon p per condition, the suite's bootstrap (``bench.report``).
 
-    With more than one pair (``pairs``, ``a`` and ``b`` first), the pooled column also gives each
+    With more than one pair, the pooled column also gives each
     pair's p, a sign-flip permutation test of the pooled mean, each test mixture's rows flipped
     together (a mixture scored under several conditions is one unit, as in the pooled CI's
     resampling; the mean the CI describes, where conditions of opposite sign make a median test
@@ -127,9 +128,8 @@ def paired_table(per: pd.DataFrame, cells: pd.DataFrame, a: str, b: str, metric:
     )
     from bench.report import _paired
 
-    all_pairs = [(a, b), *[q for q in (pairs or []) if tuple(q) != (a, b)]]
     rows, pooled_p, conds = [], [], None
-    for pa_spec, pb_spec in all_pairs:
+    for pa_spec, pb_spec in pairs:
         ia, ib = _select(cells, pa_spec), _select(cells, pb_spec)
         pa, pb = per[per["cell_id"].astype(str) == ia], per[per["cell_id"].astype(str) == ib]
         these = list(dict.fromkeys(pa["condition"]))
@@ -149,7 +149,7 @@ def paired_table(per: pd.DataFrame, cells: pd.DataFrame, a: str, b: str, metric:
             if cond == "all":
                 pooled_p.append(sign_flip_p(_cluster_sums(d, cl)))
         rows.append([f"{pa_spec} - {pb_spec}", *vals])
-    if len(all_pairs) > 1:
+    if len(pairs) > 1:
         for row, p in zip(rows, holm(pooled_p), strict=True):
             row[-1] += f" (p Holm {p:.2g})"
     conds = conds or []
@@ -181,7 +181,7 @@ def render(args: argparse.Namespace) -> str:
         raise FileNotFoundError(f"{path} does not exist; run python -m bench.run first")
     if args.pair:
         per, cells = (pd.read_csv(Path(args.run) / f) for f in ("per_utterance.csv", "cells.csv"))
-        return paired_table(per, cells, *args.pair[0], metric=args.metric, pairs=[tuple(q) for q in args.pair])
+        return paired_table(per, cells, [tuple(q) for q in args.pair], metric=args.metric)
     return gain_table(pd.read_csv(path), args.metric, [s for s in args.systems.split(",") if s])
 
 

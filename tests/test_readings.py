@@ -205,10 +205,10 @@ def test_paired_table_of_two_cells_matches_the_leaderboards_comparison(student_s
     per, cells = pd.read_csv(out / "per_utterance.csv"), pd.read_csv(out / "cells.csv")
     board = pd.read_csv(out / "leaderboard.csv")
     row = board[(board["system"] == "static@student-space-contrastive") & (board["condition"] == "all")].iloc[0]
-    text = paired_table(per, cells, "static@student-space-contrastive", "static")
+    text = paired_table(per, cells, [("static@student-space-contrastive", "static")])
     pooled = text.splitlines()[2].split(" | ")[-1].strip(" |*")
     assert pooled == f"{row['dt_si_sdr_mean']:+.2f} [{row['dt_si_sdr_ci_lo']:.2f}, {row['dt_si_sdr_ci_hi']:.2f}]"
     with pytest.raises(ValueError, match="names 2 cells"):
-        paired_table(per, cells, "student@student-space-contrastive", "static")
+        paired_table(per, cells, [("student@student-space-contrastive", "static")])
     assert main(["--run", str(out), "--pair", "student@student-space-contrastive,alpha=0.5", "static"]) == 0
     assert main(["--run", str(out), "--pair", "nosuch", "static"]) == 2

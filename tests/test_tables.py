@@ -102,10 +102,10 @@ def test_several_pairs_share_one_table_and_their_pooled_p_is_holm_corrected_over
             for cell, s in shift.items():
                 rows.append({"cell_id": cell, "condition": cond, "utt": utt, "si_sdr": base + s + 0.3 * rng.normal()})
     per = pd.DataFrame(rows)
-    one = paired_table(per, cells, "static,teacher=x", "static,teacher=ref")
+    one = paired_table(per, cells, [("static,teacher=x", "static,teacher=ref")])
     assert "Holm" not in one and len(one.splitlines()) == 3  # one pair: the table of before
     pairs = [("static,teacher=x", "static,teacher=ref"), ("static,teacher=y", "static,teacher=ref")]
-    lines = paired_table(per, cells, *pairs[0], pairs=pairs).splitlines()
+    lines = paired_table(per, cells, pairs).splitlines()
     assert len(lines) == 4 and lines[2].startswith("| static,teacher=x - static,teacher=ref |")
     from bench.metrics.stats import sign_flip_p
 

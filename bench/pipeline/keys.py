@@ -145,7 +145,7 @@ def mixture_key(cfg: ExperimentConfig, corpus_key: str) -> str:
     return config_hash("mixture", STAGE_VERSION["eval"], corpus_key, cfg.mix, e.n_test, e.n_stream, e.test_s,
                        e.stream_s, e.stream_sir_db, e.stream_snr_db, e.split, e.conditions, e.pesq,
                        e.competing_sir_db, *metrics_slice(e), *(["quality_n", e.quality_n] if e.quality_n else []),
-                       *(["mos_n", e.mos_n] if getattr(e, "mos_n", 0) else []))
+                       *(["mos_n", e.mos_n] if e.mos_n else []))
 
 
 def backbone_key(cfg: ExperimentConfig, corpus: Any, teacher: Any, device: Any) -> str:

@@ -62,13 +62,17 @@ def test_an_output_scored_before_is_not_scored_again(counted):
     assert len(counted) == 5
 
 
-def test_quality_n_is_checked_and_keyed_only_when_set():
-    with pytest.raises(ConfigError, match="eval.quality_n"):
-        ExperimentConfig.from_dict({"eval": {"quality_n": -1}})
+@pytest.mark.parametrize("field, value", [("quality_n", 40), ("mos_n", 8)])
+def test_a_subset_size_is_checked_and_keyed_only_when_set(field, value):
+    from bench.pipeline import mixture_key
+
+    with pytest.raises(ConfigError, match=f"eval.{field}"):
+        ExperimentConfig.from_dict({"eval": {field: -1}})
     base = ExperimentConfig()
-    assert "quality_n" not in eval_slice(base)["eval"]
-    sub = ExperimentConfig.from_dict({"eval": {"quality_n": 40}})
-    assert eval_slice(sub)["eval"]["quality_n"] == 40
+    assert field not in eval_slice(base)["eval"]
+    sub = ExperimentConfig.from_dict({"eval": {field: value}})
+    assert eval_slice(sub)["eval"][field] == value
+    assert mixture_key(sub, "c") != mixture_key(base, "c")
 
 
 def test_a_cell_scores_the_first_quality_n_items_of_each_condition(counted):
@@ -92,19 +96,10 @@ def test_a_cell_scores_the_first_quality_n_items_of_each_condition(counted):
     assert late["late_pesq"].notna().tolist() == [True, True, False, False] and late["late_si_sdr"].notna().all()
 
 
-def test_mos_n_gives_dnsmos_a_subset_of_its_own_and_is_keyed_only_when_set(counted):
+def test_mos_n_gives_dnsmos_a_subset_of_its_own(counted):
     from types import SimpleNamespace
 
-    from bench.pipeline import mixture_key
     from bench.pipeline.cell import score
-
-    with pytest.raises(ConfigError, match="eval.mos_n"):
-        ExperimentConfig.from_dict({"eval": {"mos_n": -2}})
-    base = ExperimentConfig()
-    assert "mos_n" not in eval_slice(base)["eval"]
-    keyed = ExperimentConfig.from_dict({"eval": {"mos_n": 8}})
-    assert eval_slice(keyed)["eval"]["mos_n"] == 8
-    assert mixture_key(keyed, "c") != mixture_key(base, "c")
 
     a = _items(3, seed=3)
     sets = {"clean": [SimpleNamespace(target=r, mixture=m, speaker="s", meta={}) for _, r, m in a]}

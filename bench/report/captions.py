@@ -32,6 +32,12 @@ CAPTIONS = {
                 "a little to keep them apart.",
     "conditions": "Mean SI-SDRi (dB, over the mixture) of every cell (row) on every condition (column); the "
                   "CIs are in the report's tables and in conditions.csv.",
+    "quality": "Speech quality pooled over conditions: each cell's mean (rows; 95 % bootstrap CI over the "
+               "scored items) of every quality metric the run computed (panels: PESQ-WB, STOI, DNSMOS P.835 "
+               "OVRL, pDNSMOS OVRL), the mixture's mean as the dashed line. Where the grid sets eval.quality_n "
+               "(eval.mos_n for DNSMOS), only the first that many items per condition are scored, the same "
+               "items for the mixture and every cell (the leaderboard's <metric>_n); paired differences from "
+               "static are the leaderboard's d_ columns.",
     "speaker_verification": "Speaker verification on the evaluation speakers (crops of 1 s, all pairs): EER (%) "
                             "of each student (points) and of its teacher (black bars) per distillation loss "
                             "(left), and the student's agreement with the teacher (mean cosine between their "

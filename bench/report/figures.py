@@ -19,6 +19,7 @@ distinguish it, and its caption says what it pools.
 - ``teachers``: grids with several teachers: each teacher's static SI-SDRi and its refiners' gain over
   that static, against the teacher's EER and MACs per second.
 - ``conditions``: SI-SDRi heat map, cells x conditions.
+- ``quality``: pooled PESQ-WB, STOI and DNSMOS / pDNSMOS OVRL of every cell, the mixture's as a line.
 - ``speaker_verification``: student vs teacher EER and student-teacher agreement per loss.
 - ``trajectory``: cosine of the embedding used for each block to the clean target's embedding.
 - ``gain_distribution``: per-utterance paired SI-SDR gains over static, per condition.
@@ -462,6 +463,62 @@ def conditions(board: pd.DataFrame, path: Path, colours: dict[str, tuple] | None
     return _save(fig, path, pts, "leaderboard")
 
 
+# speech-quality metrics the ``quality`` figure shows (leaderboard column stem, axis label)
+QUALITY_METRICS = (("pesq", "PESQ-WB"), ("stoi", "STOI"), ("dnsmos_ovrl", "DNSMOS OVRL (P.835)"),
+                   ("pdnsmos_ovrl", "pDNSMOS OVRL"))
+
+
+def _finite(board: pd.DataFrame, col: str) -> pd.Series:
+    return pd.Series(np.isfinite(pd.to_numeric(board[col], errors="coerce")), index=board.index) if col in board \
+        else pd.Series(False, index=board.index)
+
+
+def quality_points(board: pd.DataFrame) -> pd.DataFrame:
+    """The pooled row (``condition == all``) of every cell with a speech-quality mean
+    (:data:`QUALITY_METRICS`), the mixture's included, with those means and CIs."""
+    stems = [m for m, _ in QUALITY_METRICS if _finite(board, f"{m}_mean").any()]
+    cols = [m + s for m in stems for s in CI if m + s in board]
+    pooled = board[board["condition"] == "all"]
+    if not stems or not len(pooled):
+        return pd.DataFrame(columns=[*KEYS, *cols, "label"])
+    keep = np.logical_or.reduce([_finite(pooled, f"{m}_mean").to_numpy() for m in stems])
+    sub = pooled[keep]
+    return sub[[*_keys(sub), *cols]].assign(label=cell_labels(board).loc[sub.index])
+
+
+def quality(board: pd.DataFrame, path: Path, colours: dict[str, tuple] | None = None) -> Path:
+    """One panel per speech-quality metric the run scored: each cell's pooled mean with its 95 % CI
+    (rows), the mixture's as a dashed line."""
+    pts = quality_points(board)
+    cells = pts[pts["system"] != "mixture"]
+    if not len(cells):
+        raise Skip("no cell has a PESQ, STOI or DNSMOS mean (eval.metrics)")
+    colours = colours or system_colours(board["system"])
+    stems = [(m, name) for m, name in QUALITY_METRICS if _finite(pts, f"{m}_mean").any()]
+    labels = list(dict.fromkeys(cells["label"]))
+    y = {label: i for i, label in enumerate(labels)}
+    fig, axes = _plt().subplots(1, len(stems), figsize=(3.0 * len(stems) + 2.0, 0.26 * len(labels) + 1.4),
+                                sharey=True, squeeze=False)
+    mix = pts[pts["system"] == "mixture"]
+    for ax, (m, name) in zip(axes[0], stems, strict=True):
+        g = cells[_finite(cells, f"{m}_mean")]
+        for system, h in g.groupby("system", sort=False):
+            mean, lo, hi = (h[f"{m}{s}"].to_numpy(float) for s in CI)
+            err = np.vstack([np.clip(mean - lo, 0, None), np.clip(hi - mean, 0, None)])
+            ax.errorbar(mean, [y[label] for label in h["label"]], xerr=np.where(np.isfinite(err), err, 0.0),
+                        fmt="o", ms=4, capsize=2, color=colours.get(str(system)))
+        if len(mix) and np.isfinite(float(mix[f"{m}_mean"].iloc[0])):
+            ax.axvline(float(mix[f"{m}_mean"].iloc[0]), color="black", ls="--", lw=1, label="mixture")
+        ax.set_xlabel(name)
+        ax.grid(axis="x", lw=0.3)
+    axes[0][0].set_yticks(range(len(labels)), labels, fontsize=7)
+    axes[0][0].invert_yaxis()
+    handles, names = axes[0][-1].get_legend_handles_labels()
+    if handles:
+        axes[0][-1].legend(handles, names, fontsize=7, loc="lower right")
+    return _save(fig, path, pts, "leaderboard")
+
+
 SPK_COLS = ("teacher_eer", "student_eer", "student_agreement")
 STUDENT_ID = ("teacher", "loss", "tau", "centre", "coord_weight", "align", "seed", "student_inputs", "distill_steps",
               "enh_emb_mix", "student_params", "pse_key")
@@ -871,6 +928,7 @@ def draw_all(run_dir: Path, out: Path | None = None) -> list[Path]:
         ("complexity", lambda: complexity(board, out / "complexity", col)),
         ("teachers", lambda: teachers(board, out / "teachers", col)),
         ("conditions", lambda: conditions(board, out / "conditions", col)),
+        ("quality", lambda: quality(board, out / "quality", col)),
         ("speaker_verification", lambda: speaker_verification(board, out / "speaker_verification", col)),
         ("student_quality", lambda: student_quality(board, out / "student_quality", col)),
         ("readings", lambda: readings(board, out / "readings", col)),

@@ -147,6 +147,33 @@ def test_student_quality_plots_each_refining_student_against_its_eer_agreement_a
         figures.student_quality(figures.read_board(tmp_path), tmp_path / "sq")
 
 
+def test_quality_plots_every_cells_pooled_pesq_stoi_and_dnsmos_with_the_mixture_as_a_line(tmp_path):
+    import pytest
+
+    b = _board()
+    rng = np.random.default_rng(1)
+    for m in ("pesq", "stoi", "dnsmos_ovrl"):
+        b[f"{m}_mean"] = rng.uniform(1.0, 3.0, len(b))
+        b[f"{m}_ci_lo"], b[f"{m}_ci_hi"] = b[f"{m}_mean"] - 0.1, b[f"{m}_mean"] + 0.1
+    b.loc[b["system"] == "oracle", "dnsmos_ovrl_mean"] = np.nan  # not scored there: no point in that panel
+    mix = b[b["system"] == "static"].assign(system="mixture", role="input", alpha=np.nan)
+    b = pd.concat([mix, b], ignore_index=True)
+    b.to_csv(tmp_path / "leaderboard.csv", index=False)
+    assert "quality" in {p.stem for p in figures.draw_all(tmp_path)}
+    pts = pd.read_csv(tmp_path / "figures" / "quality.csv")
+    # every cell's pooled row once, and the mixture's (the dashed line); no pDNSMOS column (not scored)
+    assert set(pts["condition"]) == {"all"} and len(pts) == len(b[b["condition"] == "all"]) == 7
+    assert (pts["system"] == "mixture").sum() == 1 and not any(c.startswith("pdnsmos") for c in pts)
+    _traced(pts, b, ["pesq_mean", "pesq_ci_lo", "stoi_mean", "stoi_ci_hi", "dnsmos_ovrl_mean"])
+    # a grid that scores SI-SDR only has no quality figure, and says why
+    b.drop(columns=[c for c in b if c.startswith(("pesq", "stoi", "dnsmos"))]).to_csv(
+        tmp_path / "leaderboard.csv", index=False)
+    with pytest.raises(figures.Skip, match="PESQ, STOI or DNSMOS"):
+        figures.quality(figures.read_board(tmp_path), tmp_path / "q")
+    assert "quality" not in {p.stem for p in figures.draw_all(tmp_path)}
+    assert not (tmp_path / "figures" / "quality.png").exists()  # the earlier drawing is removed
+
+
 def test_teachers_figure_plots_each_teachers_static_and_its_refiners_gain_against_eer_and_macs(tmp_path):
     one = _board()
     one.assign(teacher="ge2e", teacher_eer=0.08).to_csv(tmp_path / "leaderboard.csv", index=False)

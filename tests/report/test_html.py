@@ -89,6 +89,7 @@ def _draw_every_figure(run: Path, out: Path) -> dict[str, Path]:
         "headroom": figures.headroom(board, out / "headroom"),
         "complexity": figures.complexity(board, out / "complexity"),
         "conditions": figures.conditions(board, out / "conditions"),
+        "quality": figures.quality(board, out / "quality"),
         "speaker_verification": figures.speaker_verification(board, out / "speaker_verification"),
         "student_quality": figures.student_quality(board, out / "student_quality"),
         "trajectory": figures.trajectory(pd.read_csv(run / "trajectory.csv"), out / "trajectory", board),
@@ -124,8 +125,8 @@ def test_the_run_writes_figures_reports_and_a_small_example(smoke_run):
     import soundfile as sf
 
     _, run, _, _ = smoke_run
-    for name in ("gain_vs_rate", "headroom", "complexity", "conditions", "speaker_verification", "trajectory",
-                 "gain_distribution", "spectrogram"):
+    for name in ("gain_vs_rate", "headroom", "complexity", "conditions", "quality", "speaker_verification",
+                 "trajectory", "gain_distribution", "spectrogram"):
         for ext in ("png", "pdf", "csv"):
             assert (run / "figures" / f"{name}.{ext}").stat().st_size > 0, (name, ext)
         _check_points(name, pd.read_csv(run / "figures" / f"{name}.csv"), run)

@@ -1,7 +1,8 @@
 """The paired-gain table of a finished run, as Markdown, for READMEs (never copied by hand).
 
 ``python -m bench.tables --run results/coherent_confirm [--metric si_sdr] [--systems a,b]``;
-``--pair A B`` prints instead the paired difference of two cells (:func:`paired_table`);
+``--pair A B`` prints instead the paired difference of two cells (:func:`paired_table`), ``--cost``
+the pooled gains of each refiner beside its parameters and MACs (:func:`cost_table`);
 ``--update FILE [--check]`` regenerates (or checks) every block of a Markdown file written between
 ``<!-- bench.tables ARGS -->`` and ``<!-- /bench.tables -->`` from its ARGS.
 
@@ -78,6 +79,56 @@ def gain_table(board: pd.DataFrame, metric: str = "si_sdr", systems: list[str] |
             if not any(vals):
                 continue
             lines.append(f"| {_label(first, varies)} - {what} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def _count(v: object) -> str:
+    """A parameter or MAC count in k / M / G ("" when unknown)."""
+    x = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]
+    if not np.isfinite(x):
+        return ""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g} {unit}"
+    return f"{x:.0f}"
+
+
+def cost_table(board: pd.DataFrame, metric: str = "si_sdr", systems: list[str] | None = None) -> str:
+    """Which refiner wins in which reading, at what cost: one row per refining cell (role
+    ``system``) with its reading, its pooled (``condition == all``) paired gain over its own
+    static, its ``shrink`` and (student-space cells) the teacher space's static, and what it runs:
+    the backbone's parameters, the encoder that embeds the enrollment (the teacher, or the student
+    in the student-space reading), the encoder that re-embeds each block (the student; the teacher
+    for the teacher oracle; nothing more when it is the enrollment's encoder itself), and the total
+    MACs per second of audio (backbone + refiner; the enrollment is embedded once and not counted)."""
+    if f"d_{metric}_mean" not in board:
+        raise ValueError(f"the leaderboard has no d_{metric}_mean column")
+    pooled = board[(board["condition"] == "all") & (board["role"] == "system")]
+    if systems:
+        unknown = sorted(set(systems) - set(pooled["system"]))
+        if unknown:
+            raise ValueError(f"no refining cell of system {', '.join(unknown)}; systems: "
+                             f"{', '.join(sorted(set(pooled['system'])))}")
+        pooled = pooled[pooled["system"].isin(systems)]
+    varies = [(c, s) for c, s in SETTINGS if c in pooled and pooled.groupby("system")[c].nunique().gt(1).any()]
+    head = ["cell", "reading", "vs static", "vs shrink", "vs teacher-space static", "backbone params",
+            "enrollment encoder", "per-block encoder", "total MACs/s"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for _, row in pooled.iterrows():
+        student_space = str(row.get("reading", "teacher")) == "student"
+        if student_space:
+            per_block = "(the same)"
+        elif float(pd.to_numeric(pd.Series([row.get("student_params")]), errors="coerce").fillna(0).iloc[0]) > 0:
+            per_block = _count(row["student_params"])
+        elif float(pd.to_numeric(pd.Series([row.get("extra_macs_per_s")]), errors="coerce").fillna(0).iloc[0]) > 0:
+            per_block = _count(row.get("teacher_params")) + " (teacher)"
+        else:
+            per_block = "-"
+        own = pooled[pooled["system"] == row["system"]]
+        cols = [_label(row, [(c, t) for c, t in varies if own[c].nunique() > 1]), "student" if student_space else "teacher", _fmt(row, f"d_{metric}"),
+                _fmt(row, f"ds_{metric}"), _fmt(row, f"dt_{metric}"), _count(row.get("pse_params")),
+                _count(row.get("teacher_params")), per_block, _count(row.get("total_macs_per_s"))]
+        lines.append("| " + " | ".join(cols) + " |")
     return "\n".join(lines)
 
 
@@ -166,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead: the paired difference A - B of two cells, each SYSTEM[,COLUMN=VALUE ...] of "
                         "cells.csv (e.g. --pair static,teacher=vfl static,teacher=ge2e); repeat it for one "
                         "table of several pairs, the pooled p Holm-corrected over them")
+    p.add_argument("--cost", action="store_true",
+                   help="instead: one row per refining cell with its reading, its pooled gain over static, shrink "
+                        "and the teacher space's static, and its parameters and MACs per second")
     p.add_argument("--update", nargs="+", default=None, metavar="FILE",
                    help="instead: regenerate, in each Markdown FILE, every block between "
                         "'<!-- bench.tables ARGS -->' and '<!-- /bench.tables -->' from its ARGS")
@@ -182,7 +236,8 @@ def render(args: argparse.Namespace) -> str:
     if args.pair:
         per, cells = (pd.read_csv(Path(args.run) / f) for f in ("per_utterance.csv", "cells.csv"))
         return paired_table(per, cells, [tuple(q) for q in args.pair], metric=args.metric)
-    return gain_table(pd.read_csv(path), args.metric, [s for s in args.systems.split(",") if s])
+    table = cost_table if args.cost else gain_table
+    return table(pd.read_csv(path), args.metric, [s for s in args.systems.split(",") if s])
 
 
 BLOCK = re.compile(r"(<!-- bench\.tables (?P<args>.*?) -->\n)(?P<body>.*?)(<!-- /bench\.tables -->)", re.S)

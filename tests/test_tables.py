@@ -3,7 +3,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.tables import gain_table, main
+from bench.tables import cost_table, gain_table, main
 
 
 def _board() -> pd.DataFrame:
@@ -127,3 +127,30 @@ def test_several_pairs_share_one_table_and_their_pooled_p_is_holm_corrected_over
     _board().to_csv(tmp_path / "leaderboard.csv", index=False)
     assert main(["--run", str(tmp_path), "--pair", *pairs[0], "--pair", *pairs[1]]) == 0
     assert capsys.readouterr().out.strip() == "\n".join(lines)  # the command line gives the same table
+
+
+def test_the_cost_table_puts_each_refiners_pooled_gains_beside_what_it_runs(tmp_path, capsys):
+    b = _board()
+    b["reading"], b["pse_params"], b["teacher_params"], b["total_macs_per_s"] = "teacher", 398635, 1423616, 8.06e7
+    b["student_params"], b["extra_macs_per_s"] = 126177, 2.4e7
+    oracle = b[b["cell_id"] == "a"].assign(cell_id="o", system="oracle", student_params=0, extra_macs_per_s=8.7e8,
+                                           total_macs_per_s=9.26e8)
+    space = b[b["cell_id"] == "a"].assign(cell_id="u", system="student@student-space-mse", reading="student",
+                                          teacher_params=126177, dt_si_sdr_mean=-0.8, dt_si_sdr_ci_lo=-1.2,
+                                          dt_si_sdr_ci_hi=-0.4)
+    b = pd.concat([b, oracle, space], ignore_index=True)
+    lines = cost_table(b).splitlines()
+    assert len(lines) == 2 + 4  # the pooled row of each refining cell; static is no refiner
+    rows = {r.split(" | ")[0].lstrip("| "): r.split(" | ") for r in lines[2:]}
+    mse = rows["student-mse, steps 200"]
+    assert mse[1:5] == ["teacher", "-0.20 [-0.50, 0.10]", "**+1.00 [0.50, 1.50]**", ""]
+    assert mse[5:8] == ["399 k", "1.42 M", "126 k"] and mse[8].startswith("80.6 M")
+    assert rows["oracle"][7] == "1.42 M (teacher)" and rows["oracle"][8].startswith("926 M")
+    space_row = rows["student@student-space-mse"]
+    assert space_row[1] == "student" and space_row[4] == "-0.80 [-1.20, -0.40]" and space_row[6:8] == [
+        "126 k", "(the same)"]
+    b.to_csv(tmp_path / "leaderboard.csv", index=False)
+    assert main(["--run", str(tmp_path), "--cost", "--systems", "oracle"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and out[2].startswith("| oracle | teacher |")
+    assert main(["--run", str(tmp_path), "--cost", "--systems", "nope"]) == 2

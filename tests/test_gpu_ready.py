@@ -187,9 +187,9 @@ def test_quality_pool_uses_spawn_when_cuda_live(monkeypatch):
     seen = []
     real = quality._run_pool
 
-    def spy(items, idx, sr, which, workers, ctx, results):
+    def spy(items, idx, sr, sels, workers, ctx, results):
         seen.append(ctx.get_start_method())
-        return real(items, idx, sr, which, workers, ctx, results)
+        return real(items, idx, sr, sels, workers, ctx, results)
 
     monkeypatch.setattr(quality, "_run_pool", spy)
     monkeypatch.setattr(runtime, "cuda_live", lambda: True)

@@ -26,7 +26,7 @@ import os
 import sys
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -95,6 +95,12 @@ class Selection:
     def computed(self, column: str) -> bool:
         """Whether ``column`` is computed (a NaN in it is then a failure)."""
         return column not in ("pesq", "stoi", "estoi") or bool(getattr(self, column))
+
+    def restricted(self, quality: bool, mos: bool) -> Selection:
+        """This selection with PESQ/STOI/ESTOI kept only when ``quality`` and DNSMOS/pDNSMOS only when
+        ``mos`` (one item's share of the subsets)."""
+        return Selection(pesq=self.pesq and quality, stoi=self.stoi and quality, estoi=self.estoi and quality,
+                         dnsmos=self.dnsmos and mos, pdnsmos=self.pdnsmos and mos)
 
 
 # --------------------------------------------------------------------------- pure metrics
@@ -234,19 +240,20 @@ def _run_pool(
     items: Sequence[tuple[Any, Any, Any]],
     indices: list[int],
     sr: int,
-    which: Selection,
+    sels: Mapping[int, Selection],
     workers: int,
     ctx: Any,
     results: dict[int, dict[str, float]],
 ) -> list[int]:
-    """Compute items ``indices`` in one pool; return the indices lost to a broken pool."""
+    """Compute items ``indices`` (item ``i`` with the metrics ``sels[i]``) in one pool; return the
+    indices lost to a broken pool."""
     lost: list[int] = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as ex:
         futures = {}
         try:
             for i in indices:
                 est, ref, _ = items[i]
-                futures[i] = ex.submit(_slow_metrics, est, ref, sr, which)
+                futures[i] = ex.submit(_slow_metrics, est, ref, sr, sels[i])
         except BrokenProcessPool:
             pass
         for i in indices:
@@ -259,7 +266,7 @@ def _run_pool(
             except BrokenProcessPool:
                 lost.append(i)
             except Exception:  # noqa: BLE001
-                results[i] = _nan_slow(which)
+                results[i] = _nan_slow(sels[i])
     return lost
 
 
@@ -276,25 +283,26 @@ def _pool_works(ctx: Any) -> bool:
         return False
 
 
-def _pooled(items: Sequence[tuple[Any, Any, Any]], workers: int, which: Selection, sr: int,
+def _pooled(items: Sequence[tuple[Any, Any, Any]], workers: int, sels: Mapping[int, Selection], sr: int,
             mp_context: str | None, slow: dict[int, dict[str, float]], indices: list[int] | None = None) -> None:
-    """The slow metrics of :func:`evaluate_utterances` of ``items[indices]`` (all by default) in
-    worker processes, into ``slow``."""
+    """The slow metrics of :func:`evaluate_utterances` of ``items[indices]`` (all by default; item
+    ``i`` with the metrics ``sels[i]``) in worker processes, into ``slow``."""
     import multiprocessing as mp
 
     todo = list(range(len(items))) if indices is None else list(indices)
+    mos = any(sels[i].dnsmos or sels[i].pdnsmos for i in todo)
     n = len(todo)
     if mp_context is None:  # fork, or spawn once CUDA is live here (bench.runtime)
         mp_context = pool_start_method()
     ctx = mp.get_context(mp_context)
     if mp_context == "fork":  # import once here, not in every forked worker
-        mods = ("pesq", "pystoi") + (("onnxruntime", "librosa") if which.dnsmos or which.pdnsmos else ())
+        mods = ("pesq", "pystoi") + (("onnxruntime", "librosa") if mos else ())
         for mod in mods:
             try:
                 __import__(mod)
             except Exception:  # noqa: BLE001 - the worker reports the failure as NaN
                 pass
-    lost = _run_pool(items, todo, sr, which, min(workers, n), ctx, slow)
+    lost = _run_pool(items, todo, sr, sels, min(workers, n), ctx, slow)
     if lost and len(lost) == n and not _pool_works(ctx):
         warnings.warn(
             f"evaluate_utterances: a {mp_context!r} process pool cannot run here; "
@@ -303,7 +311,7 @@ def _pooled(items: Sequence[tuple[Any, Any, Any]], workers: int, which: Selectio
             stacklevel=3,
         )
         for i in lost:
-            slow[i] = _slow_metrics(items[i][0], items[i][1], sr, which)
+            slow[i] = _slow_metrics(items[i][0], items[i][1], sr, sels[i])
     elif lost:
         warnings.warn(
             f"evaluate_utterances: a worker died; retrying {len(lost)} item(s) one per pool",
@@ -311,8 +319,8 @@ def _pooled(items: Sequence[tuple[Any, Any, Any]], workers: int, which: Selectio
             stacklevel=3,
         )
         for i in lost:  # isolate the culprit: one item per fresh pool
-            if _run_pool(items, [i], sr, which, 1, ctx, slow):
-                slow[i] = _nan_slow(which)
+            if _run_pool(items, [i], sr, sels, 1, ctx, slow):
+                slow[i] = _nan_slow(sels[i])
 
 
 def evaluate_utterances(
@@ -326,12 +334,14 @@ def evaluate_utterances(
     dnsmos: bool = False,
     pdnsmos: bool = False,
     subset: Sequence[bool] | None = None,
+    mos_subset: Sequence[bool] | None = None,
 ) -> pd.DataFrame:
     """Evaluate ``items`` = ``[(est, ref, mix), ...]`` (1-D numpy arrays) into a DataFrame.
 
     ``subset`` (one bool per item): compute the slow metrics (PESQ, STOI, ESTOI, DNSMOS) of those
     items only; the others get NaN with their failure flags unset (not computed, not failed).
-    SI-SDR(i) covers every item. An item whose estimate and reference are bit for bit those of one
+    ``mos_subset``: the same for DNSMOS / pDNSMOS alone (default: ``subset``), so that both subsets
+    are scored in one pass. SI-SDR(i) covers every item. An item whose estimate and reference are bit for bit those of one
     scored before in this process (another cell with the same output: ``alpha = 0``, a refiner
     that never moved) takes the slow metrics computed then (:data:`SLOW_MEMO`), not recomputed.
 
@@ -365,41 +375,45 @@ def evaluate_utterances(
         for est, ref, mix in items:
             rows.append({"si_sdr": si_sdr(est, ref), "si_sdri": si_sdri(est, ref, mix)})
 
-    if subset is not None and len(subset) != n:
-        raise ValueError(f"subset has {len(subset)} flags for {n} items")
-    wanted = [i for i in range(n) if subset is None or subset[i]]
+    for name, flags in (("subset", subset), ("mos_subset", mos_subset)):
+        if flags is not None and len(flags) != n:
+            raise ValueError(f"{name} has {len(flags)} flags for {n} items")
+    in_q = [subset is None or bool(subset[i]) for i in range(n)]
+    in_mos = in_q if mos_subset is None else [bool(f) for f in mos_subset]
+    sels = {i: which.restricted(in_q[i], in_mos[i]) for i in range(n)}
+    wanted = [i for i in range(n) if sels[i].any_slow()]
     slow: dict[int, dict[str, float]] = {}
-    digests = {i: _item_digest(items[i], sr, which) for i in wanted} if which.any_slow() else {}
+    digests = {i: _item_digest(items[i], sr, sels[i]) for i in wanted}
     for i, d in digests.items():
         if d in SLOW_MEMO:
             slow[i] = dict(SLOW_MEMO[d])
             SLOW_MEMO.move_to_end(d)
-    todo = [i for i in wanted if i not in slow] if which.any_slow() else []
+    todo = [i for i in wanted if i not in slow]
     if todo and workers <= 1:
         with threadpool_limits(1, user_api="blas"):
             for i in todo:
                 try:
-                    slow[i] = _slow_metrics(items[i][0], items[i][1], sr, which)
+                    slow[i] = _slow_metrics(items[i][0], items[i][1], sr, sels[i])
                 except Exception:  # noqa: BLE001
-                    slow[i] = _nan_slow(which)
+                    slow[i] = _nan_slow(sels[i])
     elif todo:
-        _pooled(items, workers, which, sr, mp_context, slow, todo)
+        _pooled(items, workers, sels, sr, mp_context, slow, todo)
     for i in todo:
         if i in slow:
             _remember(digests[i], slow[i])
 
     for i, row in enumerate(rows):
-        row.update(slow.get(i, _nan_slow(which)))
+        row.update(_nan_slow(which))  # what the item's share of the subsets leaves out
+        row.update(slow.get(i, {}))
     columns = which.columns()
     df = pd.DataFrame(rows, columns=list(columns))
-    scored = np.zeros(n, dtype=bool)
-    scored[wanted] = True
+    mos_cols = set(which.mos_columns())
     for m in columns:
         failed = ~np.isfinite(df[m].to_numpy(dtype=np.float64))
         if not which.computed(m):
             failed = np.zeros(n, dtype=bool)
         elif m not in ("si_sdr", "si_sdri"):
-            failed &= scored  # outside the subset: not computed, not failed
+            failed &= np.asarray(in_mos if m in mos_cols else in_q, dtype=bool)  # outside its subset: not failed
         df[f"{m}_failed"] = failed
     return df
 

@@ -238,17 +238,8 @@ def score(cfg: ExperimentConfig, sets: dict[str, list], outs: dict[str, list[np.
                 late_pos.append(len(items) - 1)
                 late_items.append((est[start:], m.target[start:n], m.mixture[start:n]))
     which = Selection.of([m for m in cfg.eval.metrics if m in EVAL_METRICS], pesq=cfg.eval.pesq)
-    apart = bool(q_mos) and (which.dnsmos or which.pdnsmos)  # DNSMOS on a subset of its own
     df = evaluate_utterances(items, workers=cfg.eval.workers, pesq=which.pesq, stoi=which.stoi, estoi=which.estoi,
-                             dnsmos=which.dnsmos and not apart, pdnsmos=which.pdnsmos and not apart, subset=subset)
-    if apart:
-        mos = evaluate_utterances(items, workers=cfg.eval.workers, pesq=False, stoi=False, estoi=False,
-                                  dnsmos=which.dnsmos, pdnsmos=which.pdnsmos, subset=mos_subset)
-        for col in mos.columns:
-            if col.startswith(("dnsmos", "pdnsmos")):
-                df[col] = mos[col].to_numpy()
-        cols = which.columns()
-        df = df[[*cols, *(f"{m}_failed" for m in cols)]]  # the order of one call with every metric
+                             dnsmos=which.dnsmos, pdnsmos=which.pdnsmos, subset=subset, mos_subset=mos_subset)
     for col, values in score_user_metrics(user_metrics(cfg.eval.metrics), items, subset, SR).items():
         df[col] = values
     if late_items:  # the late part: SI-SDR, PESQ and STOI (no ESTOI or DNSMOS)

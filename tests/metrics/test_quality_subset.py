@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bench.config import ConfigError, ExperimentConfig
@@ -114,3 +115,33 @@ def test_mos_n_gives_dnsmos_a_subset_of_its_own(counted):
     assert list(df.columns) == list(whole.columns)
     np.testing.assert_allclose(df.loc[0, ["dnsmos_sig", "dnsmos_ovrl", "pesq"]].to_numpy(float),
                                whole.loc[0, ["dnsmos_sig", "dnsmos_ovrl", "pesq"]].to_numpy(float))
+
+
+def test_both_subsets_are_scored_in_one_pass_with_the_values_of_separate_ones(counted):
+    items = _items(4, seed=4)
+    q, mos = [True, True, False, False], [True, False, True, False]
+    df = quality.evaluate_utterances(items, workers=1, estoi=False, dnsmos=True, subset=q, mos_subset=mos)
+    assert len(counted) == 3  # one call per item in either subset; the last item is in neither
+    assert df["pesq"].notna().tolist() == q and df["dnsmos_ovrl"].notna().tolist() == mos
+    assert not df[[c for c in df if c.endswith("_failed")]].to_numpy().any()  # left out is not failed
+    quality.SLOW_MEMO.clear()
+    apart = quality.evaluate_utterances(items, workers=1, estoi=False, subset=q)
+    mos_only = quality.evaluate_utterances(items, workers=1, pesq=False, stoi=False, estoi=False, dnsmos=True,
+                                           subset=mos)
+    np.testing.assert_array_equal(df["pesq"].to_numpy(), apart["pesq"].to_numpy())
+    np.testing.assert_array_equal(df["stoi"].to_numpy(), apart["stoi"].to_numpy())
+    np.testing.assert_array_equal(df["dnsmos_ovrl"].to_numpy(), mos_only["dnsmos_ovrl"].to_numpy())
+    with pytest.raises(ValueError, match="mos_subset has 1 flags for 4 items"):
+        quality.evaluate_utterances(items, workers=1, mos_subset=[True])
+
+
+def test_both_subsets_in_worker_processes_give_what_one_process_gives(monkeypatch):
+    monkeypatch.setattr(quality, "SLOW_MEMO", quality.OrderedDict())
+    items = _items(4, seed=4)
+    kw = {"estoi": False, "dnsmos": True, "subset": [True, True, False, False],
+          "mos_subset": [True, False, True, False]}
+    one = quality.evaluate_utterances(items, workers=1, **kw)
+    quality.SLOW_MEMO.clear()
+    pooled = quality.evaluate_utterances(items, workers=2, **kw)
+    pd.testing.assert_frame_equal(pooled, one)
+    assert pooled["pesq"].notna().sum() == 2 and pooled["dnsmos_ovrl"].notna().sum() == 2

@@ -52,21 +52,32 @@ def _label(row: pd.Series, varies: list[tuple[str, str]]) -> str:
     return ", ".join(parts)
 
 
-def gain_table(board: pd.DataFrame, metric: str = "si_sdr", systems: list[str] | None = None) -> str:
-    """The Markdown table (see the module docstring) of ``board``, a run's leaderboard."""
+def _need_metric(board: pd.DataFrame, metric: str) -> None:
+    """ValueError naming the metrics ``board`` has when it has no paired ``d_<metric>`` column."""
     if f"d_{metric}_mean" not in board:
         raise ValueError(f"the leaderboard has no d_{metric}_mean column; metrics there: "
                          f"{', '.join(sorted(c[2:-5] for c in board if c.startswith('d_') and c.endswith('_mean')))}")
+
+
+def _keep(cells: pd.DataFrame, systems: list[str] | None) -> pd.DataFrame:
+    """The rows of ``cells`` of ``systems`` (all when none given); ValueError naming the choices
+    when one is not a refining system there."""
+    if not systems:
+        return cells
+    unknown = sorted(set(systems) - set(cells["system"]))
+    if unknown:
+        raise ValueError(f"no refining cell of system {', '.join(unknown)}; systems: "
+                         f"{', '.join(sorted(set(cells['system'])))}")
+    return cells[cells["system"].isin(systems)]
+
+
+def gain_table(board: pd.DataFrame, metric: str = "si_sdr", systems: list[str] | None = None) -> str:
+    """The Markdown table (see the module docstring) of ``board``, a run's leaderboard."""
+    _need_metric(board, metric)
     conds = [c for c in dict.fromkeys(board["condition"]) if c != "all"] + ["all"]
     # refiners, and each student space's static (compared with the teacher space's static)
     dt = pd.to_numeric(board.get(f"dt_{metric}_mean", pd.Series(np.nan, index=board.index)), errors="coerce")
-    cells = board[(board["role"] == "system") | ((board["role"] == "baseline") & np.isfinite(dt))]
-    if systems:
-        unknown = sorted(set(systems) - set(cells["system"]))
-        if unknown:
-            raise ValueError(f"no refining cell of system {', '.join(unknown)}; systems: "
-                             f"{', '.join(sorted(set(cells['system'])))}")
-        cells = cells[cells["system"].isin(systems)]
+    cells = _keep(board[(board["role"] == "system") | ((board["role"] == "baseline") & np.isfinite(dt))], systems)
     varies = [(c, s) for c, s in SETTINGS if c in cells and cells.groupby("system")[c].nunique().gt(1).any()]
     lines = [f"| {metric} gain (dB) | " + " | ".join(conds) + " |", "|---" * (len(conds) + 1) + "|"]
     for _, group in cells.groupby("cell_id", sort=False):
@@ -82,9 +93,14 @@ def gain_table(board: pd.DataFrame, metric: str = "si_sdr", systems: list[str] |
     return "\n".join(lines)
 
 
+def _num(v: object) -> float:
+    """A leaderboard value as a number (NaN when empty or not numeric)."""
+    return float(pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0])
+
+
 def _count(v: object) -> str:
     """A parameter or MAC count in k / M / G ("" when unknown)."""
-    x = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]
+    x = _num(v)
     if not np.isfinite(x):
         return ""
     for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -101,16 +117,8 @@ def cost_table(board: pd.DataFrame, metric: str = "si_sdr", systems: list[str] |
     in the student-space reading), the encoder that re-embeds each block (the student; the teacher
     for the teacher oracle; nothing more when it is the enrollment's encoder itself), and the total
     MACs per second of audio (backbone + refiner; the enrollment is embedded once and not counted)."""
-    if f"d_{metric}_mean" not in board:
-        raise ValueError(f"the leaderboard has no d_{metric}_mean column")
-    pooled = board[(board["condition"] == "all") & (board["role"] == "system")]
-    if systems:
-        unknown = sorted(set(systems) - set(pooled["system"]))
-        if unknown:
-            raise ValueError(f"no refining cell of system {', '.join(unknown)}; systems: "
-                             f"{', '.join(sorted(set(pooled['system'])))}")
-        pooled = pooled[pooled["system"].isin(systems)]
-    varies = [(c, s) for c, s in SETTINGS if c in pooled and pooled.groupby("system")[c].nunique().gt(1).any()]
+    _need_metric(board, metric)
+    pooled = _keep(board[(board["condition"] == "all") & (board["role"] == "system")], systems)
     head = ["cell", "reading", "vs static", "vs shrink", "vs teacher-space static", "backbone params",
             "enrollment encoder", "per-block encoder", "total MACs/s"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
@@ -118,16 +126,18 @@ def cost_table(board: pd.DataFrame, metric: str = "si_sdr", systems: list[str] |
         student_space = str(row.get("reading", "teacher")) == "student"
         if student_space:
             per_block = "(the same)"
-        elif float(pd.to_numeric(pd.Series([row.get("student_params")]), errors="coerce").fillna(0).iloc[0]) > 0:
+        elif _num(row.get("student_params")) > 0:  # NaN > 0 is False
             per_block = _count(row["student_params"])
-        elif float(pd.to_numeric(pd.Series([row.get("extra_macs_per_s")]), errors="coerce").fillna(0).iloc[0]) > 0:
+        elif _num(row.get("extra_macs_per_s")) > 0:
             per_block = _count(row.get("teacher_params")) + " (teacher)"
         else:
             per_block = "-"
-        own = pooled[pooled["system"] == row["system"]]
-        cols = [_label(row, [(c, t) for c, t in varies if own[c].nunique() > 1]), "student" if student_space else "teacher", _fmt(row, f"d_{metric}"),
-                _fmt(row, f"ds_{metric}"), _fmt(row, f"dt_{metric}"), _count(row.get("pse_params")),
-                _count(row.get("teacher_params")), per_block, _count(row.get("total_macs_per_s"))]
+        own = pooled[pooled["system"] == row["system"]]  # the settings that tell this system's cells apart
+        label = _label(row, [(c, t) for c, t in SETTINGS if c in own and own[c].nunique() > 1])
+        cols = [label, "student" if student_space else "teacher",
+                *(_fmt(row, f"{d}_{metric}") for d in ("d", "ds", "dt")),
+                _count(row.get("pse_params")), _count(row.get("teacher_params")), per_block,
+                _count(row.get("total_macs_per_s"))]
         lines.append("| " + " | ".join(cols) + " |")
     return "\n".join(lines)
 

@@ -160,11 +160,17 @@ def _conditions(board: pd.DataFrame) -> list[str]:
     return [c for c in dict.fromkeys(board["condition"]) if c != "all"]
 
 
-def _errbar(ax: Any, x: Any, m: Any, lo: Any, hi: Any, **kw: Any) -> None:
+def _errbar(ax: Any, x: Any, m: Any, lo: Any, hi: Any, horizontal: bool = False, **kw: Any) -> None:
+    """Means ``m`` at positions ``x`` with CI bars ``[lo, hi]`` (an unknown bound: no bar); with
+    ``horizontal`` the means run along the x axis and ``x`` are the rows."""
     m, lo, hi = (np.asarray(v, dtype=float) for v in (m, lo, hi))
-    yerr = np.vstack([np.clip(m - lo, 0, None), np.clip(hi - m, 0, None)])
-    yerr = np.where(np.isfinite(yerr), yerr, 0.0)
-    ax.errorbar(x, m, yerr=yerr, capsize=3, **kw)
+    err = np.vstack([np.clip(m - lo, 0, None), np.clip(hi - m, 0, None)])
+    err = np.where(np.isfinite(err), err, 0.0)
+    kw.setdefault("capsize", 3)
+    if horizontal:
+        ax.errorbar(m, x, xerr=err, **kw)
+    else:
+        ax.errorbar(x, m, yerr=err, **kw)
 
 
 def _legend_below(fig: Any, ax: Any, fontsize: int = 7) -> None:
@@ -494,7 +500,7 @@ def quality(board: pd.DataFrame, path: Path, colours: dict[str, tuple] | None = 
     if not len(cells):
         raise Skip("no cell has a PESQ, STOI or DNSMOS mean (eval.metrics)")
     colours = colours or system_colours(board["system"])
-    stems = [(m, name) for m, name in QUALITY_METRICS if _finite(pts, f"{m}_mean").any()]
+    stems = [(m, name) for m, name in QUALITY_METRICS if f"{m}_mean" in pts]  # the scored ones
     labels = list(dict.fromkeys(cells["label"]))
     y = {label: i for i, label in enumerate(labels)}
     fig, axes = _plt().subplots(1, len(stems), figsize=(3.0 * len(stems) + 2.0, 0.26 * len(labels) + 1.4),
@@ -503,10 +509,8 @@ def quality(board: pd.DataFrame, path: Path, colours: dict[str, tuple] | None = 
     for ax, (m, name) in zip(axes[0], stems, strict=True):
         g = cells[_finite(cells, f"{m}_mean")]
         for system, h in g.groupby("system", sort=False):
-            mean, lo, hi = (h[f"{m}{s}"].to_numpy(float) for s in CI)
-            err = np.vstack([np.clip(mean - lo, 0, None), np.clip(hi - mean, 0, None)])
-            ax.errorbar(mean, [y[label] for label in h["label"]], xerr=np.where(np.isfinite(err), err, 0.0),
-                        fmt="o", ms=4, capsize=2, color=colours.get(str(system)))
+            _errbar(ax, [y[label] for label in h["label"]], *(h[f"{m}{s}"] for s in CI), horizontal=True,
+                    fmt="o", ms=4, capsize=2, color=colours.get(str(system)))
         if len(mix) and np.isfinite(float(mix[f"{m}_mean"].iloc[0])):
             ax.axvline(float(mix[f"{m}_mean"].iloc[0]), color="black", ls="--", lw=1, label="mixture")
         ax.set_xlabel(name)

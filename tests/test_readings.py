@@ -212,3 +212,16 @@ def test_paired_table_of_two_cells_matches_the_leaderboards_comparison(student_s
         paired_table(per, cells, [("student@student-space-contrastive", "static")])
     assert main(["--run", str(out), "--pair", "student@student-space-contrastive,alpha=0.5", "static"]) == 0
     assert main(["--run", str(out), "--pair", "nosuch", "static"]) == 2
+
+
+def test_the_readings_figure_draws_more_systems_than_one_palette_holds(tmp_path):
+    """The committed two-reading run has 12 systems in the figure; with ten colours the 11th had
+    none (a KeyError, and no figure)."""
+    from pathlib import Path
+
+    from bench.report.figures import readings, readings_points
+
+    board = pd.read_csv(Path(__file__).parents[1] / "results" / "student_space_confirm" / "leaderboard.csv")
+    assert readings_points(board)["base"].nunique() > 10
+    readings(board, tmp_path / "readings")
+    assert (tmp_path / "readings.png").stat().st_size > 0

@@ -611,9 +611,7 @@ def readings(board: pd.DataFrame, path: Path, colours: dict[str, tuple] | None =
     conds = [c for c in _conditions(board) if c in set(pts["condition"])]
     spaces = list(dict.fromkeys(["teacher space", *sorted(set(pts["space"]) - {"teacher space"})]))
     bases = sorted(pts["base"].unique())
-    # one colour per system, however many (tab10 ran out at the 11th: a KeyError, no figure)
-    cmap = _plt().get_cmap("tab10" if len(bases) <= 10 else "tab20")
-    colours = {b: cmap(k % cmap.N) for k, b in enumerate(bases)}
+    colours = system_colours(bases)  # by system without its space; one colour each, however many
     fig, axes = _panels(len(conds), width=2.9)
     offsets = {b: (k - (len(bases) - 1) / 2) * 0.6 / max(1, len(bases)) for k, b in enumerate(bases)}
     for ax, cond in zip(axes, conds, strict=False):

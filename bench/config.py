@@ -371,6 +371,11 @@ class EvalConfig:
     # `mos_n` items of each condition only, whatever quality_n says; 0 = the quality_n subset.
     # In the eval key only when set (older keys hold).
     mos_n: int = 0
+    # the teacher re-embeds the output (`out_cos`, per-utterance speaker evidence: a teacher pass
+    # over every output, the costliest part of a large SI-SDR-only cell) on the first
+    # `evidence_n` items of each condition only; 0 = every item. The embedding trajectory's
+    # cosines (`traj_cos`) stay on every item. In the eval key only when set (older keys hold).
+    evidence_n: int = 0
 
 
 @dataclass
@@ -707,6 +712,7 @@ def _validate_eval(cfg: ExperimentConfig) -> None:
     _range("eval.n_test", cfg.eval.n_test, 1, 10**6)
     _range("eval.quality_n", cfg.eval.quality_n, 0, 10**6)
     _range("eval.mos_n", cfg.eval.mos_n, 0, 10**6)
+    _range("eval.evidence_n", cfg.eval.evidence_n, 0, 10**6)
     _range("eval.n_stream", cfg.eval.n_stream, 1, 10**6)
     _range("eval.n_val", cfg.eval.n_val, 1, 10**6)
     if not cfg.eval.conditions:
@@ -915,6 +921,10 @@ class Grid:
     base: dict[str, Any]
     grid: dict[str, list[Any]]
     systems: list[dict[str, Any]]
+    # the roles of the cells added to every personalized cell when the grid lacks them
+    # (bench.grid.with_baselines): `implicit: [baseline, control]` leaves out the ceilings and
+    # the fixed references, for a large test that only needs its systems, static and shrink
+    implicit: list[str] = field(default_factory=lambda: list(IMPLICIT_ROLES))
 
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | None = None) -> Grid:
@@ -947,7 +957,7 @@ class Grid:
         overrides: list[str] | None = None,
         baselines_dir: Path | None = None,
     ) -> Grid:
-        allowed = {"name", "base", "grid", "systems"}
+        allowed = {"name", "base", "grid", "systems", "implicit"}
         if not isinstance(data, dict):
             raise ConfigError(f"a grid file must be a mapping with keys {sorted(allowed)}")
         unknown = sorted(set(data) - allowed)
@@ -969,7 +979,8 @@ class Grid:
                               "'- {refine.name: static}' (or leave the key out for the base config alone)")
         systems = [_expand_baseline(s, baselines_dir) for s in systems]
         name = grid_name(data["name"]) if data.get("name") not in (None, "") else grid_name(default_name)
-        return cls(name=name, base=base, grid=grid, systems=systems)
+        return cls(name=name, base=base, grid=grid, systems=systems,
+                   implicit=_implicit_roles(data.get("implicit", list(IMPLICIT_ROLES))))
 
     def cells(self) -> list[Cell]:
         """Expand into validated cells (duplicates removed, order kept)."""
@@ -995,6 +1006,23 @@ class Grid:
 
 
 BASELINES_DIR = Path(__file__).resolve().parents[1] / "baselines"
+# roles of the cells bench.grid.with_baselines adds (a grid's `implicit` key picks among them)
+IMPLICIT_ROLES = ("baseline", "reference", "control", "ceiling")
+
+
+def _implicit_roles(value: Any) -> list[str]:
+    """The grid key ``implicit``: a list of roles among :data:`IMPLICIT_ROLES`; ``baseline``
+    is required (every comparison is paired with static)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"grid key 'implicit'={value!r} is not allowed; give a list of roles among "
+                          f"{', '.join(IMPLICIT_ROLES)}")
+    for v in value:
+        if v not in IMPLICIT_ROLES:
+            raise ConfigError(f"grid key 'implicit' has {v!r}; choices: {', '.join(IMPLICIT_ROLES)}")
+    if "baseline" not in value:
+        raise ConfigError(f"grid key 'implicit'={value!r} lacks 'baseline': every system is compared with "
+                          "its static baseline")
+    return list(dict.fromkeys(value))
 
 
 def _expand_baseline(system: dict[str, Any], baselines_dir: Path | None) -> dict[str, Any]:

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from bench.config import IMPLICIT_ROLES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,12 +45,13 @@ def _variant(cfg: ExperimentConfig, name: str) -> ExperimentConfig:
     return replace(cfg, refine=replace(cfg.refine, name=name, alpha=alpha))
 
 
-def with_baselines(cells: list[Cell]) -> list[Cell]:
+def with_baselines(cells: list[Cell], roles: Sequence[str] = IMPLICIT_ROLES) -> list[Cell]:
     """Add what every personalized cell is compared with, when the grid lacks it: the baseline
     (``static``) and the fixed references (``oracle_clean``, ``oracle_enroll_clean``) once (for a
     cell of the student-space reading: in its space, and the teacher space's static), and
     for every refining cell its ``control`` (``shrink``) and ``ceiling`` (``oracle_target``) with
-    the same rate, rule, block, context and gate."""
+    the same rate, rule, block, context and gate. ``roles`` (a grid's ``implicit`` key) says
+    which of these roles are added; the default adds all four."""
     from bench.cache import config_hash
     from bench.config import Cell
     from bench.pipeline import eval_slice
@@ -55,8 +59,8 @@ def with_baselines(cells: list[Cell]) -> list[Cell]:
     from bench.refine import names_with_role, refiner_class
 
     have = {config_hash(eval_slice(c.config)) for c in cells}
-    fixed = names_with_role("baseline") + names_with_role("reference")
-    matched = names_with_role("control") + names_with_role("ceiling")
+    fixed = [n for r in ("baseline", "reference") if r in roles for n in names_with_role(r)]
+    matched = [n for r in ("control", "ceiling") if r in roles for n in names_with_role(r)]
     extra = []
 
     def add(cfg, name: str) -> None:

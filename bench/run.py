@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     if args.bootstrap is not None and args.bootstrap < 1:
         return fail(f"--bootstrap={args.bootstrap} is out of range: give at least 1 resample (1000 is usual)")
-    cells = with_baselines(cells)
+    cells = with_baselines(cells, grid.implicit)
     from bench.output import check_out, resolve_out
 
     out = resolve_out(Path(args.out) if args.out else Path("results") / grid.name)

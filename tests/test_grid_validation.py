@@ -148,3 +148,28 @@ def test_duplicate_registration_is_a_registry_error():
     with pytest.raises(registry.RegistryError, match="already registered") as err:
         registry.register("loss", "_dup_probe")(lambda cfg: None)
     assert isinstance(err.value, ValueError)
+
+
+def _systems_of(tmp_path: Path, implicit: str) -> list[str]:
+    from bench.grid import with_baselines
+    from bench.refine import system_name
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text(f"{implicit}systems:\n  - {{refine.name: ema, distill.loss: mse, refine.alpha: 0.1}}\n")
+    g = Grid.load(grid)
+    return sorted(system_name(c.config) for c in with_baselines(g.cells(), g.implicit))
+
+
+def test_implicit_picks_which_comparison_cells_a_grid_gets(tmp_path):
+    every = _systems_of(tmp_path, "")
+    assert {"static", "shrink", "oracle_target", "oracle_clean", "oracle_enroll_clean"} <= set(every)
+    lean = _systems_of(tmp_path, "implicit: [baseline, control]\n")
+    assert sorted(lean) == sorted(s for s in every if s not in ("oracle_target", "oracle_clean", "oracle_enroll_clean"))
+    assert "static" in lean and "shrink" in lean
+
+
+@pytest.mark.parametrize("value, match", [("[baseline, ceilings]", "'ceilings'; choices: baseline, reference"),
+                                           ("[control]", "lacks 'baseline'"), ("baseline", "give a list of roles")])
+def test_a_bad_implicit_key_is_one_line_naming_the_choices(value, match, tmp_path, capsys):
+    code, err = _dry_run(tmp_path, f"implicit: {value}\n{SYSTEMS}", capsys)
+    assert code == 2 and match in _one_line(err)

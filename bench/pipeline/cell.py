@@ -120,6 +120,7 @@ def stream_condition(pipe: Any, cfg: ExperimentConfig, cond: str, model: Any, re
     refining = refiner.updates_embedding and personalized
     enhanced: list[np.ndarray] = []
     block_cos: list[np.ndarray] = []
+    n_evidence = int(cfg.eval.evidence_n) or len(mixtures)  # items whose output the teacher re-embeds
     for i in range(0, len(mixtures), EVAL_BATCH):
         chunk = mixtures[i : i + EVAL_BATCH]
         mix = torch.from_numpy(np.stack([m.mixture for m in chunk])).to(pipe.device)
@@ -134,7 +135,8 @@ def stream_condition(pipe: Any, cfg: ExperimentConfig, cond: str, model: Any, re
         enhanced.extend(out.numpy())
         tgt_e = tgt_all[i : i + EVAL_BATCH]
         late_e = late_all[i : i + EVAL_BATCH]
-        acc.add_speaker(_speaker_evidence(teacher, pipe.device, out, chunk, tgt_e, late_e, res))
+        acc.add_speaker(_speaker_evidence(teacher, pipe.device, out, chunk, tgt_e, late_e, res,
+                                          max(0, min(len(chunk), n_evidence - i))))
         if res.embeddings is not None:
             block_cos.append(cos(res.embeddings.float().cpu().numpy(), tgt_e[None]))  # [K+1, b]
     traj = np.concatenate(block_cos, axis=1).mean(axis=1).tolist() if block_cos else None
@@ -142,13 +144,18 @@ def stream_condition(pipe: Any, cfg: ExperimentConfig, cond: str, model: Any, re
 
 
 def _speaker_evidence(teacher: Any, device: str, out: Any, chunk: list, tgt_e: np.ndarray, late_e: np.ndarray,
-                      res: Any) -> dict[str, list[float]]:
+                      res: Any, n_out: int | None = None) -> dict[str, list[float]]:
     """Per utterance: cosine of the output's teacher embedding to the clean target's
-    (``out_cos``), and of the embedding trajectory (``traj_cos``: mean over blocks;
+    (``out_cos``; on the first ``n_out`` items of the chunk only, NaN after them; all when
+    None), and of the embedding trajectory (``traj_cos``: mean over blocks;
     ``late_traj_cos``: blocks that start after the late start, against the embedding of the
     clean target's late part)."""
-    emb_out = teacher.embed(out.to(device)).float().cpu().numpy()
-    ev: dict[str, list[float]] = {"out_cos": cos(emb_out, tgt_e).tolist()}
+    n_out = len(chunk) if n_out is None else n_out
+    out_cos = [float("nan")] * len(chunk)
+    if n_out > 0:
+        emb_out = teacher.embed(out[:n_out].to(device)).float().cpu().numpy()
+        out_cos[:n_out] = cos(emb_out, tgt_e[:n_out]).tolist()
+    ev: dict[str, list[float]] = {"out_cos": out_cos}
     if res.embeddings is None:
         ev["traj_cos"] = [float("nan")] * len(chunk)
         ev["late_traj_cos"] = [float("nan")] * len(chunk)

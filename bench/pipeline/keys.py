@@ -111,7 +111,7 @@ def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
         "corpus": key_slice(cfg.corpus, skip=CORPUS_RUNTIME_FIELDS),
         "test_corpus": key_slice(cfg.test_corpus, skip=CORPUS_RUNTIME_FIELDS) if cfg.test_corpus.name else "",
         "mix": cfg.mix,
-        "eval": {k: v for k, v in vars(cfg.eval).items() if k not in ("workers", "metrics", "quality_n", "mos_n")},
+        "eval": {k: v for k, v in vars(cfg.eval).items() if k not in ("workers", "metrics", "quality_n", "mos_n", "evidence_n")},
         # where a trained teacher comes from is left out: the cell key holds the weights' identity
         "teacher": key_slice(cfg.teacher, TEACHER_ADDED_FIELDS, skip=("train_source",)),
         "pse": training_slice(cfg.pse),
@@ -126,6 +126,8 @@ def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
         s["eval"]["quality_n"] = cfg.eval.quality_n
     if cfg.eval.mos_n:  # likewise
         s["eval"]["mos_n"] = cfg.eval.mos_n
+    if cfg.eval.evidence_n:  # likewise
+        s["eval"]["evidence_n"] = cfg.eval.evidence_n
     if cfg.pse.atten_lim_db:  # inference-time; absent at 0 so that older keys hold
         s["pse_atten_lim_db"] = cfg.pse.atten_lim_db
     if cfg.pse.personalized:

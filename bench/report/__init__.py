@@ -189,7 +189,8 @@ def _row(cell: pd.Series, columns: Any, cond: str, sub: pd.DataFrame, links: dic
         row.update(_stats(m, sub[m].to_numpy(), n_boot, seed, clusters))
         fail_col = f"{m}_failed"
         row[f"{m}_failures"] = int(sub[fail_col].sum()) if fail_col in sub else int(sub[m].isna().sum())
-        if m in SUBSET_METRICS or m in user:  # how many items it was scored on (eval.quality_n: a subset)
+        if m in SUBSET_METRICS or m in user or (m == "out_cos" and sub[m].isna().any()):
+            # how many items it was scored on (eval.quality_n, eval.evidence_n: a subset)
             row[f"{m}_n"] = int(np.isfinite(sub[m].to_numpy(dtype=np.float64)).sum())
     cid = cell["cell_id"]
     st, ctl, up, clean = links["static_id"], links["control_id"], links["upper_id"], links["clean_id"]

@@ -63,7 +63,7 @@ def test_an_output_scored_before_is_not_scored_again(counted):
     assert len(counted) == 5
 
 
-@pytest.mark.parametrize("field, value", [("quality_n", 40), ("mos_n", 8)])
+@pytest.mark.parametrize("field, value", [("quality_n", 40), ("mos_n", 8), ("evidence_n", 40)])
 def test_a_subset_size_is_checked_and_keyed_only_when_set(field, value):
     from bench.pipeline import mixture_key
 
@@ -73,7 +73,8 @@ def test_a_subset_size_is_checked_and_keyed_only_when_set(field, value):
     assert field not in eval_slice(base)["eval"]
     sub = ExperimentConfig.from_dict({"eval": {field: value}})
     assert eval_slice(sub)["eval"][field] == value
-    assert mixture_key(sub, "c") != mixture_key(base, "c")
+    if field != "evidence_n":  # the mixture has no output for the teacher to re-embed
+        assert mixture_key(sub, "c") != mixture_key(base, "c")
 
 
 def test_a_cell_scores_the_first_quality_n_items_of_each_condition(counted):
@@ -145,3 +146,32 @@ def test_both_subsets_in_worker_processes_give_what_one_process_gives(monkeypatc
     pooled = quality.evaluate_utterances(items, workers=2, **kw)
     pd.testing.assert_frame_equal(pooled, one)
     assert pooled["pesq"].notna().sum() == 2 and pooled["dnsmos_ovrl"].notna().sum() == 2
+
+
+def test_evidence_n_re_embeds_the_first_items_only_with_the_values_of_the_whole():
+    from types import SimpleNamespace
+
+    import torch
+
+    from bench.pipeline.cell import _speaker_evidence
+
+    class Teacher:
+        calls: list[int] = []
+
+        def embed(self, x):
+            self.calls.append(x.shape[0])
+            return torch.stack([x[:, ::2].sum(1), x[:, 1::2].sum(1), x.abs().sum(1)], dim=1)
+
+    rng = np.random.default_rng(5)
+    out = torch.from_numpy(rng.standard_normal((4, 64)).astype(np.float32))
+    tgt = rng.standard_normal((4, 3)).astype(np.float32)
+    chunk = [SimpleNamespace(target=np.zeros(64), meta={}) for _ in range(4)]
+    res = SimpleNamespace(embeddings=None)
+    t = Teacher()
+    whole = _speaker_evidence(t, "cpu", out, chunk, tgt, tgt, res)
+    part = _speaker_evidence(t, "cpu", out, chunk, tgt, tgt, res, n_out=2)
+    none = _speaker_evidence(t, "cpu", out, chunk, tgt, tgt, res, n_out=0)
+    assert t.calls == [4, 2]  # nothing embedded for n_out=0
+    np.testing.assert_allclose(part["out_cos"][:2], whole["out_cos"][:2], rtol=1e-6)
+    assert np.isnan(part["out_cos"][2:]).all() and np.isnan(none["out_cos"]).all()
+    assert np.isfinite(whole["out_cos"]).all()

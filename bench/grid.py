@@ -247,6 +247,18 @@ def trajectory_rows(cell_id: str, cell: dict[str, Any], info: dict[str, Any]) ->
             for cond, series in (info.get("trajectory") or {}).items() for k, c in enumerate(series)]
 
 
+def unscored_dropped(per: pd.DataFrame) -> pd.DataFrame:
+    """``per`` without the columns of metrics no cell of the run scored: a metric column that is
+    NaN on every row together with its ``<metric>_failed`` flag, which is then False on every row
+    (not computed is not failed). A metric scored on some rows keeps both columns."""
+    drop = []
+    for col in per.columns:
+        flag = f"{col}_failed"
+        if flag in per.columns and per[col].isna().all() and not per[flag].astype(bool).any():
+            drop += [col, flag]
+    return per.drop(columns=drop)
+
+
 def write_tables(out: Path, per_utt: list[pd.DataFrame], cell_rows: list[dict], traj_rows: list[dict]) -> None:
     """``per_utterance.csv``, ``cells.csv`` and ``trajectory.csv`` of a run folder (atomically)."""
     import pandas as pd
@@ -255,7 +267,7 @@ def write_tables(out: Path, per_utt: list[pd.DataFrame], cell_rows: list[dict], 
 
     if per_utt:
         with atomic_path(out / "per_utterance.csv") as tmp:
-            pd.concat(per_utt, ignore_index=True).to_csv(tmp, index=False)
+            unscored_dropped(pd.concat(per_utt, ignore_index=True)).to_csv(tmp, index=False)
     with atomic_path(out / "cells.csv") as tmp:
         pd.DataFrame(cell_rows).to_csv(tmp, index=False)
     if traj_rows:

@@ -4,8 +4,11 @@ A stream is ``eval.stream_s`` seconds (default 16) of several different utteranc
 target speaker, concatenated with short pauses (an utterance is never looped; the list is cycled
 only when a speaker has too little audio, and never the same utterance twice in a row), mixed
 with one interfering speaker's stream and noise at the levels of ``mix`` (exact over the whole
-stream). The enrollment is clean: the first ``mix.enroll_s`` seconds of another utterance of the
-target, one that is not in the stream. Part-way, at the start of the utterance nearest to a
+stream). Where ``mix.shares`` is set (an operating level such as ``field``), a stream holds, as a
+short mixture does, the noise only, the interferer only or both, drawn by those shares from a
+generator of its own (so every other draw of the stream is the one it had before); without shares
+every stream holds both. The enrollment is clean: the first ``mix.enroll_s`` seconds of another
+utterance of the target, one that is not in the stream. Part-way, at the start of the utterance nearest to a
 point drawn in 40-60 % of the stream, the target changes (conditions in :data:`STREAM_CONDITIONS`):
 
 * ``voice_change``: from there on the target's voice is perturbed: played at a constant rate
@@ -32,7 +35,7 @@ from bench.audio import SR, resample
 from bench.cache import config_hash
 from bench.config import STREAM_CONDITIONS
 from bench.data.conditions import drift, power, random_rir, reverberate, sample_noise
-from bench.data.mixture import Mixture, compose
+from bench.data.mixture import INTERFERER_ONLY, NOISE_ONLY, Mixture, compose, draw_kind
 from bench.data.pieces import enrollment_of
 
 LATE_SKIP_S = 1.0  # late metrics start this long after the change
@@ -120,8 +123,10 @@ def make_stream(corpus: Any, split: str | None, mix_cfg: Any, condition: str, in
     """The pieces of stream ``index`` under ``condition`` (see the module docstring).
 
     Returns:
-        dict with ``target`` (dry, changed) ``[n]``, ``interferer`` ``[n]``, ``noise`` ``[n]`` (unit
-        power) or None, ``enrollment`` ``[Te]``, ``speaker``, ``sir_db``, ``snr_db`` and ``meta``.
+        dict with ``target`` (dry, changed) ``[n]``, ``interferer`` ``[n]`` or None, ``noise``
+        ``[n]`` (unit power) or None, ``enrollment`` ``[Te]``, ``speaker``, ``sir_db``, ``snr_db``
+        and ``meta``. Which of interferer and noise the stream holds is drawn by ``mix_cfg.shares``
+        (both without shares); the other is still drawn and then dropped, so the draws stay paired.
     """
     if condition not in STREAM_CONDITIONS:
         raise ValueError(f"unknown stream condition {condition!r}; choices: {', '.join(STREAM_CONDITIONS)}")
@@ -149,6 +154,12 @@ def make_stream(corpus: Any, split: str | None, mix_cfg: Any, condition: str, in
     if mix_cfg.noise_types:
         kind = mix_cfg.noise_types[int(rng.integers(len(mix_cfg.noise_types)))]
         noise, ninfo = sample_noise(corpus, kind, n, rng, {spk, other}, split)
+    holds = draw_kind(mix_cfg, np.random.default_rng([seed, split_tag, index, 91]))
+    interferers: list[str] = [other]
+    if holds == NOISE_ONLY:
+        inter, interferers = None, []
+    elif holds == INTERFERER_ONLY:
+        noise, ninfo = None, {"noise_type": "none"}
 
     crng = np.random.default_rng([seed, split_tag, index, int(config_hash(condition, length=8), 16)])
     info: dict[str, Any] = {"condition": condition}
@@ -170,7 +181,7 @@ def make_stream(corpus: Any, split: str | None, mix_cfg: Any, condition: str, in
         target = np.pad(target, (0, n - len(target)))
     info.update({
         "change_s": change / SR, "late_start_s": min(n, change + int(LATE_SKIP_S * SR)) / SR,
-        "stream_s": n / SR, "enroll_utt": enroll_id, "stream_utts": stream_ids, "interferers": [other],
+        "stream_s": n / SR, "enroll_utt": enroll_id, "stream_utts": stream_ids, "interferers": interferers,
         **ninfo,
     })
     return {"target": target, "interferer": inter, "noise": noise,
@@ -195,9 +206,11 @@ def make_stream_set(corpus: Any, split: str | None, mix_cfg: Any, condition: str
     out = []
     for i in range(n):
         s = make_stream(corpus, split, mix_cfg, condition, i, seed, stream_s, speakers)
-        mix, tgt, inter, nz = compose(s["target"], [s["interferer"]], s["noise"], s["sir_db"], s["snr_db"])
+        others = [] if s["interferer"] is None else [s["interferer"]]
+        mix, tgt, inter, nz = compose(s["target"], others, s["noise"], s["sir_db"], s["snr_db"])
         enr = np.asarray(s["enrollment"], dtype=np.float32)
-        meta = {**s["meta"], "sir_db": s["sir_db"], "snr_db": s["snr_db"] if s["noise"] is not None else None,
+        meta = {**s["meta"], "sir_db": s["sir_db"] if others else None,
+                "snr_db": s["snr_db"] if s["noise"] is not None else None,
                 "index": i, "seed": seed, "split": split or "all", "room": False}
         out.append(Mixture(mix, tgt, enr, enr.copy(), s["speaker"], meta, inter, nz))
     return out

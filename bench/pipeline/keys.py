@@ -45,6 +45,10 @@ def eval_split(cfg: ExperimentConfig) -> str | None:
     return draw_split(cfg.eval.split)
 
 
+# key element of stream sets, cells and mixture scores whose streams follow ``mix.shares``
+STREAM_SHARES = "streams-follow-shares"
+
+
 def n_items(cfg: ExperimentConfig, condition: str) -> int:
     """Test items of a condition: ``eval.n_stream`` streams or ``eval.n_test`` short mixtures."""
     return cfg.eval.n_stream if condition in STREAM_CONDITIONS else cfg.eval.n_test
@@ -82,12 +86,20 @@ class EvalSetSpec:
         extra: list[Any] = [list(self.competing_sir_db)] if self.condition in COMPETING_CONDITIONS else []
         if self.condition in STREAM_CONDITIONS:
             extra.append(["stream", self.stream_s, *self.stream_sir_snr_db])
+            if self.mix.shares:  # the streams follow the shares (absent without, so older keys hold)
+                extra.append(STREAM_SHARES)
         if self.condition not in CONDITIONS:  # a user condition: its declared version
             from bench.data.condition_spec import spec
 
             extra.append(["plugin", spec(self.condition).version])
         return config_hash(STAGE_VERSION["evalset"], corpus_key, self.mix, self.n, self.test_s, self.condition,
                            self.seed, self.split, *extra)
+
+
+def streams_follow_shares(cfg: ExperimentConfig) -> bool:
+    """Whether a cell's test streams draw what they hold by ``mix.shares`` (a level with shares and
+    a stream condition): a key element then, since streams held both before they followed them."""
+    return bool(cfg.mix.shares) and any(c in STREAM_CONDITIONS for c in cfg.eval.conditions)
 
 
 def metrics_slice(e: EvalConfig) -> list[Any]:
@@ -128,6 +140,8 @@ def eval_slice(cfg: ExperimentConfig) -> dict[str, Any]:
         s["eval"]["mos_n"] = cfg.eval.mos_n
     if cfg.eval.evidence_n:  # likewise
         s["eval"]["evidence_n"] = cfg.eval.evidence_n
+    if streams_follow_shares(cfg):
+        s["stream_shares"] = STREAM_SHARES
     if cfg.pse.atten_lim_db:  # inference-time; absent at 0 so that older keys hold
         s["pse_atten_lim_db"] = cfg.pse.atten_lim_db
     if cfg.pse.personalized:
@@ -147,7 +161,8 @@ def mixture_key(cfg: ExperimentConfig, corpus_key: str) -> str:
     return config_hash("mixture", STAGE_VERSION["eval"], corpus_key, cfg.mix, e.n_test, e.n_stream, e.test_s,
                        e.stream_s, e.stream_sir_db, e.stream_snr_db, e.split, e.conditions, e.pesq,
                        e.competing_sir_db, *metrics_slice(e), *(["quality_n", e.quality_n] if e.quality_n else []),
-                       *(["mos_n", e.mos_n] if e.mos_n else []))
+                       *(["mos_n", e.mos_n] if e.mos_n else []),
+                       *([STREAM_SHARES] if streams_follow_shares(cfg) else []))
 
 
 def backbone_key(cfg: ExperimentConfig, corpus: Any, teacher: Any, device: Any) -> str:

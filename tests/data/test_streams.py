@@ -76,3 +76,31 @@ def test_stream_speakers_need_two_utterances(tmp_path):
     tiny = make_corpus(tmp_path, n_speakers=3, n_utts=1, derived=False)
     with pytest.raises(ValueError, match=">= 2 utterances"):
         stream_speakers(tiny, None)
+
+
+def test_streams_follow_the_shares_and_stay_paired(corpus):
+    """With ``mix.shares`` a stream holds the noise only, the interferer only or both (as short
+    mixtures do), the same choice in every stream condition; all-``both`` shares give the streams
+    made without shares, sample for sample."""
+    from dataclasses import replace
+
+    n = 24
+    shared = replace(MIX, shares=[0.4, 0.2, 0.4])
+    sets = {c: make_eval_set(corpus, "train", shared, c, n, 7, 4.0, stream_s=4.0) for c in STREAM_CONDITIONS}
+    kinds = []
+    for i in range(n):
+        held = {(sets[c][i].meta["sir_db"] is not None, sets[c][i].meta["snr_db"] is not None) for c in sets}
+        assert len(held) == 1, f"stream {i} holds different sources across conditions: {held}"
+        inter, noise = held.pop()
+        assert inter or noise
+        m = sets["voice_change"][i]
+        assert (np.abs(m.interference).max() > 0) == inter and (np.abs(m.noise).max() > 0) == noise
+        assert bool(m.meta["interferers"]) == inter
+        np.testing.assert_allclose(m.mixture, m.target + m.interference + m.noise, atol=1e-5)
+        kinds.append((inter, noise))
+    assert {(False, True), (True, False), (True, True)} <= set(kinds)  # all three kinds occur
+    plain = make_eval_set(corpus, "train", MIX, "drift_long", 4, 7, 4.0, stream_s=4.0)
+    both = make_eval_set(corpus, "train", replace(MIX, shares=[0.0, 0.0, 1.0]), "drift_long", 4, 7, 4.0, stream_s=4.0)
+    for a, b in zip(plain, both, strict=True):
+        np.testing.assert_array_equal(a.mixture, b.mixture)
+        np.testing.assert_array_equal(a.target, b.target)

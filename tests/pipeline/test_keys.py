@@ -66,3 +66,17 @@ def test_enrollment_embeddings_follow_the_eval_set(tmp_path):
     ea, eb = pipe.enrollment_embeddings(a, "competing"), pipe.enrollment_embeddings(b, "competing")
     assert ea[0, 0] == -4.0 and eb[0, 0] == 1.0
     assert pipe.enrollment_embeddings(a, "competing") is ea  # memoised per eval set
+
+
+def test_streams_that_follow_the_shares_get_new_keys(tmp_path):
+    """At a level with ``mix.shares`` the streams now follow them, so their eval sets, the
+    mixture scores and the cells get keys other than the ones cached before (literal keys of the
+    code before the change); the short mixtures' sets keep theirs, and so does the hard level."""
+    pipe = _pipe(tmp_path)
+    cfg = ExperimentConfig.from_dict({"level": "field", "eval": {"conditions": ["clean", "voice_change"]}})
+    assert pipe.evalset_key(cfg, "clean") == "06b6821b4bef3f5d"
+    assert pipe.evalset_key(cfg, "voice_change") != "7be7d86ed23632e9"
+    assert mixture_key(cfg, "corpus-key") != "0626857bc5b15a5c"
+    assert config_hash(eval_slice(cfg)) != "f4093ad9c4a21ae7"
+    short = ExperimentConfig.from_dict({"level": "field", "eval": {"conditions": ["clean"]}})
+    assert "stream_shares" not in eval_slice(short)

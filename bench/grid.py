@@ -165,6 +165,10 @@ def cell_row(cfg: ExperimentConfig, cell_id: str, info: dict[str, Any], links: d
         "pse": f"{cfg.pse.name}/{cfg.pse.size}",
         "pse_source": info.get("pse_source", cfg.pse.source),
         "pse_key": str((info.get("pse_train") or {}).get("key", ""))[:8],
+        # the operating level the cell was scored at (presets/levels/) and the inference-time
+        # attenuation limit of its output (dB, 0 = off)
+        "level": cfg.mix.level,
+        "atten_lim_db": cfg.pse.atten_lim_db,
         "train_corpus": cfg.corpus.name if not cfg.corpus.path else f"{cfg.corpus.name}:{cfg.corpus.path}",
         "test_corpus": (cfg.test_corpus.name if not cfg.test_corpus.path
                         else f"{cfg.test_corpus.name}:{cfg.test_corpus.path}") if cfg.test_corpus.name else "(same)",

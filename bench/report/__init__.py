@@ -231,7 +231,8 @@ def _seed_spread(board: pd.DataFrame) -> None:
     ignore = {"cell_id", "seed", "config_hash", "date", "git_commit", "versions", "device", "n"}
     keys = [c for c in board.columns if c in ("system", "condition", "pse_key", "teacher", "loss", "tau", "alpha", "rule", "block_s",
                                               "context_s", "student_mode", "gate", "gate_threshold", "student_inputs",
-                                              "distill_steps", "enh_emb_mix", "pse", "pse_tag") and c not in ignore]
+                                              "distill_steps", "enh_emb_mix", "pse", "pse_tag", "level",
+                                              "atten_lim_db") and c not in ignore]
     filled = board[keys].astype(str)
     grp = board.groupby([filled[k] for k in keys], sort=False)["d_si_sdr_mean"]
     board["d_si_sdr_seed_sd"] = grp.transform(lambda x: x.std(ddof=1) if x.notna().sum() > 1 else np.nan)
@@ -281,6 +282,8 @@ def _fmt(col: str, v: Any, plain_int: bool = False) -> str:
 # differing in, say, the gate threshold never look like duplicates
 AXIS_COLS = [
     ("pse_key", "backbone"),
+    ("level", "level"),
+    ("atten_lim_db", "atten. limit (dB)"),
     ("teacher", "teacher"),
     ("test_corpus", "test corpus"),
     ("rule", "rule"),

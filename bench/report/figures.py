@@ -52,7 +52,8 @@ KEYS = ("cell_id", "condition", "system", "role", "teacher", "loss", "tau", "alp
 # settings that can tell cells of one system apart, with their short legend names
 VARIANTS = {"alpha": "a", "teacher": "teacher", "tau": "tau", "rule": "", "n0": "n0", "gate": "gate",
             "gate_threshold": "thr", "context_s": "ctx", "block_s": "block", "student_inputs": "in",
-            "distill_steps": "steps", "enh_emb_mix": "drift", "pse_key": "pse", "seed": "s"}
+            "distill_steps": "steps", "enh_emb_mix": "drift", "pse_key": "pse", "level": "level",
+            "atten_lim_db": "lim", "seed": "s"}
 CI = ("_mean", "_ci_lo", "_ci_hi")
 
 

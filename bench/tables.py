@@ -31,11 +31,24 @@ SETTINGS = (("teacher", "teacher"), ("alpha", "alpha"), ("distill_steps", "steps
             ("student_mode", ""), ("seed", "seed"))
 
 
-def _fmt(row: pd.Series, col: str) -> str:
+def _metric_unit(metric: str) -> tuple[str, int]:
+    """``(unit, decimals)`` a table of ``metric`` is written with: SI-SDR in dB; STOI and ESTOI, whose
+    gains are thousandths, with three decimals; PESQ and the MOS scores (no unit) with two."""
+    base = metric.removeprefix("late_")
+    if base.startswith("si_sdr"):
+        return " (dB)", 2
+    return "", 3 if base in ("stoi", "estoi") else 2
+
+
+def _ci_text(m: float, lo: float, hi: float, decimals: int) -> str:
+    return f"{m:+.{decimals}f} [{lo:.{decimals}f}, {hi:.{decimals}f}]"
+
+
+def _fmt(row: pd.Series, col: str, decimals: int = 2) -> str:
     m, lo, hi = (row.get(f"{col}_{s}", np.nan) for s in ("mean", "ci_lo", "ci_hi"))
     if not np.isfinite(m):
         return ""
-    text = f"{m:+.2f} [{lo:.2f}, {hi:.2f}]"
+    text = _ci_text(m, lo, hi, decimals)
     if np.isfinite(lo) and lo > 0:
         text = f"**{text}**"
     p = row.get(f"p_{col}_holm", np.nan)
@@ -79,14 +92,15 @@ def gain_table(board: pd.DataFrame, metric: str = "si_sdr", systems: list[str] |
     dt = pd.to_numeric(board.get(f"dt_{metric}_mean", pd.Series(np.nan, index=board.index)), errors="coerce")
     cells = _keep(board[(board["role"] == "system") | ((board["role"] == "baseline") & np.isfinite(dt))], systems)
     varies = [(c, s) for c, s in SETTINGS if c in cells and cells.groupby("system")[c].nunique().gt(1).any()]
-    lines = [f"| {metric} gain (dB) | " + " | ".join(conds) + " |", "|---" * (len(conds) + 1) + "|"]
+    unit, decimals = _metric_unit(metric)
+    lines = [f"| {metric} gain{unit} | " + " | ".join(conds) + " |", "|---" * (len(conds) + 1) + "|"]
     for _, group in cells.groupby("cell_id", sort=False):
         by_cond = group.set_index("condition")
         first = group.iloc[0]
         for col, what in ((f"d_{metric}", "static"), (f"ds_{metric}", "shrink"), (f"dt_{metric}", "teacher-space static")):
             if f"{col}_mean" not in board:
                 continue
-            vals = [_fmt(by_cond.loc[c], col) if c in by_cond.index else "" for c in conds]
+            vals = [_fmt(by_cond.loc[c], col, decimals) if c in by_cond.index else "" for c in conds]
             if not any(vals):
                 continue
             lines.append(f"| {_label(first, varies)} - {what} | " + " | ".join(vals) + " |")
@@ -135,7 +149,7 @@ def cost_table(board: pd.DataFrame, metric: str = "si_sdr", systems: list[str] |
         own = pooled[pooled["system"] == row["system"]]  # the settings that tell this system's cells apart
         label = _label(row, [(c, t) for c, t in SETTINGS if c in own and own[c].nunique() > 1])
         cols = [label, "student" if student_space else "teacher",
-                *(_fmt(row, f"{d}_{metric}") for d in ("d", "ds", "dt")),
+                *(_fmt(row, f"{d}_{metric}", _metric_unit(metric)[1]) for d in ("d", "ds", "dt")),
                 _count(row.get("pse_params")), _count(row.get("teacher_params")), per_block,
                 _count(row.get("total_macs_per_s"))]
         lines.append("| " + " | ".join(cols) + " |")
@@ -189,6 +203,7 @@ def paired_table(per: pd.DataFrame, cells: pd.DataFrame, pairs: list[tuple[str, 
     )
     from bench.report import _paired
 
+    unit, decimals = _metric_unit(metric)
     rows, pooled_p, conds = [], [], None
     for pa_spec, pb_spec in pairs:
         ia, ib = _select(cells, pa_spec), _select(cells, pb_spec)
@@ -203,7 +218,7 @@ def paired_table(per: pd.DataFrame, cells: pd.DataFrame, pairs: list[tuple[str, 
             sa, sb = (pa, pb) if cond == "all" else (pa[pa["condition"] == cond], pb[pb["condition"] == cond])
             d, cl = _paired(sa, sb, metric)
             m, lo, hi = cluster_bootstrap_mean(d, cl, n_boot, seed) if cond == "all" else bootstrap_mean(d, n_boot, seed)
-            text = f"{m:+.2f} [{lo:.2f}, {hi:.2f}]"
+            text = _ci_text(m, lo, hi, decimals)
             text = f"**{text}**" if lo > 0 or hi < 0 else text
             n = int(np.isfinite(d).sum())  # the items both were scored on (a slow metric: its subset)
             vals.append(text + ("" if cond == "all" else f" (p {paired_p(d):.2g}, n {n})"))
@@ -214,7 +229,7 @@ def paired_table(per: pd.DataFrame, cells: pd.DataFrame, pairs: list[tuple[str, 
         for row, p in zip(rows, holm(pooled_p), strict=True):
             row[-1] += f" (p Holm {p:.2g})"
     conds = conds or []
-    head = f"| {metric} (dB) | " + " | ".join([*conds, "all"]) + " |"
+    head = f"| {metric}{unit} | " + " | ".join([*conds, "all"]) + " |"
     return "\n".join([head, "|---" * (len(conds) + 2) + "|", *("| " + " | ".join(r) + " |" for r in rows)])
 
 

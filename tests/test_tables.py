@@ -154,3 +154,14 @@ def test_the_cost_table_puts_each_refiners_pooled_gains_beside_what_it_runs(tmp_
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 3 and out[2].startswith("| oracle | teacher |")
     assert main(["--run", str(tmp_path), "--cost", "--systems", "nope"]) == 2
+
+
+def test_stoi_gains_have_three_decimals_and_no_db_unit():
+    """A STOI gain of a few thousandths must not print as +0.00, nor as decibels."""
+    board = _board().rename(columns=lambda c: c.replace("si_sdr", "stoi"))
+    for col in ("d_stoi_mean", "d_stoi_ci_lo", "d_stoi_ci_hi"):
+        board[col] = board[col] / 100
+    lines = gain_table(board, "stoi").splitlines()
+    assert lines[0] == "| stoi gain | competing | all |"
+    assert lines[2] == "| student-mse, steps 200 - static | **+0.005 [0.002, 0.008]**\\* | -0.002 [-0.005, 0.001] |"
+    assert gain_table(_board()).splitlines()[0].endswith("gain (dB) | competing | all |")

@@ -23,6 +23,7 @@ PACKAGE = "bench"
 # The command-line layer: modules that only exist to be run (``python -m ...``, the
 # ``pse-bench`` script). They may import anything; nothing in ``bench/`` imports them.
 CLI_MODULES = frozenset({
+    "bench.breakdown",
     "bench.compare",
     "bench.data.__main__",
     "bench.figures",

@@ -182,7 +182,7 @@ def _cluster_sums(d: np.ndarray, cl: np.ndarray) -> np.ndarray:
 
 
 def paired_table(per: pd.DataFrame, cells: pd.DataFrame, pairs: list[tuple[str, str]], metric: str = "si_sdr",
-                 n_boot: int = 1000, seed: int = 0) -> str:
+                 n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> str:
     """Markdown rows of the paired differences ``a - b`` of each ``(a, b)`` of ``pairs`` (cell
     specs, see :func:`_select`) on the
     mixtures both were scored on: per condition and pooled (whole mixtures resampled), ``mean [CI]``
@@ -193,7 +193,11 @@ def paired_table(per: pd.DataFrame, cells: pd.DataFrame, pairs: list[tuple[str, 
     together (a mixture scored under several conditions is one unit, as in the pooled CI's
     resampling; the mean the CI describes, where conditions of opposite sign make a median test
     say little),
-    Holm-corrected over the pairs of the table (the family a plan names by listing them)."""
+    Holm-corrected over the pairs of the table (the family a plan names by listing them).
+    ``level``: the CIs' confidence level (a plan that corrects for earlier looks at the same
+    items asks for more than 0.95); the header names it when it is not 0.95."""
+    if not 0.5 <= level < 1:
+        raise ValueError(f"--level {level}: give a confidence level in [0.5, 1), e.g. 0.95 or 0.983")
     from bench.metrics.stats import (
         bootstrap_mean,
         cluster_bootstrap_mean,
@@ -217,7 +221,8 @@ def paired_table(per: pd.DataFrame, cells: pd.DataFrame, pairs: list[tuple[str, 
         for cond in [*conds, "all"]:
             sa, sb = (pa, pb) if cond == "all" else (pa[pa["condition"] == cond], pb[pb["condition"] == cond])
             d, cl = _paired(sa, sb, metric)
-            m, lo, hi = cluster_bootstrap_mean(d, cl, n_boot, seed) if cond == "all" else bootstrap_mean(d, n_boot, seed)
+            m, lo, hi = (cluster_bootstrap_mean(d, cl, n_boot, seed, level) if cond == "all"
+                         else bootstrap_mean(d, n_boot, seed, level))
             text = _ci_text(m, lo, hi, decimals)
             text = f"**{text}**" if lo > 0 or hi < 0 else text
             n = int(np.isfinite(d).sum())  # the items both were scored on (a slow metric: its subset)
@@ -229,7 +234,8 @@ def paired_table(per: pd.DataFrame, cells: pd.DataFrame, pairs: list[tuple[str, 
         for row, p in zip(rows, holm(pooled_p), strict=True):
             row[-1] += f" (p Holm {p:.2g})"
     conds = conds or []
-    head = f"| {metric}{unit} | " + " | ".join([*conds, "all"]) + " |"
+    ci = "" if level == 0.95 else f", {100 * level:g} % CI"
+    head = f"| {metric}{unit}{ci} | " + " | ".join([*conds, "all"]) + " |"
     return "\n".join([head, "|---" * (len(conds) + 2) + "|", *("| " + " | ".join(r) + " |" for r in rows)])
 
 
@@ -242,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead: the paired difference A - B of two cells, each SYSTEM[,COLUMN=VALUE ...] of "
                         "cells.csv (e.g. --pair static,teacher=vfl static,teacher=ge2e); repeat it for one "
                         "table of several pairs, the pooled p Holm-corrected over them")
+    p.add_argument("--level", type=float, default=0.95,
+                   help="with --pair: the CIs' confidence level (default 0.95; bold where the CI excludes 0)")
     p.add_argument("--cost", action="store_true",
                    help="instead: one row per refining cell with its reading, its pooled gain over static, shrink "
                         "and the teacher space's static, and its parameters and MACs per second")
@@ -260,7 +268,9 @@ def render(args: argparse.Namespace) -> str:
         raise FileNotFoundError(f"{path} does not exist; run python -m bench.run first")
     if args.pair:
         per, cells = (pd.read_csv(Path(args.run) / f) for f in ("per_utterance.csv", "cells.csv"))
-        return paired_table(per, cells, [tuple(q) for q in args.pair], metric=args.metric)
+        return paired_table(per, cells, [tuple(q) for q in args.pair], metric=args.metric, level=args.level)
+    if args.level != 0.95:
+        raise ValueError("--level applies to --pair tables only")
     table = cost_table if args.cost else gain_table
     return table(pd.read_csv(path), args.metric, [s for s in args.systems.split(",") if s])
 

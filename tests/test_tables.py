@@ -165,3 +165,35 @@ def test_stoi_gains_have_three_decimals_and_no_db_unit():
     assert lines[0] == "| stoi gain | competing | all |"
     assert lines[2] == "| student-mse, steps 200 - static | **+0.005 [0.002, 0.008]**\\* | -0.002 [-0.005, 0.001] |"
     assert gain_table(_board()).splitlines()[0].endswith("gain (dB) | competing | all |")
+
+
+def test_a_higher_confidence_level_widens_every_ci_and_says_so(tmp_path, capsys):
+    import re
+
+    import numpy as np
+
+    from bench.tables import paired_table
+
+    rng = np.random.default_rng(1)
+    cells = pd.DataFrame({"cell_id": ["a", "b"], "system": ["static", "mixture"]})
+    rows = []
+    for cond in ("clean", "combined"):
+        for utt in range(40):
+            base = rng.normal()
+            rows.append({"cell_id": "b", "condition": cond, "utt": utt, "si_sdr": base})
+            rows.append({"cell_id": "a", "condition": cond, "utt": utt, "si_sdr": base + 0.3 + rng.normal()})
+    per = pd.DataFrame(rows)
+
+    def cis(table: str) -> list[tuple[float, float]]:
+        return [(float(lo), float(hi)) for lo, hi in re.findall(r"\[(-?[\d.]+), (-?[\d.]+)\]", table.splitlines()[2])]
+
+    t95, t99 = (paired_table(per, cells, [("static", "mixture")], level=lv) for lv in (0.95, 0.999))
+    assert t95.splitlines()[0] == "| si_sdr (dB) | clean | combined | all |"
+    assert t99.splitlines()[0] == "| si_sdr (dB), 99.9 % CI | clean | combined | all |"
+    for (lo95, hi95), (lo99, hi99) in zip(cis(t95), cis(t99), strict=True):
+        assert lo99 < lo95 and hi99 > hi95
+    with pytest.raises(ValueError, match=r"--level 1.5: give a confidence level in \[0.5, 1\)"):
+        paired_table(per, cells, [("static", "mixture")], level=1.5)
+    _board().to_csv(tmp_path / "leaderboard.csv", index=False)
+    assert main(["--run", str(tmp_path), "--level", "0.99"]) == 2
+    assert "--level applies to --pair tables only" in capsys.readouterr().err

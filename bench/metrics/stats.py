@@ -44,12 +44,13 @@ def bootstrap_ci(values: Any, n_boot: int = 1000, seed: int = 0, level: float = 
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def bootstrap_mean(values: Any, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_mean(values: Any, n_boot: int = 1000, seed: int = 0,
+                   level: float = LEVEL) -> tuple[float, float, float]:
     """``(mean, ci_lo, ci_hi)`` of the finite ``values`` (all NaN when there are none)."""
     x = _finite(values)
     if x.size == 0:
         return float("nan"), float("nan"), float("nan")
-    lo, hi = bootstrap_ci(x, n_boot, seed)
+    lo, hi = bootstrap_ci(x, n_boot, seed, level)
     return float(x.mean()), lo, hi
 
 

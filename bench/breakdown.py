@@ -80,9 +80,8 @@ def breakdown_table(per: pd.DataFrame, cells: pd.DataFrame, pair: tuple[str, str
                     metric: str = "si_sdr", by: str = "kind", bins: Sequence[float] = DEFAULT_BINS,
                     n_boot: int = 1000, seed: int = 0) -> str:
     """The Markdown table (module docstring) of ``pair``'s paired ``metric`` difference per group."""
-    from bench.metrics.stats import bootstrap_mean, cluster_bootstrap_mean
     from bench.report import _clusters
-    from bench.tables import _ci_text, _metric_unit, _select
+    from bench.tables import _metric_unit, _select, paired_cell
 
     if metric not in per:
         raise ValueError(f"metric {metric!r} is not a column of per_utterance.csv")
@@ -103,11 +102,9 @@ def breakdown_table(per: pd.DataFrame, cells: pd.DataFrame, pair: tuple[str, str
             if s.empty:
                 vals.append("")
                 continue
-            d = s["d"].to_numpy(dtype=float)
-            m, lo, hi = (cluster_bootstrap_mean(d, _clusters(s), n_boot, seed) if cond == "all"
-                         else bootstrap_mean(d, n_boot, seed))
-            text = _ci_text(m, lo, hi, decimals) if len(d) > 1 else f"{m:+.{decimals}f}"
-            vals.append((f"**{text}**" if len(d) > 1 and (lo > 0 or hi < 0) else text) + f" (n {len(d)})")
+            text, _, _ = paired_cell(s["d"].to_numpy(dtype=float), _clusters(s) if cond == "all" else None,
+                                     decimals, n_boot, seed)
+            vals.append(f"{text} (n {len(s)})")
         lines.append(f"| {g} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 
@@ -127,9 +124,10 @@ def _run_args(run: Path) -> tuple[str, list[str]]:
     return grid, sets
 
 
-def run_metas(run: Path, cell_id: str, cache_dir: str | None = None) -> dict[str, list[dict[str, Any]]]:
+def run_metas(run: Path, per: pd.DataFrame, cell_id: str,
+              cache_dir: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """Each condition's mixture metas of the run's cell ``cell_id`` (its test sets, from the cache
-    or rebuilt)."""
+    or rebuilt), checked against the run's ``per`` (its per_utterance.csv)."""
     from bench.cache import Cache, default_root
     from bench.config import Grid
     from bench.grid import with_baselines
@@ -154,15 +152,14 @@ def run_metas(run: Path, cell_id: str, cache_dir: str | None = None) -> dict[str
         ms = pipe.eval_set(cfg, cond)
         out[cond] = [dict(m.meta) for m in ms]
         checks[cond] = ms
-    _check_sets(run, checks)
+    _check_sets(per, checks)
     return out
 
 
-def _check_sets(run: Path, sets: dict[str, list[Any]], tol_db: float = 0.01) -> None:
-    """ValueError unless the mixture SI-SDR of ``sets`` equals the run's, mixture by mixture."""
+def _check_sets(per: pd.DataFrame, sets: dict[str, list[Any]], tol_db: float = 0.01) -> None:
+    """ValueError unless the mixture SI-SDR of ``sets`` equals the run's (``per``), mixture by mixture."""
     from bench.metrics.quality import si_sdr
 
-    per = pd.read_csv(run / "per_utterance.csv")
     mix = per[per["cell_id"].astype(str) == "mixture"]
     for cond, ms in sets.items():
         got = mix[mix["condition"] == cond].set_index("utt")["si_sdr"]
@@ -203,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = pd.read_csv(run / "cells.csv")
         from bench.tables import _select
 
-        metas = run_metas(run, _select(cells, args.pair[0]), args.cache_dir)
+        metas = run_metas(run, per, _select(cells, args.pair[0]), args.cache_dir)
         print(breakdown_table(per, cells, tuple(args.pair), groups(metas, args.by, bins), args.metric, args.by, bins))
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)

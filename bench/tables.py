@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.metrics.stats import LEVEL
+
 # settings that can tell two cells of one system apart, with their short names
 SETTINGS = (("teacher", "teacher"), ("alpha", "alpha"), ("distill_steps", "steps"), ("student_params", "params"),
             ("student_mode", ""), ("seed", "seed"))
@@ -42,6 +44,21 @@ def _metric_unit(metric: str) -> tuple[str, int]:
 
 def _ci_text(m: float, lo: float, hi: float, decimals: int) -> str:
     return f"{m:+.{decimals}f} [{lo:.{decimals}f}, {hi:.{decimals}f}]"
+
+
+def paired_cell(d: np.ndarray, clusters: np.ndarray | None, decimals: int, n_boot: int = 1000, seed: int = 0,
+                level: float = 0.95) -> tuple[str, float, float]:
+    """``mean [CI]`` of the paired differences ``d``, bold where the CI excludes 0, and the CI:
+    whole clusters resampled when ``clusters`` is given (a pooled column), single rows otherwise.
+    One value has no CI: its mean alone."""
+    from bench.metrics.stats import bootstrap_mean, cluster_bootstrap_mean
+
+    m, lo, hi = (cluster_bootstrap_mean(d, clusters, n_boot, seed, level) if clusters is not None
+                 else bootstrap_mean(d, n_boot, seed, level))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{m:+.{decimals}f}", lo, hi
+    text = _ci_text(m, lo, hi, decimals)
+    return (f"**{text}**" if lo > 0 or hi < 0 else text), lo, hi
 
 
 def _fmt(row: pd.Series, col: str, decimals: int = 2) -> str:
@@ -182,7 +199,7 @@ def _cluster_sums(d: np.ndarray, cl: np.ndarray) -> np.ndarray:
 
 
 def paired_table(per: pd.DataFrame, cells: pd.DataFrame, pairs: list[tuple[str, str]], metric: str = "si_sdr",
-                 n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> str:
+                 n_boot: int = 1000, seed: int = 0, level: float = LEVEL) -> str:
     """Markdown rows of the paired differences ``a - b`` of each ``(a, b)`` of ``pairs`` (cell
     specs, see :func:`_select`) on the
     mixtures both were scored on: per condition and pooled (whole mixtures resampled), ``mean [CI]``
@@ -195,16 +212,10 @@ def paired_table(per: pd.DataFrame, cells: pd.DataFrame, pairs: list[tuple[str, 
     say little),
     Holm-corrected over the pairs of the table (the family a plan names by listing them).
     ``level``: the CIs' confidence level (a plan that corrects for earlier looks at the same
-    items asks for more than 0.95); the header names it when it is not 0.95."""
+    items asks for more than the suite's 0.95); the header names it when it is another."""
     if not 0.5 <= level < 1:
         raise ValueError(f"--level {level}: give a confidence level in [0.5, 1), e.g. 0.95 or 0.983")
-    from bench.metrics.stats import (
-        bootstrap_mean,
-        cluster_bootstrap_mean,
-        holm,
-        paired_p,
-        sign_flip_p,
-    )
+    from bench.metrics.stats import holm, paired_p, sign_flip_p
     from bench.report import _paired
 
     unit, decimals = _metric_unit(metric)
@@ -221,10 +232,7 @@ def paired_table(per: pd.DataFrame, cells: pd.DataFrame, pairs: list[tuple[str, 
         for cond in [*conds, "all"]:
             sa, sb = (pa, pb) if cond == "all" else (pa[pa["condition"] == cond], pb[pb["condition"] == cond])
             d, cl = _paired(sa, sb, metric)
-            m, lo, hi = (cluster_bootstrap_mean(d, cl, n_boot, seed, level) if cond == "all"
-                         else bootstrap_mean(d, n_boot, seed, level))
-            text = _ci_text(m, lo, hi, decimals)
-            text = f"**{text}**" if lo > 0 or hi < 0 else text
+            text, _, _ = paired_cell(d, cl if cond == "all" else None, decimals, n_boot, seed, level)
             n = int(np.isfinite(d).sum())  # the items both were scored on (a slow metric: its subset)
             vals.append(text + ("" if cond == "all" else f" (p {paired_p(d):.2g}, n {n})"))
             if cond == "all":
@@ -234,7 +242,7 @@ def paired_table(per: pd.DataFrame, cells: pd.DataFrame, pairs: list[tuple[str, 
         for row, p in zip(rows, holm(pooled_p), strict=True):
             row[-1] += f" (p Holm {p:.2g})"
     conds = conds or []
-    ci = "" if level == 0.95 else f", {100 * level:g} % CI"
+    ci = "" if level == LEVEL else f", {100 * level:g} % CI"
     head = f"| {metric}{unit}{ci} | " + " | ".join([*conds, "all"]) + " |"
     return "\n".join([head, "|---" * (len(conds) + 2) + "|", *("| " + " | ".join(r) + " |" for r in rows)])
 
@@ -248,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead: the paired difference A - B of two cells, each SYSTEM[,COLUMN=VALUE ...] of "
                         "cells.csv (e.g. --pair static,teacher=vfl static,teacher=ge2e); repeat it for one "
                         "table of several pairs, the pooled p Holm-corrected over them")
-    p.add_argument("--level", type=float, default=0.95,
-                   help="with --pair: the CIs' confidence level (default 0.95; bold where the CI excludes 0)")
+    p.add_argument("--level", type=float, default=LEVEL,
+                   help=f"with --pair: the CIs' confidence level (default {LEVEL}; bold where the CI excludes 0)")
     p.add_argument("--cost", action="store_true",
                    help="instead: one row per refining cell with its reading, its pooled gain over static, shrink "
                         "and the teacher space's static, and its parameters and MACs per second")
@@ -269,7 +277,7 @@ def render(args: argparse.Namespace) -> str:
     if args.pair:
         per, cells = (pd.read_csv(Path(args.run) / f) for f in ("per_utterance.csv", "cells.csv"))
         return paired_table(per, cells, [tuple(q) for q in args.pair], metric=args.metric, level=args.level)
-    if args.level != 0.95:
+    if args.level != LEVEL:
         raise ValueError("--level applies to --pair tables only")
     table = cost_table if args.cost else gain_table
     return table(pd.read_csv(path), args.metric, [s for s in args.systems.split(",") if s])

@@ -88,3 +88,14 @@ def test_main_is_one_line_and_exit_2_on_a_missing_run_or_bad_bins(tmp_path, caps
     assert capsys.readouterr().err.startswith("error: ")
     assert main(["--run", str(tmp_path), "--pair", "a", "b", "--by", "sir_db", "--bins", "0,x"]) == 2
     assert "--bins '0,x'" in capsys.readouterr().err
+
+
+def test_a_single_difference_prints_its_mean_alone_and_a_clear_gain_is_bold():
+    from bench.tables import paired_cell
+
+    text, lo, hi = paired_cell(np.array([0.5]), None, 2)
+    assert text == "+0.50" and np.isnan(lo) and np.isnan(hi)
+    text, lo, _ = paired_cell(np.linspace(0.9, 1.1, 20), None, 2, n_boot=200)
+    assert text.startswith("**+1.00 [") and lo > 0
+    text, _, _ = paired_cell(np.linspace(-1.0, 1.0, 21), np.arange(21), 2, n_boot=200)
+    assert not text.startswith("**")

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from bench.cache import Cache, atomic_path, atomic_write_json, config_hash, key_slice
-from bench.config import PSE_ADDED_FIELDS, ExperimentConfig
+from bench.config import PSE_ADDED_FIELDS, ExperimentConfig, PSEConfig
 from bench.pse.base import PSEModel
 from bench.trainloop import (
     clone_state,
@@ -126,6 +126,7 @@ _SOURCE_FIELDS = ("source", "path", "atten_lim_db")
 
 # PSEConfig fields about the embedding, meaningless for a non-personalized backbone
 _EMBEDDING_FIELDS = ("emb_degraded", "emb_mix", "emb_mix_max", "emb_drop", "refine_train", "refine_alpha_max")
+_INJECTION_DEFAULT = PSEConfig.injection
 
 
 def training_slice(pc: Any) -> dict[str, Any]:
@@ -133,7 +134,12 @@ def training_slice(pc: Any) -> dict[str, Any]:
     the inference-time ``atten_lim_db``, for a non-personalized backbone nothing about the embedding
     either, and fields added later only away from their defaults (:func:`bench.cache.key_slice`)."""
     skip = _SOURCE_FIELDS + (() if pc.personalized else _EMBEDDING_FIELDS)
-    return key_slice(pc, PSE_ADDED_FIELDS, skip)
+    out = key_slice(pc, PSE_ADDED_FIELDS, skip)
+    if not pc.personalized and "injection" in out:
+        # a non-personalized backbone has no injection point: any value builds and trains the same
+        # weights, so the key carries the default (the keys of shipped twins stay as they were)
+        out["injection"] = _INJECTION_DEFAULT
+    return out
 
 
 def teacher_identity(cfg: ExperimentConfig, teacher: Any) -> str:

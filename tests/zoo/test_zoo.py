@@ -13,6 +13,7 @@ from bench.cache import Cache
 from bench.config import ConfigError, ExperimentConfig, PSEConfig
 from bench.pse import train as pse_train
 from bench.pse.embaug import EmbeddingAugmenter, degraded_pool, refine_embedding
+from bench.pse.pdfnet2 import make_pdfnet2
 from bench.zoo import __main__ as zoo_cli
 from tests.pse.test_pdfnet2 import FakeSampler, FakeTeacher, _fake_corpus, _train_cfg, _wave
 
@@ -128,6 +129,19 @@ def test_stage_key_ignores_where_weights_come_from_and_embedding_switches_withou
     assert pse_train.stage_key(a, corpus, teacher) != pse_train.stage_key(b, corpus, teacher)
     a.pse.personalized = b.pse.personalized = False
     assert pse_train.stage_key(a, corpus, None) == pse_train.stage_key(b, corpus, None)
+
+
+def test_stage_key_of_a_twin_ignores_the_injection_point(fake_world):
+    corpus, teacher = fake_world
+    a, b = _train_cfg(), _train_cfg()
+    b.pse.injection = "encoder"
+    assert pse_train.stage_key(a, corpus, teacher) != pse_train.stage_key(b, corpus, teacher)
+    a.pse.personalized = b.pse.personalized = False
+    assert pse_train.stage_key(a, corpus, None) == pse_train.stage_key(b, corpus, None)
+    # the key is the one a twin without the setting always had, and the weights are the same model
+    assert pse_train.training_slice(b.pse)["injection"] == PSEConfig().injection
+    shapes = [{k: v.shape for k, v in make_pdfnet2(c.pse, 0).state_dict().items()} for c in (a, b)]
+    assert shapes[0] == shapes[1]
 
 
 def _only(**switches) -> PSEConfig:
